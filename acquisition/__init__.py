@@ -1,0 +1,1 @@
+"""Getting sources: the sources file, local files, HTTP downloads, object stores."""

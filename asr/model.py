@@ -1,0 +1,118 @@
+"""Load a wav2vec2-style CTC model with its tokenizer and feature-extractor settings.
+
+Any ``AutoModelForCTC`` id or local directory works. The recipe's transcriber keeps its tokenizer
+and feature extractor in other repos, so both can be named separately; by default they come from
+the model's own repo, except for the recipe's default model, whose companions are known.
+Remote code is never trusted; safetensors weights are preferred.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+DEFAULT_ASR_MODEL = "jbetker/wav2vec2-large-robust-ft-libritts-voxpopuli"
+DEFAULT_TOKENIZER = "jbetker/tacotron-symbols"
+DEFAULT_FEATURE_EXTRACTOR = "facebook/wav2vec2-large-960h"
+
+
+class ModelLoadError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class AsrModelSpec:
+    model: str = DEFAULT_ASR_MODEL
+    tokenizer: Optional[str] = None
+    feature_extractor: Optional[str] = None
+    revision: Optional[str] = None
+    device: str = "cpu"
+
+    @property
+    def tokenizer_id(self) -> str:
+        if self.tokenizer:
+            return self.tokenizer
+        return DEFAULT_TOKENIZER if self.model == DEFAULT_ASR_MODEL else self.model
+
+    @property
+    def feature_extractor_id(self) -> str:
+        if self.feature_extractor:
+            return self.feature_extractor
+        return DEFAULT_FEATURE_EXTRACTOR if self.model == DEFAULT_ASR_MODEL else self.model
+
+    @property
+    def label(self) -> str:
+        """What every transcript records as its model: ``id@revision`` (or the id alone)."""
+        return f"{self.model}@{self.revision}" if self.revision else self.model
+
+
+@dataclass
+class LoadedCtcModel:
+    model: torch.nn.Module
+    tokenizer: object
+    blank_id: int
+    do_normalize: bool
+    use_attention_mask: bool
+    sample_rate: int
+    device: torch.device
+    label: str
+
+    def decode_ids(self, ids) -> str:
+        try:
+            text = self.tokenizer.decode(ids, skip_special_tokens=True, group_tokens=False)
+        except TypeError:  # tokenizers that do not know about CTC grouping
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        return " ".join(text.split())
+
+
+def _missing(what: str, name: str, err: Exception) -> ModelLoadError:
+    offline = _offline()
+    where = ("it is not a local directory and is not in the Hugging Face cache "
+             "(HF_HUB_OFFLINE=1)") if offline else "it is neither a local directory nor a reachable hub id"
+    return ModelLoadError(f"cannot load ASR {what} {name!r}: {where}. ({type(err).__name__}: {err})")
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def check_available(spec: AsrModelSpec) -> None:
+    """Fail fast, before a pipeline starts, when the model's config cannot be found."""
+    from transformers import AutoConfig
+    try:
+        AutoConfig.from_pretrained(spec.model, revision=spec.revision, trust_remote_code=False,
+                                   local_files_only=_offline())
+    except Exception as e:
+        raise _missing("model", spec.model, e) from e
+
+
+def load_ctc_model(spec: AsrModelSpec) -> LoadedCtcModel:
+    from transformers import AutoFeatureExtractor, AutoModelForCTC, AutoTokenizer
+    try:
+        model = AutoModelForCTC.from_pretrained(spec.model, revision=spec.revision,
+                                                trust_remote_code=False, use_safetensors=None,
+                                                local_files_only=_offline())
+    except Exception as e:
+        raise _missing("model", spec.model, e) from e
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer_id, trust_remote_code=False,
+                                                  local_files_only=_offline())
+    except Exception as e:
+        raise _missing("tokenizer", spec.tokenizer_id, e) from e
+    try:
+        fe = AutoFeatureExtractor.from_pretrained(spec.feature_extractor_id, trust_remote_code=False,
+                                                  local_files_only=_offline())
+    except Exception as e:
+        raise _missing("feature extractor", spec.feature_extractor_id, e) from e
+    device = torch.device(spec.device)
+    model.to(device).eval()
+    blank = model.config.pad_token_id
+    if blank is None:
+        blank = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return LoadedCtcModel(
+        model=model, tokenizer=tokenizer, blank_id=int(blank),
+        do_normalize=bool(getattr(fe, "do_normalize", True)),
+        use_attention_mask=bool(getattr(fe, "return_attention_mask", False)),
+        sample_rate=int(getattr(fe, "sampling_rate", 16000)), device=device, label=spec.label)

@@ -1,0 +1,22 @@
+"""FLAC encoding of 16-bit mono clips, deterministic byte for byte for the same samples."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import soundfile as sf
+
+
+def encode_flac(samples: np.ndarray, sample_rate: int) -> bytes:
+    """16-bit mono FLAC of int16 ``samples`` (libsndfile writes no timestamp, so equal in → equal out)."""
+    if samples.dtype != np.int16:
+        raise TypeError(f"encode_flac wants int16 samples, got {samples.dtype}")
+    buf = io.BytesIO()
+    sf.write(buf, samples, int(sample_rate), format="FLAC", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def decode_flac(data: bytes) -> tuple:
+    """(int16 samples, sample rate) of FLAC bytes."""
+    samples, sr = sf.read(io.BytesIO(data), dtype="int16")
+    return samples, sr

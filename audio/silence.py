@@ -1,0 +1,157 @@
+"""Split a recording into clips at silences, from its frame energies alone.
+
+The recipe (pydub ``split_on_silence(min_silence_len=600, silence_thresh=-40)``) used an absolute
+threshold; here silence is judged against the file's own level (its 95th-percentile frame energy),
+so the same speech recorded 40 dB quieter splits the same way.
+
+Rules, in order:
+1. Frames quieter than ``level - silence_rel_db`` are silent; silent runs of at least
+   ``min_silence_ms`` (and any silence at either end of the file) separate speech regions.
+2. Each region keeps up to ``keep_silence_ms`` of the silence on each side.
+3. A region longer than ``max_clip_s`` is cut at its quietest point (lowest smoothed energy) among
+   the places that leave a left piece of ``min_clip_s``..``max_clip_s``; repeated until it fits.
+4. A piece shorter than ``min_clip_s`` is merged with the neighbour across the smaller gap when the
+   result fits in ``max_clip_s`` and the gap is at most ``max_merge_gap_s``; what still is too
+   short is rejected.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import List, Tuple
+
+import numpy as np
+
+LEVEL_PERCENTILE = 95.0
+
+
+@dataclass(frozen=True)
+class SplitParams:
+    min_clip_s: float = 4.0
+    max_clip_s: float = 20.0
+    min_silence_ms: float = 600.0
+    keep_silence_ms: float = 200.0
+    silence_rel_db: float = 30.0
+    max_merge_gap_s: float = 2.0
+    silent_file_db: float = -85.0  # a file whose level is below this is silence, whatever its shape
+    min_dynamic_range_db: float = 3.0  # level minus 10th percentile: below this there is no speech
+    smooth_ms: float = 150.0
+
+    def validate(self) -> "SplitParams":
+        if not 0 < self.min_clip_s <= self.max_clip_s:
+            raise ValueError(f"need 0 < min_clip_s <= max_clip_s, got {self.min_clip_s}, {self.max_clip_s}")
+        if self.min_silence_ms <= 0:
+            raise ValueError(f"min_silence_ms must be > 0, got {self.min_silence_ms}")
+        if not 0 <= self.keep_silence_ms * 2 <= self.min_silence_ms:
+            raise ValueError("keep_silence_ms must be between 0 and half of min_silence_ms "
+                             f"(got {self.keep_silence_ms} and {self.min_silence_ms})")
+        if self.silence_rel_db <= 0:
+            raise ValueError(f"silence_rel_db must be > 0, got {self.silence_rel_db}")
+        if self.max_merge_gap_s < 0:
+            raise ValueError(f"max_merge_gap_s must be >= 0, got {self.max_merge_gap_s}")
+        return self
+
+
+@dataclass(frozen=True)
+class Piece:
+    start: int  # frame index, inclusive
+    end: int  # frame index, exclusive
+
+
+@dataclass(frozen=True)
+class SplitResult:
+    clips: Tuple[Piece, ...]
+    too_short: Tuple[Piece, ...]
+    file_reason: str = ""  # set when the whole file is rejected ("silent", "no_dynamics", "no_audio")
+    level_db: float = float("nan")
+    threshold_db: float = float("nan")
+
+
+def _runs(mask: np.ndarray) -> List[Tuple[int, int]]:
+    """[start, end) of each run of True."""
+    if not len(mask):
+        return []
+    d = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(d == 1).tolist(), np.flatnonzero(d == -1).tolist()))
+
+
+def _smoothed(db: np.ndarray, width: int) -> np.ndarray:
+    if width <= 1:
+        return db.astype(np.float64)
+    power = 10.0 ** (db.astype(np.float64) / 10.0)
+    kernel = np.ones(width) / width
+    return 10.0 * np.log10(np.convolve(power, kernel, mode="same") + 1e-30)
+
+
+def _split_long(p: Piece, smooth: np.ndarray, min_f: int, max_f: int) -> List[Piece]:
+    out = []
+    s, e = p.start, p.end
+    while e - s > max_f:
+        lo, hi = s + min_f, min(s + max_f, e - min_f)
+        if lo > hi:  # cannot leave a valid piece on both sides: keep the left piece valid
+            lo, hi = max(s + 1, e - max_f), s + max_f
+        cut = lo + int(np.argmin(smooth[lo:hi + 1]))
+        out.append(Piece(s, cut))
+        s = cut
+    out.append(Piece(s, e))
+    return out
+
+
+def _merge_short(pieces: List[Piece], min_f: int, max_f: int, max_gap_f: int) -> List[Piece]:
+    pieces = list(pieces)
+    changed = True
+    while changed:
+        changed = False
+        for i, p in enumerate(pieces):
+            if p.end - p.start >= min_f:
+                continue
+            options = []
+            if i > 0:
+                q = pieces[i - 1]
+                options.append((p.start - q.end, i - 1, Piece(q.start, p.end)))
+            if i + 1 < len(pieces):
+                q = pieces[i + 1]
+                options.append((q.start - p.end, i, Piece(p.start, q.end)))
+            options = [o for o in options if o[0] <= max_gap_f and o[2].end - o[2].start <= max_f]
+            if options:
+                _, j, merged = min(options, key=lambda o: (o[0], o[2].end - o[2].start))
+                pieces[j:j + 2] = [merged]
+                changed = True
+                break
+    return pieces
+
+
+def split_on_silence(db: np.ndarray, hop_s: float, params: SplitParams = SplitParams()) -> SplitResult:
+    """Clips (frame ranges) of a file given its frame energies in dBFS on a ``hop_s`` grid."""
+    n = len(db)
+    if n == 0:
+        return SplitResult((), (), "no_audio")
+    level = float(np.percentile(db, LEVEL_PERCENTILE))
+    floor = float(np.percentile(db, 10.0))
+    threshold = level - params.silence_rel_db
+    if level < params.silent_file_db:
+        return SplitResult((), (), "silent", level, threshold)
+    if level - floor < params.min_dynamic_range_db:
+        return SplitResult((), (), "no_dynamics", level, threshold)
+
+    min_f = max(1, int(round(params.min_clip_s / hop_s)))
+    max_f = max(min_f, int(math.floor(params.max_clip_s / hop_s + 1e-9)))
+    min_sil_f = max(1, int(round(params.min_silence_ms / 1000.0 / hop_s)))
+    pad_f = int(round(params.keep_silence_ms / 1000.0 / hop_s))
+    max_gap_f = int(round(params.max_merge_gap_s / hop_s))
+
+    silent = db < threshold
+    cuts = [(s, e) for s, e in _runs(silent) if e - s >= min_sil_f or s == 0 or e == n]
+    bounds = [0] + [x for run in cuts for x in run] + [n]
+    regions = []
+    for i in range(0, len(bounds), 2):
+        s, e = bounds[i], bounds[i + 1]  # speech between the end of one cut and the start of the next
+        if e > s:
+            regions.append(Piece(max(0, s - pad_f), min(n, e + pad_f)))
+
+    smooth = _smoothed(db, int(round(params.smooth_ms / 1000.0 / hop_s)))
+    pieces = [q for r in regions for q in _split_long(r, smooth, min_f, max_f)]
+    pieces = _merge_short(pieces, min_f, max_f, max_gap_f)
+    clips = tuple(p for p in pieces if p.end - p.start >= min_f)
+    short = tuple(p for p in pieces if p.end - p.start < min_f)
+    return SplitResult(clips, short, "", level, threshold)

@@ -1,0 +1,1 @@
+"""The corpus on disk: file helpers, shard writing, output layout, progress."""

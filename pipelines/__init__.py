@@ -1,0 +1,1 @@
+"""Entry points: build_corpus (and the trainers)."""

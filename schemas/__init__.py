@@ -1,0 +1,1 @@
+"""Records passed between pipeline stages, key rules and the Parquet table schemas."""

@@ -1,0 +1,145 @@
+"""The element records passed between stages.
+
+Records are frozen dataclasses: a stage never mutates what it receives, it returns a new record
+(``dataclasses.replace``). No record carries audio samples: audio travels only inside a fused stage
+(``AsrBatch``), and everything that crosses a shuffle is a reference (a staged file, a clip pack
+offset), because moving audio through a shuffle costs far more than decoding it again.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Source:
+    """One line of the sources file (or one item a feed or playlist expanded into)."""
+
+    uri: str
+    source_id: str
+    speaker: Optional[str] = None
+    title: Optional[str] = None
+    license: Optional[str] = None
+    origin: str = ""  # where it came from, e.g. "sources.txt:12"
+    extra: tuple = ()  # (name, value) pairs of further metadata, kept in each sample's .json
+
+    @property
+    def speaker_id(self) -> str:
+        """Every clip of a source shares one speaker id: the given speaker, else the source id."""
+        return self.speaker or self.source_id
+
+
+@dataclass(frozen=True)
+class AudioFile:
+    """A source whose media is readable at ``path`` (a local path or a ``FileSystems`` path)."""
+
+    source: Source
+    path: str
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One clip: times in the source, and where its encoded audio sits in the source's clip pack."""
+
+    key: str
+    source: Source
+    start_s: float
+    end_s: float
+    sample_rate: int
+    pack_path: str
+    pack_offset: int
+    pack_length: int
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+
+@dataclass(frozen=True)
+class Transcript:
+    segment: Segment
+    text: str
+    confidence: float
+    asr_model: str
+
+    @property
+    def key(self) -> str:
+        return self.segment.key
+
+    @property
+    def chars_per_s(self) -> float:
+        d = self.segment.duration_s
+        return len(self.text) / d if d > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why a source or a segment did not make it into the corpus."""
+
+    source_id: str
+    source_uri: str
+    stage: str
+    reason: str
+    detail: str = ""
+    key: Optional[str] = None
+    duration_s: Optional[float] = None
+
+    @classmethod
+    def for_source(cls, source: Source, stage: str, reason: str, detail: str = "") -> "Rejection":
+        return cls(source.source_id, source.uri, stage, reason, _clip(detail))
+
+    @classmethod
+    def for_segment(cls, segment: Segment, stage: str, reason: str, detail: str = "") -> "Rejection":
+        return cls(segment.source.source_id, segment.source.uri, stage, reason, _clip(detail),
+                   key=segment.key, duration_s=round(segment.duration_s, 3))
+
+
+@dataclass(frozen=True)
+class SourceResult:
+    """One row per source per run: what became of it. A source with a row here is done."""
+
+    source: Source
+    status: str  # "ok" or "failed"
+    duration_s: float = 0.0
+    n_segments: int = 0
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class AsrBatch:
+    """Clips of one source decoded at the ASR rate, grouped by length, for one model call.
+
+    Batches are formed from one source's clip plan in a fixed order, so their composition (and so
+    the model's floating-point results) is the same on every rerun.
+    """
+
+    segments: tuple
+    audio: tuple = field(repr=False)  # float32 arrays at ``sample_rate``
+    sample_rate: int = 16000
+
+    def __len__(self) -> int:
+        return len(self.segments)
+
+    @property
+    def total_samples(self) -> int:
+        return int(sum(len(a) for a in self.audio))
+
+
+def _clip(text: str, limit: int = 2000) -> str:
+    text = str(text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def replace(record, **changes):
+    """``dataclasses.replace``, re-exported so stages need one import."""
+    return dataclasses.replace(record, **changes)
+
+
+def as_float32(audio) -> np.ndarray:
+    return np.ascontiguousarray(audio, dtype=np.float32)

@@ -1,0 +1,117 @@
+"""Parquet schemas of the corpus tables and the record → row conversions.
+
+``manifest``: one row per kept sample; ``rejected``: one row per rejected segment or failed source;
+``sources``: one row per source and run, the record that a source is done.
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+
+from schemas.records import SCHEMA_VERSION, Rejection, SourceResult, Transcript
+
+MANIFEST = pa.schema([
+    ("key", pa.string()),
+    ("shard", pa.string()),
+    ("source_id", pa.string()),
+    ("source_uri", pa.string()),
+    ("speaker", pa.string()),
+    ("title", pa.string()),
+    ("license", pa.string()),
+    ("start_s", pa.float64()),
+    ("end_s", pa.float64()),
+    ("duration_s", pa.float64()),
+    ("text", pa.string()),
+    ("confidence", pa.float64()),
+    ("chars_per_s", pa.float64()),
+    ("asr_model", pa.string()),
+    ("sample_rate", pa.int32()),
+    ("flac_bytes", pa.int64()),
+    ("schema_version", pa.int32()),
+])
+
+REJECTED = pa.schema([
+    ("source_id", pa.string()),
+    ("source_uri", pa.string()),
+    ("key", pa.string()),
+    ("stage", pa.string()),
+    ("reason", pa.string()),
+    ("detail", pa.string()),
+    ("duration_s", pa.float64()),
+    ("schema_version", pa.int32()),
+])
+
+SOURCES = pa.schema([
+    ("source_id", pa.string()),
+    ("uri", pa.string()),
+    ("speaker", pa.string()),
+    ("title", pa.string()),
+    ("license", pa.string()),
+    ("origin", pa.string()),
+    ("status", pa.string()),
+    ("reason", pa.string()),
+    ("duration_s", pa.float64()),
+    ("n_segments", pa.int64()),
+    ("schema_version", pa.int32()),
+])
+
+
+def manifest_row(t: Transcript, shard: str) -> dict:
+    seg, src = t.segment, t.segment.source
+    return {
+        "key": seg.key,
+        "shard": shard,
+        "source_id": src.source_id,
+        "source_uri": src.uri,
+        "speaker": src.speaker_id,
+        "title": src.title,
+        "license": src.license,
+        "start_s": seg.start_s,
+        "end_s": seg.end_s,
+        "duration_s": round(seg.duration_s, 3),
+        "text": t.text,
+        "confidence": t.confidence,
+        "chars_per_s": round(t.chars_per_s, 3),
+        "asr_model": t.asr_model,
+        "sample_rate": seg.sample_rate,
+        "flac_bytes": seg.pack_length,
+        "schema_version": SCHEMA_VERSION,
+    }
+
+
+def rejected_row(r: Rejection) -> dict:
+    return {
+        "source_id": r.source_id,
+        "source_uri": r.source_uri,
+        "key": r.key,
+        "stage": r.stage,
+        "reason": r.reason,
+        "detail": r.detail,
+        "duration_s": r.duration_s,
+        "schema_version": SCHEMA_VERSION,
+    }
+
+
+def source_row(s: SourceResult) -> dict:
+    src = s.source
+    return {
+        "source_id": src.source_id,
+        "uri": src.uri,
+        "speaker": src.speaker_id,
+        "title": src.title,
+        "license": src.license,
+        "origin": src.origin,
+        "status": s.status,
+        "reason": s.reason,
+        "duration_s": round(s.duration_s, 3),
+        "n_segments": s.n_segments,
+        "schema_version": SCHEMA_VERSION,
+    }
+
+
+def sample_metadata(t: Transcript, shard: str) -> dict:
+    """The ``{key}.json`` of a sample: the manifest row plus the source's extra metadata."""
+    meta = manifest_row(t, shard)
+    extra = dict(t.segment.source.extra)
+    if extra:
+        meta["source_meta"] = extra
+    return meta

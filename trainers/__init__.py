@@ -1,0 +1,1 @@
+"""Downstream trainers (TorToiSe DVAE, autoregressive, CLVP)."""

@@ -1,0 +1,1 @@
+"""One Beam PTransform per stage, each a thin wrapper over pure functions."""

@@ -1,0 +1,162 @@
+"""Segment stage: decode each source once, split it on silence, pack its clips, batch them for ASR.
+
+Per source, one ffmpeg process decodes to mono 16-bit at the output rate into a scratch file while
+frame energies are computed. The clip plan comes from the energies alone; then every clip is read
+back twice from scratch: FLAC-encoded at the output rate into the source's clip pack (one file per
+source, which the shard writer later reads by offset), and resampled to the ASR rate into
+length-sorted ``AsrBatch``es that flow straight into the transcriber in the same fused stage. No
+audio ever crosses a shuffle.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, List, Union
+
+import apache_beam as beam
+import numpy as np
+import soxr
+
+from audio.decoded import decode_to_scratch
+from audio.ffmpeg import DecodeError
+from audio.flac import encode_flac
+from audio.silence import SplitParams, split_on_silence
+from corpus import fs
+from corpus.progress import progress
+from schemas.keys import segment_key
+from schemas.records import AsrBatch, AudioFile, Rejection, Segment, SourceResult
+
+STAGE = "segment"
+REJECTED = "rejected"
+SOURCES = "sources"
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    pack_dir: str
+    split: SplitParams = field(default_factory=SplitParams)
+    output_sample_rate: int = 22050
+    asr_sample_rate: int = 16000
+    asr_batch_seconds: float = 160.0
+    asr_max_batch: int = 64
+    decode_timeout_s: float = 3600.0
+
+    def validate(self) -> "SegmentConfig":
+        self.split.validate()
+        if not 8000 <= self.output_sample_rate <= 192000:
+            raise ValueError(f"output_sample_rate must be 8000..192000, got {self.output_sample_rate}")
+        if self.asr_batch_seconds < self.split.max_clip_s:
+            raise ValueError(f"asr_batch_seconds ({self.asr_batch_seconds}) must be at least "
+                             f"max_clip_s ({self.split.max_clip_s})")
+        if self.asr_max_batch < 1:
+            raise ValueError(f"asr_max_batch must be >= 1, got {self.asr_max_batch}")
+        return self
+
+
+def plan_batches(durations: List[float], batch_seconds: float, max_batch: int) -> List[List[int]]:
+    """Indices grouped by length (shortest first), each group at most ``batch_seconds`` of audio."""
+    order = sorted(range(len(durations)), key=lambda i: (durations[i], i))
+    batches, cur, total = [], [], 0.0
+    for i in order:
+        if cur and (total + durations[i] > batch_seconds or len(cur) >= max_batch):
+            batches.append(cur)
+            cur, total = [], 0.0
+        cur.append(i)
+        total += durations[i]
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+def to_asr_audio(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    x = samples.astype(np.float32) / 32768.0
+    if from_rate != to_rate:
+        x = soxr.resample(x, from_rate, to_rate, quality="HQ")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def segment_source(audio: AudioFile, cfg: SegmentConfig) -> Iterator[Union[AsrBatch, Rejection, SourceResult]]:
+    """Everything the segment stage emits for one source (no Beam here)."""
+    src = audio.source
+    try:
+        with fs.local_copy(audio.path) as local:
+            decoded = decode_to_scratch(local, cfg.output_sample_rate, timeout_s=cfg.decode_timeout_s)
+    except DecodeError as e:
+        yield Rejection.for_source(src, STAGE, e.reason, e.detail)
+        yield SourceResult(src, "failed", reason=e.reason)
+        return
+    with decoded:
+        sr, hop = decoded.sample_rate, decoded.hop
+        result = split_on_silence(decoded.db, decoded.hop_s, cfg.split)
+        if result.file_reason:
+            detail = (f"level {result.level_db:.1f} dBFS over {decoded.duration_s:.1f} s"
+                      if result.file_reason != "no_audio" else "no samples")
+            yield Rejection.for_source(src, STAGE, result.file_reason, detail)
+            yield SourceResult(src, "rejected", decoded.duration_s, 0, result.file_reason)
+            return
+
+        def span(piece):
+            a, b = piece.start * hop, min(piece.end * hop, decoded.n_samples)
+            return a, b, segment_key(src.source_id, int(round(a * 1000 / sr)))
+
+        for piece in result.too_short:
+            a, b, key = span(piece)
+            yield Rejection(src.source_id, src.uri, STAGE, "too_short",
+                            f"{(b - a) / sr:.2f} s after merging, minimum {cfg.split.min_clip_s:g} s",
+                            key=key, duration_s=round((b - a) / sr, 3))
+
+        spans = [span(p) for p in result.clips]
+        pack_path = fs.join(cfg.pack_dir, src.source_id + ".clips")
+        segments: List[Segment] = []
+
+        def write_pack(f):
+            offset = 0
+            for a, b, key in spans:
+                data = encode_flac(decoded.read(a, b), sr)
+                f.write(data)
+                segments.append(Segment(key, src, round(a / sr, 3), round(b / sr, 3), sr,
+                                        pack_path, offset, len(data)))
+                offset += len(data)
+
+        if spans:
+            fs.atomic_write(pack_path, write_pack)
+        for group in plan_batches([s.duration_s for s in segments], cfg.asr_batch_seconds,
+                                  cfg.asr_max_batch):
+            yield AsrBatch(
+                segments=tuple(segments[i] for i in group),
+                audio=tuple(to_asr_audio(decoded.read(spans[i][0], spans[i][1]), sr,
+                                         cfg.asr_sample_rate) for i in group),
+                sample_rate=cfg.asr_sample_rate)
+        n = len(spans) + len(result.too_short)
+        progress().add(sources=1, audio_s=decoded.duration_s, segments=n)
+        yield SourceResult(src, "ok", decoded.duration_s, n)
+
+
+class _SegmentFn(beam.DoFn):
+    def __init__(self, cfg: SegmentConfig):
+        self.cfg = cfg
+
+    def process(self, audio: AudioFile):
+        for out in segment_source(audio, self.cfg):
+            if isinstance(out, AsrBatch):
+                yield out
+            elif isinstance(out, Rejection):
+                if out.key is None:
+                    progress().add(sources_failed=1)
+                else:
+                    progress().add(rejected=1)
+                yield beam.pvalue.TaggedOutput(REJECTED, out)
+            else:
+                yield beam.pvalue.TaggedOutput(SOURCES, out)
+
+
+class SegmentAudio(beam.PTransform):
+    """AudioFile → AsrBatch (main), Rejection (``rejected``), SourceResult (``sources``)."""
+
+    def __init__(self, cfg: SegmentConfig):
+        super().__init__()
+        self.cfg = cfg.validate()
+
+    def expand(self, audio_files):
+        return audio_files | "SplitOnSilence" >> beam.ParDo(_SegmentFn(self.cfg)).with_outputs(
+            REJECTED, SOURCES, main="batches")
+

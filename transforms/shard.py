@@ -1,0 +1,81 @@
+"""Shard stage: pack kept samples into WebDataset shards in global key order.
+
+Only small records cross the shuffles here: kept transcripts are grouped by source, a global count
+per source (one small list) fixes each source's first sample index, and each sample's shard is
+``first_index + position // samples_per_shard``. Sorting by source id and key makes the assignment,
+and so every shard's bytes, the same on every rerun of the same input.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Tuple
+
+import apache_beam as beam
+
+from corpus.progress import progress
+from corpus.shards import ShardInfo, shard_name, write_shard
+from schemas.records import Transcript
+
+
+@dataclass(frozen=True)
+class ShardConfig:
+    shards_dir: str
+    manifest_dir: str
+    prefix: str = "shard"
+    samples_per_shard: int = 1000
+    first_index: int = 0
+
+    def validate(self) -> "ShardConfig":
+        if self.samples_per_shard < 1:
+            raise ValueError(f"samples_per_shard must be >= 1, got {self.samples_per_shard}")
+        if not self.prefix or any(c in self.prefix for c in "/\\.{}*?[] "):
+            raise ValueError(f"shard prefix {self.prefix!r} must be a plain name without dots or slashes")
+        return self
+
+
+def source_offsets(counts: Iterable[Tuple[str, int]]) -> Dict[str, int]:
+    """Index of each source's first sample when sources are laid out in id order."""
+    offsets, total = {}, 0
+    for sid, n in sorted(counts):
+        offsets[sid] = total
+        total += n
+    return offsets
+
+
+def assign_shards(source_id: str, transcripts: Iterable[Transcript], offsets: Dict[str, int],
+                  cfg: ShardConfig) -> List[Tuple[int, Transcript]]:
+    base = offsets[source_id]
+    items = sorted(transcripts, key=lambda t: t.key)
+    return [(cfg.first_index + (base + i) // cfg.samples_per_shard, t) for i, t in enumerate(items)]
+
+
+def _write(index_and_items, cfg: ShardConfig) -> ShardInfo:
+    index, items = index_and_items
+    info = write_shard(cfg.shards_dir, cfg.manifest_dir, shard_name(cfg.prefix, index), list(items))
+    progress().add(shards=1)
+    return info
+
+
+class WriteShards(beam.PTransform):
+    """kept Transcript → ShardInfo, one per shard written."""
+
+    def __init__(self, cfg: ShardConfig):
+        super().__init__()
+        self.cfg = cfg.validate()
+
+    def expand(self, kept):
+        cfg = self.cfg
+        by_source = (kept
+                     | "BySource" >> beam.Map(lambda t: (t.segment.source.source_id, t))
+                     | "GroupBySource" >> beam.GroupByKey()
+                     | "Materialise" >> beam.MapTuple(lambda sid, ts: (sid, list(ts))))
+        offsets = (by_source
+                   | "Count" >> beam.MapTuple(lambda sid, ts: (sid, len(ts)))
+                   | "AllCounts" >> beam.combiners.ToList()
+                   | "Offsets" >> beam.Map(source_offsets))
+        return (by_source
+                | "Assign" >> beam.FlatMap(
+                    lambda kv, offs: assign_shards(kv[0], kv[1], offs, cfg),
+                    offs=beam.pvalue.AsSingleton(offsets))
+                | "GroupByShard" >> beam.GroupByKey()
+                | "WriteTar" >> beam.Map(_write, cfg))
