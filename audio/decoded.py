@@ -1,7 +1,7 @@
 """A source decoded once into a scratch PCM file, with its frame energies.
 
-The decode streams through ffmpeg once; samples go to a local scratch file (not memory) and the
-energies are computed on the way. Clips are then read back by offset, as often as needed, without
+ffmpeg decodes once, straight into a local scratch file (not memory); the energies are then
+computed in fixed-size chunks from that file, which is still in the page cache. Clips are then read back by offset, as often as needed, without
 a second decode. Memory stays flat in the length of the input; scratch disk is 2 bytes a sample.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Optional
 import numpy as np
 
 from audio.energy import FrameEnergy
-from audio.ffmpeg import decode_stream
+from audio.ffmpeg import decode_to_file
 
 HOP_S = 0.01
 
@@ -56,17 +56,22 @@ class DecodedSource:
 
 
 def decode_to_scratch(path: str, sample_rate: int, scratch_dir: Optional[str] = None,
-                      timeout_s: float = 3600.0) -> DecodedSource:
+                      timeout_s: float = 3600.0, chunk_s: float = 30.0) -> DecodedSource:
     """Decode ``path`` to mono int16 at ``sample_rate`` into a scratch file; raises ``DecodeError``."""
     hop = max(1, int(round(sample_rate * HOP_S)))
-    energy = FrameEnergy(hop)
     fd, pcm_path = tempfile.mkstemp(prefix="speechmill-", suffix=".pcm", dir=scratch_dir)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as out:
-            for chunk in decode_stream(path, sample_rate, timeout_s=timeout_s):
-                out.write(chunk.tobytes())
-                energy.push(chunk)
+        n = decode_to_file(path, pcm_path, sample_rate, timeout_s=timeout_s)
+        energy = FrameEnergy(hop)
+        chunk = hop * max(1, int(chunk_s / HOP_S))
+        with open(pcm_path, "rb") as f:
+            while True:
+                data = np.fromfile(f, dtype="<i2", count=chunk)
+                if not len(data):
+                    break
+                energy.push(data)
     except BaseException:
         os.unlink(pcm_path)
         raise
-    return DecodedSource(pcm_path, sample_rate, energy.n_samples, hop, energy.db())
+    return DecodedSource(pcm_path, sample_rate, n, hop, energy.db())

@@ -1,18 +1,18 @@
-"""Streaming decode with ffmpeg: any container or codec in, 16-bit mono PCM chunks out.
+"""Decode with ffmpeg: any container or codec in, a raw 16-bit mono PCM file out.
 
-One ffmpeg process per source, read in fixed-size chunks, so memory stays flat however long the
-input is. ffmpeg reads only the local file it is given (``file`` protocol only), never reads the
+One ffmpeg process per source writes straight to a scratch file, so memory stays flat however
+long the input is. ffmpeg reads only the local file it is given (``file`` protocol only), never reads the
 terminal, and is killed after a wall-clock limit.
 """
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
-import threading
-from typing import Iterator, Optional
+import tempfile
+from typing import Optional
 
-import numpy as np
 
 _ENV_VAR = "SPEECHMILL_FFMPEG"
 
@@ -41,13 +41,28 @@ def ffmpeg_binary() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
+@functools.lru_cache(maxsize=None)
+def has_soxr(binary: str) -> bool:
+    """Whether this ffmpeg build has libsoxr, the faster of its two resamplers at 16-bit precision."""
+    try:
+        out = subprocess.run([binary, "-hide_banner", "-buildconf"], capture_output=True, text=True,
+                             timeout=30, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "--enable-libsoxr" in out.stdout
+
+
 def decode_command(path: str, sample_rate: int, binary: Optional[str] = None) -> list:
+    binary = binary or ffmpeg_binary()
+    # 16-bit output needs no more than 16-bit resampling precision; soxr at that precision is ~30%
+    # cheaper per decoded second than ffmpeg's default resampler.
+    resample = ["-af", "aresample=resampler=soxr:precision=16"] if has_soxr(binary) else []
     return [
-        binary or ffmpeg_binary(), "-nostdin", "-hide_banner", "-loglevel", "error",
+        binary, "-nostdin", "-hide_banner", "-loglevel", "error",
         "-protocol_whitelist", "file",
         "-i", "file:" + os.path.abspath(path),
         "-map", "0:a:0", "-vn", "-sn", "-dn",
-        "-ac", "1", "-ar", str(int(sample_rate)),
+        "-ac", "1", *resample, "-ar", str(int(sample_rate)),
         "-f", "s16le", "-acodec", "pcm_s16le", "pipe:1",
     ]
 
@@ -64,69 +79,29 @@ def classify_error(stderr: str) -> str:
     return "decode_failed"
 
 
-class _Tail(threading.Thread):
-    """Drains a pipe on a thread, keeping its last ``limit`` bytes (so ffmpeg never blocks on it)."""
+def decode_to_file(path: str, out_path: str, sample_rate: int, timeout_s: float = 3600.0) -> int:
+    """Decode ``path`` to raw mono int16 little-endian at ``sample_rate`` in ``out_path``.
 
-    def __init__(self, pipe, limit: int = 8192):
-        super().__init__(daemon=True)
-        self._pipe, self._limit, self.data = pipe, limit, b""
-
-    def run(self):
-        for chunk in iter(lambda: self._pipe.read(4096), b""):
-            self.data = (self.data + chunk)[-self._limit:]
-
-
-def decode_stream(path: str, sample_rate: int, chunk_s: float = 4.0,
-                  timeout_s: float = 3600.0) -> Iterator[np.ndarray]:
-    """Yield int16 mono chunks of ``chunk_s`` seconds (the last may be shorter).
-
-    Raises ``DecodeError`` if ffmpeg fails, produces no audio, or runs past ``timeout_s``.
+    ffmpeg writes the file itself: no pipe between two processes taking turns on one core, and no
+    samples in this process's memory. Returns the number of samples; raises ``DecodeError`` if
+    ffmpeg fails, produces no audio, or runs past ``timeout_s``.
     """
     if not os.path.isfile(path):
         raise DecodeError("not_found", f"no such file: {path}")
-    chunk_bytes = max(2, int(chunk_s * sample_rate) * 2)
-    proc = subprocess.Popen(decode_command(path, sample_rate), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
-    tail = _Tail(proc.stderr)
-    tail.start()
-    timed_out = threading.Event()
-
-    def _kill():
-        timed_out.set()
-        proc.kill()
-
-    timer = threading.Timer(timeout_s, _kill)
-    timer.daemon = True
-    timer.start()
-    produced = 0
-    pending = b""
-    try:
-        while True:
-            buf = proc.stdout.read(chunk_bytes - len(pending))
-            if not buf:
-                break
-            pending += buf
-            if len(pending) >= chunk_bytes:
-                produced += len(pending) // 2
-                yield np.frombuffer(pending, dtype="<i2")
-                pending = b""
-        usable = len(pending) - (len(pending) % 2)
-        if usable:
-            produced += usable // 2
-            yield np.frombuffer(pending[:usable], dtype="<i2")
-        rc = proc.wait()
-    finally:
-        timer.cancel()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-        tail.join(timeout=5)
-        proc.stderr.close()
-    err = tail.data.decode("utf-8", "replace").strip()
-    if timed_out.is_set():
-        raise DecodeError("decode_timeout", f"ffmpeg ran longer than {timeout_s:.0f} s")
+    cmd = decode_command(path, sample_rate)[:-1] + ["-y", "file:" + os.path.abspath(out_path)]
+    with tempfile.TemporaryFile() as err:
+        try:
+            rc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                                timeout=timeout_s).returncode
+        except subprocess.TimeoutExpired:
+            raise DecodeError("decode_timeout", f"ffmpeg ran longer than {timeout_s:g} s") from None
+        err.seek(0, os.SEEK_END)
+        err.seek(max(0, err.tell() - 4096))
+        message = err.read().decode("utf-8", "replace").strip()
+    last = message.splitlines()[-1] if message else ""
     if rc != 0:
-        raise DecodeError(classify_error(err), err.splitlines()[-1] if err else f"ffmpeg exit {rc}")
-    if produced == 0:
-        raise DecodeError("no_audio", err.splitlines()[-1] if err else "decoded zero samples")
+        raise DecodeError(classify_error(message), last or f"ffmpeg exit {rc}")
+    n = os.path.getsize(out_path) // 2 if os.path.exists(out_path) else 0
+    if n == 0:
+        raise DecodeError("no_audio", last or "decoded zero samples")
+    return n

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Set up everything speechmill needs on a fresh Debian/Ubuntu machine (idempotent):
+# ffmpeg and espeak-ng from apt when missing, a virtualenv in .venv, torch 2.13.0, the requirements,
+# and the project itself (editable) so Beam worker processes can import it from anywhere.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
+command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "[setup] installing ${missing[*]} with apt-get"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else SUDO="none"; fi
+  if [ "$SUDO" = none ]; then
+    echo "[setup] warning: cannot apt-get install ${missing[*]} (not root, no sudo)." >&2
+    echo "[setup] ffmpeg falls back to the imageio-ffmpeg binary; the demo and tests need espeak-ng." >&2
+  else
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv"
+  "$PY" -m venv .venv
+fi
+. .venv/bin/activate
+python -m pip install -q --upgrade pip setuptools wheel
+# torch first and pinned: on a CPU machine this is the CPU build; a looser pin would pull CUDA wheels.
+python -m pip install -q "torch==2.13.0"
+python -m pip install -q -r requirements-dev.txt
+python -m pip install -q --no-deps --no-build-isolation -e .
+echo "[setup] ready: . .venv/bin/activate"

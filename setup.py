@@ -1,0 +1,13 @@
+"""Packaging, so Beam workers (multi-process DirectRunner, Dataflow ``--setup_file``) can import the stages."""
+from setuptools import find_packages, setup
+
+setup(
+    name="speechmill",
+    version="0.1.0",
+    description="Build transcribed speech corpora from internet audio with Apache Beam",
+    packages=find_packages(include=["acquisition*", "asr*", "audio*", "corpus*", "pipelines*", "schemas*",
+                                    "transforms*", "trainers*"]),
+    python_requires=">=3.10",
+    install_requires=[line.strip() for line in open("requirements.txt")
+                      if line.strip() and not line.startswith("#")],
+)
