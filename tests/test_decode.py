@@ -60,3 +60,14 @@ def test_missing_file_and_timeout(tmp_path, speech):
     with pytest.raises(DecodeError) as e:
         decode_to_file(str(tmp_path / "long.flac"), str(tmp_path / "out.pcm"), 16000, timeout_s=0.05)
     assert e.value.reason == "decode_timeout"
+
+
+def test_decoding_is_deterministic(tmp_path):
+    """Same file, same samples, every time (resampling included): reruns must give identical shards."""
+    src = str(tmp_path / "x.flac")
+    ffmpeg("-f", "lavfi", "-i", "anoisesrc=d=3:c=pink:r=44100:a=0.3", "-ac", "2", src)
+    outs = []
+    for i in range(3):
+        decode_to_file(src, str(tmp_path / f"o{i}.pcm"), 22050)
+        outs.append((tmp_path / f"o{i}.pcm").read_bytes())
+    assert outs[0] == outs[1] == outs[2]
