@@ -64,8 +64,8 @@ def test_missing_file_and_timeout(tmp_path, speech):
 
 def test_decoding_is_deterministic(tmp_path):
     """Same file, same samples, every time (resampling included): reruns must give identical shards."""
-    src = str(tmp_path / "x.flac")
-    ffmpeg("-f", "lavfi", "-i", "anoisesrc=d=3:c=pink:r=44100:a=0.3", "-ac", "2", src)
+    src = str(tmp_path / "x.wav")  # 16 kHz stereo, upsampled: where libsoxr in ffmpeg varies run to run
+    ffmpeg("-f", "lavfi", "-i", "anoisesrc=d=3:c=pink:r=16000:a=0.3", "-ac", "2", src)
     outs = []
     for i in range(3):
         decode_to_file(src, str(tmp_path / f"o{i}.pcm"), 22050)
