@@ -217,3 +217,17 @@ def test_cli_help_and_clear_errors(tmp_path, tiny_model):
     assert bad.returncode == 2 and "min_clip_s" in bad.stderr
     no_model = cli("--sources", "x", "--output", "o", "--asr_model", str(tmp_path / "no-model"))
     assert no_model.returncode == 2 and "no-model" in no_model.stderr
+
+
+def test_cli_run_shows_progress_and_summary(tmp_path, tiny_model, speech):
+    import os
+    sources = write_sources(tmp_path / "s.txt", [speech["a"][1], tmp_path / "missing.wav"])
+    env = dict(os.environ, SPEECHMILL_PROGRESS_S="0")
+    r = subprocess.run([sys.executable, "-m", "pipelines.build_corpus", "--sources", sources,
+                        "--output", str(tmp_path / "c"), *permissive(tiny_model)],
+                       cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    progress = [l for l in r.stderr.splitlines() if l.startswith("[speechmill pid")]
+    assert any("1 ok" in l and "h decoded" in l for l in progress)
+    assert any("kept" in l and "rejected" in l for l in progress)
+    assert "hours in" in r.stderr and "hours kept" in r.stderr and "acquire/not_found" in r.stderr
