@@ -19,7 +19,8 @@ from schemas.keys import source_id_for_uri, stable_hash
 from schemas.records import Rejection, Source
 
 SUPPORTED_SCHEMES = ("file", "http", "https", "gs", "s3")
-KNOWN_COLUMNS = ("uri", "speaker", "title", "license")
+KNOWN_COLUMNS = ("uri", "speaker", "title", "license", "kind")
+KINDS = ("auto", "direct", "feed", "ytdlp", "folder")
 
 
 class SourcesFileError(ValueError):
@@ -62,11 +63,14 @@ def _clean(value) -> Optional[str]:
 
 def make_source(row: dict, base_dir: str, origin: str) -> Source:
     uri = normalize_uri(str(row.get("uri") or ""), base_dir)
+    kind = (_clean(row.get("kind")) or "auto").lower()
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r} (one of: {', '.join(KINDS)})")
     extra = tuple(sorted((str(k), str(v)) for k, v in row.items()
                          if k not in KNOWN_COLUMNS and k is not None and _clean(v) is not None))
     return Source(uri=uri, source_id=source_id_for_uri(uri), speaker=_clean(row.get("speaker")),
                   title=_clean(row.get("title")), license=_clean(row.get("license")),
-                  origin=origin, extra=extra)
+                  origin=origin, extra=extra, kind="auto" if kind == "folder" else kind)
 
 
 def _format_of(path: str) -> str:

@@ -10,6 +10,7 @@ corpus adds nothing and changes no byte.
 """
 from __future__ import annotations
 
+import datetime
 import io
 import json
 import re
@@ -66,9 +67,30 @@ def read_table(paths: Iterable[str], columns: Optional[List[str]] = None) -> pa.
     return pa.concat_tables(tables, promote_options="default")
 
 
+def run_order(layout: Layout) -> Dict[str, int]:
+    """Published runs, oldest first (by the time they were published)."""
+    runs = []
+    for p in fs.glob(layout.path("runs", "*.json")):
+        info = json.loads(fs.read_bytes(p))
+        runs.append((info.get("published_at", ""), info.get("run", p.rsplit("/", 1)[-1][:-5])))
+    return {tag: i for i, (_, tag) in enumerate(sorted(runs))}
+
+
+def latest_rows(table: pa.Table, order: Dict[str, int]) -> List[dict]:
+    """Each source's row from the newest run that has one (an earlier transient failure is history)."""
+    best: Dict[str, dict] = {}
+    for row in table.to_pylist():
+        rank = order.get(row.get("run") or "", -1)
+        cur = best.get(row["source_id"])
+        if cur is None or rank >= order.get(cur.get("run") or "", -1):
+            best[row["source_id"]] = row
+    return list(best.values())
+
+
 def done_source_ids(layout: Layout) -> Set[str]:
-    t = read_table(fs.glob(layout.path("sources", "*.parquet")), ["source_id"])
-    return set(t.column("source_id").to_pylist()) if t.num_rows else set()
+    """Sources finished for good: their latest row is neither a transient failure nor deferred."""
+    rows = latest_rows(read_table(fs.glob(layout.path("sources", "*.parquet"))), run_order(layout))
+    return {r["source_id"] for r in rows if not r.get("retryable")}
 
 
 _SHARD_INDEX = re.compile(r"-(\d{6,})\.tar$")
@@ -96,54 +118,55 @@ def publish(layout: Layout, tag: str, summary: dict) -> None:
         src = work.path(f"{table}.parquet")
         if fs.exists(src):
             fs.move(src, layout.run_table(table, tag))
+    summary = {**summary, "run": tag,
+               "published_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds")}
     fs.atomic_write_bytes(layout.path("runs", f"{tag}.json"),
                           json.dumps(summary, indent=2, sort_keys=True).encode())
 
 
-def summarise(sources: pa.Table, manifest: pa.Table, rejected: pa.Table, n_shards: int) -> dict:
-    """Totals over the given tables: hours in and kept, rejects by reason."""
-    def col(t, name):
-        return t.column(name).to_pylist() if t.num_rows else []
-
-    statuses = Counter(col(sources, "status"))
+def summarise(sources: List[dict], manifest: pa.Table, rejected: List[dict], n_shards: int) -> dict:
+    """Totals over the given rows: hours in and kept, rejects by reason."""
+    statuses = Counter(r["status"] for r in sources)
     reasons: Dict[str, Dict[str, float]] = {}
-    for stage, reason, dur in zip(col(rejected, "stage"), col(rejected, "reason"), col(rejected, "duration_s")):
-        r = reasons.setdefault(f"{stage}/{reason}", {"count": 0, "hours": 0.0})
-        r["count"] += 1
-        r["hours"] += (dur or 0.0) / 3600
-    for r in reasons.values():
-        r["hours"] = round(r["hours"], 4)
-    seg_rejects = sum(1 for k in col(rejected, "key") if k is not None)
+    for r in rejected:
+        entry = reasons.setdefault(f"{r['stage']}/{r['reason']}", {"count": 0, "hours": 0.0})
+        entry["count"] += 1
+        entry["hours"] += (r["duration_s"] or 0.0) / 3600
+    for entry in reasons.values():
+        entry["hours"] = round(entry["hours"], 4)
+    durations = manifest.column("duration_s").to_pylist() if manifest.num_rows else []
     return {
         "schema_version": SCHEMA_VERSION,
-        "sources": {"total": sources.num_rows, **{k: statuses.get(k, 0) for k in ("ok", "failed", "rejected")}},
-        "hours_in": round(sum(col(sources, "duration_s")) / 3600, 4),
-        "segments": int(sum(col(sources, "n_segments"))),
+        "sources": {"total": len(sources),
+                    **{k: statuses.get(k, 0) for k in ("ok", "failed", "rejected", "deferred")}},
+        "hours_in": round(sum(r["duration_s"] or 0.0 for r in sources) / 3600, 4),
+        "segments": int(sum(r["n_segments"] or 0 for r in sources)),
         "kept": manifest.num_rows,
-        "hours_kept": round(sum(col(manifest, "duration_s")) / 3600, 4),
-        "rejected_segments": seg_rejects,
+        "hours_kept": round(sum(durations) / 3600, 4),
+        "rejected_segments": sum(1 for r in rejected if r["key"] is not None),
         "rejects_by_reason": dict(sorted(reasons.items())),
         "shards": n_shards,
     }
 
 
 def corpus_report(layout: Layout) -> dict:
-    """Totals over everything published in ``layout``."""
-    return summarise(
-        read_table(fs.glob(layout.path("sources", "*.parquet"))),
-        read_table(fs.glob(layout.path("manifest", "*.parquet")), ["key", "duration_s"]),
-        read_table(fs.glob(layout.path("rejected", "*.parquet"))),
-        len(fs.glob(layout.path("shards", "*.tar"))),
-    )
+    """Totals over everything published in ``layout``, each source counted by its latest run."""
+    order = run_order(layout)
+    sources = latest_rows(read_table(fs.glob(layout.path("sources", "*.parquet"))), order)
+    current = {(r["source_id"], r.get("run")) for r in sources}
+    rejected = [r for r in read_table(fs.glob(layout.path("rejected", "*.parquet"))).to_pylist()
+                if (r["source_id"], r.get("run")) in current]
+    return summarise(sources, read_table(fs.glob(layout.path("manifest", "*.parquet")), ["key", "duration_s"]),
+                     rejected, len(fs.glob(layout.path("shards", "*.tar"))))
 
 
 def run_report(layout: Layout, tag: str) -> dict:
     """Totals over one run's work area, before it is published."""
     work = layout.work(tag)
     return summarise(
-        read_table(fs.glob(work.path("sources.parquet"))),
+        read_table(fs.glob(work.path("sources.parquet"))).to_pylist(),
         read_table(fs.glob(work.path("manifest", "*.parquet")), ["key", "duration_s"]),
-        read_table(fs.glob(work.path("rejected.parquet"))),
+        read_table(fs.glob(work.path("rejected.parquet"))).to_pylist(),
         len(fs.glob(work.path("shards", "*.tar"))),
     )
 

@@ -4,15 +4,15 @@ This file only wires the stages together; each stage lives in ``transforms/``.
 """
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
-from typing import List, Optional
+from typing import List, Optional, Set
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from acquisition.fetch import staged_path
 from acquisition.sources_file import SourcesFileError, read_sources
 from asr.model import ModelLoadError, check_available
 from corpus import fs
@@ -20,8 +20,10 @@ from corpus.layout import Layout, corpus_report, done_source_ids, next_shard_ind
     run_tag, write_report
 from pipelines.options import CorpusSettings, parse_args
 from schemas import tables
+from schemas.keys import stable_hash
 from schemas.records import Source, SourceResult
 from transforms.acquire import Acquire
+from transforms.expand import Expand
 from transforms.quality import Quality
 from transforms.segment import SegmentAudio, SegmentConfig
 from transforms.shard import ShardConfig, WriteShards
@@ -34,7 +36,7 @@ def log(msg: str) -> None:
 
 
 def build(p: beam.Pipeline, sources: List[Source], bad_lines: list, settings: CorpusSettings,
-          work: Layout, first_index: int) -> None:
+          work: Layout, first_index: int, tag: str, done: Set[str] = frozenset()) -> None:
     """Add the corpus pipeline for ``sources`` to ``p``, writing into the run's work area."""
     seg_cfg = SegmentConfig(pack_dir=work.pack_dir, split=settings.split,
                             output_sample_rate=settings.output_sample_rate,
@@ -44,10 +46,11 @@ def build(p: beam.Pipeline, sources: List[Source], bad_lines: list, settings: Co
                             prefix=settings.shard_prefix, samples_per_shard=settings.samples_per_shard,
                             first_index=first_index)
 
-    acquired = (p
+    expanded = (p
                 | "Sources" >> beam.Create(sources)
                 | "Spread" >> beam.Reshuffle()
-                | "Acquire" >> Acquire(settings.acquire))
+                | "Expand" >> Expand(settings.acquire, done))
+    acquired = expanded["items"] | "Acquire" >> Acquire(settings.acquire)
     segmented = acquired.audio | "Segment" >> SegmentAudio(seg_cfg)
     transcribed = segmented.batches | "Transcribe" >> Transcribe(settings.asr)
     judged = transcribed["transcripts"] | "Quality" >> Quality(settings.quality)
@@ -56,12 +59,23 @@ def build(p: beam.Pipeline, sources: List[Source], bad_lines: list, settings: Co
     bad_rows = p | "BadLines" >> beam.Create([r for _, r in bad_lines])
     bad_sources = p | "BadLineSources" >> beam.Create(
         [SourceResult(s, "failed", reason=r.reason) for s, r in bad_lines])
-    rejected = ((acquired.failed, segmented.rejected, transcribed["failed"], judged.rejected, bad_rows)
+    rejected = ((expanded["failed"], acquired.failed, segmented.rejected, transcribed["failed"],
+                 judged.rejected, bad_rows)
                 | "AllRejections" >> beam.Flatten())
     _ = rejected | "WriteRejected" >> WriteTable(work.path("rejected.parquet"), tables.REJECTED,
-                                                 tables.rejected_row)
-    results = (acquired.sources, segmented.sources, bad_sources) | "AllSources" >> beam.Flatten()
-    _ = results | "WriteSources" >> WriteTable(work.path("sources.parquet"), tables.SOURCES, tables.source_row)
+                                                 functools.partial(tables.rejected_row, run=tag))
+    results = ((expanded["sources"], acquired.sources, segmented.sources, bad_sources)
+               | "AllSources" >> beam.Flatten())
+    _ = results | "WriteSources" >> WriteTable(work.path("sources.parquet"), tables.SOURCES,
+                                               functools.partial(tables.source_row, run=tag))
+
+
+def clear_staging(staging_dir: str, done: Set[str]) -> None:
+    """Delete staged downloads of sources that are done (kept for resuming until then)."""
+    for path in fs.glob(fs.join(staging_dir, "*")):
+        name = path.rsplit("/", 1)[-1]
+        if name.split(".", 1)[0] in done:
+            fs.delete(path)
 
 
 def print_summary(title: str, report: dict) -> None:
@@ -103,7 +117,8 @@ def run(argv: Optional[List[str]] = None, test_pipeline: Optional[beam.Pipeline]
 
     first_index = next_shard_index(layout, settings.shard_prefix)
     ids = [s.source_id for s in pending + [s for s, _ in bad_lines]]
-    tag = run_tag(ids, {**settings.fingerprint(), "first_shard": first_index})
+    tag = run_tag(ids, {**settings.fingerprint(), "first_shard": first_index,
+                        "done": stable_hash(",".join(sorted(done)))})
     work = layout.work(tag)
     fs.delete_tree(work.root)
     fs.mkdirs(work.root)
@@ -111,22 +126,23 @@ def run(argv: Optional[List[str]] = None, test_pipeline: Optional[beam.Pipeline]
 
     started = time.monotonic()
     p = test_pipeline or beam.Pipeline(options=PipelineOptions(beam_args))
-    build(p, pending, bad_lines, settings, work, first_index)
+    build(p, pending, bad_lines, settings, work, first_index, tag, done)
     result = p.run()
     result.wait_until_finish()
     elapsed = time.monotonic() - started
 
     summary = run_report(layout, tag)
-    summary.update(run=tag, elapsed_s=round(elapsed, 1), asr_model=settings.asr.label,
+    if summary["sources"]["total"] == 0:
+        fs.delete_tree(work.root)
+        report = corpus_report(layout)
+        print_summary(f"run {tag} ({elapsed:.1f} s) found nothing new; corpus", report)
+        return report
+    summary.update(elapsed_s=round(elapsed, 1), asr_model=settings.asr.label,
                    settings=json.loads(json.dumps(settings.fingerprint(), default=str)))
     publish(layout, tag, summary)
     report = corpus_report(layout)
     write_report(layout, report)
-    for s in pending:
-        if s.uri.split("://", 1)[0] in ("http", "https"):
-            staged = staged_path(s, settings.acquire.staging_dir)
-            if fs.exists(staged):
-                fs.delete(staged)
+    clear_staging(settings.acquire.staging_dir, done_source_ids(layout))
     if not settings.keep_work:
         fs.delete_tree(work.root)
     print_summary(f"run {tag} ({elapsed:.1f} s)", summary)

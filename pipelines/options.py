@@ -49,8 +49,10 @@ class CorpusSettings:
     def fingerprint(self) -> dict:
         """The settings that change what a run writes (paths excluded), for the run tag."""
         d = dataclasses.asdict(self)
-        for k in ("sources", "output", "keep_work", "acquire"):
+        for k in ("sources", "output", "keep_work"):
             d.pop(k)
+        d["acquire"] = {k: d["acquire"][k] for k in ("max_items_per_source", "max_duration_s", "max_hours_total",
+                                                      "ytdlp_format")}
         d["asr"] = self.asr.label
         return d
 
@@ -78,7 +80,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--staging_dir", default=None, help="where downloads are staged (default OUTPUT/_staging)")
     g.add_argument("--max_download_mb", type=float, default=2048.0, help="largest download accepted (default 2048 MB)")
     g.add_argument("--http_timeout_s", type=float, default=30.0, help="HTTP connect/read timeout (default 30 s)")
-    g.add_argument("--http_retries", type=int, default=3, help="retries of a transient HTTP failure (default 3)")
+    g.add_argument("--http_retries", type=int, default=3,
+                   help="retries of a transient failure (timeout, reset, 5xx, 429), with exponential backoff (default 3)")
+    g.add_argument("--max_items_per_source", type=int, default=1000,
+                   help="most items a folder, feed (newest first), playlist or channel expands into (default 1000)")
+    g.add_argument("--max_duration_s", type=float, default=None,
+                   help="refuse media longer than this (stated duration before download, decoded duration after)")
+    g.add_argument("--max_hours_total", type=float, default=None,
+                   help="hours budget of a run: items are taken in sources-file order until their stated "
+                        "durations fill it; the rest are deferred to the next run")
+    g.add_argument("--allow_private_networks", nargs="?", const="all", default=None, metavar="CIDRS",
+                   help="allow downloads from loopback/private/link-local addresses: all of them, or only "
+                        "the given comma-separated networks (e.g. 127.0.0.0/8). Off by default: a URL or "
+                        "redirect to such an address is refused")
+    g.add_argument("--ytdlp_format", default="bestaudio/best",
+                   help="yt-dlp format selector (default bestaudio/best: the best audio-only stream, not re-encoded)")
 
     g = p.add_argument_group("segmentation (split on silence)")
     g.add_argument("--min_clip_s", type=float, default=4.0, help="shortest clip kept (default 4 s)")
@@ -135,7 +151,10 @@ def parse_args(argv: Optional[List[str]]) -> Tuple[CorpusSettings, List[str]]:
                             max_clip_s=args.max_clip_s).validate()
     acquire = AcquireConfig(staging_dir=args.staging_dir or fs.join(output, "_staging"),
                             max_download_mb=args.max_download_mb, http_timeout_s=args.http_timeout_s,
-                            http_retries=args.http_retries).validate()
+                            http_retries=args.http_retries, max_items_per_source=args.max_items_per_source,
+                            max_duration_s=args.max_duration_s, max_hours_total=args.max_hours_total,
+                            allow_private_networks=args.allow_private_networks,
+                            ytdlp_format=args.ytdlp_format).validate()
     asr = AsrModelSpec(model=args.asr_model, tokenizer=args.asr_tokenizer,
                        feature_extractor=args.asr_feature_extractor, revision=args.asr_revision,
                        device=args.asr_device)

@@ -25,8 +25,15 @@ class Source:
     speaker: Optional[str] = None
     title: Optional[str] = None
     license: Optional[str] = None
-    origin: str = ""  # where it came from, e.g. "sources.txt:12"
+    origin: str = ""  # where it came from, e.g. "sources.txt:12" or "sources.txt:3 > 7"
     extra: tuple = ()  # (name, value) pairs of further metadata, kept in each sample's .json
+    kind: str = "auto"  # auto | direct | feed | ytdlp | folder: how to fetch it
+    extractor: Optional[str] = None  # yt-dlp extractor that found it ("youtube", "generic" ...)
+    item_id: Optional[str] = None  # the extractor's or feed's own id for it
+    webpage_url: Optional[str] = None  # the page a person would open (video page, episode page)
+    uploader: Optional[str] = None  # uploader, channel or podcast author: a speaker hint
+    upload_date: Optional[str] = None  # YYYY-MM-DD when stated
+    declared_duration_s: Optional[float] = None  # duration the site or feed states, before download
 
     @property
     def speaker_id(self) -> str:
@@ -89,10 +96,12 @@ class Rejection:
     detail: str = ""
     key: Optional[str] = None
     duration_s: Optional[float] = None
+    retryable: bool = False  # a transient failure: the source is tried again on the next run
 
     @classmethod
-    def for_source(cls, source: Source, stage: str, reason: str, detail: str = "") -> "Rejection":
-        return cls(source.source_id, source.uri, stage, reason, _clip(detail))
+    def for_source(cls, source: Source, stage: str, reason: str, detail: str = "",
+                   retryable: bool = False) -> "Rejection":
+        return cls(source.source_id, source.uri, stage, reason, _clip(detail), retryable=retryable)
 
     @classmethod
     def for_segment(cls, segment: Segment, stage: str, reason: str, detail: str = "") -> "Rejection":
@@ -105,10 +114,11 @@ class SourceResult:
     """One row per source per run: what became of it. A source with a row here is done."""
 
     source: Source
-    status: str  # "ok" or "failed"
+    status: str  # "ok", "failed" or "rejected"
     duration_s: float = 0.0
     n_segments: int = 0
     reason: str = ""
+    retryable: bool = False
 
 
 @dataclass(frozen=True)

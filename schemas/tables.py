@@ -17,6 +17,11 @@ MANIFEST = pa.schema([
     ("speaker", pa.string()),
     ("title", pa.string()),
     ("license", pa.string()),
+    ("uploader", pa.string()),
+    ("upload_date", pa.string()),
+    ("original_url", pa.string()),
+    ("extractor", pa.string()),
+    ("item_id", pa.string()),
     ("start_s", pa.float64()),
     ("end_s", pa.float64()),
     ("duration_s", pa.float64()),
@@ -37,6 +42,8 @@ REJECTED = pa.schema([
     ("reason", pa.string()),
     ("detail", pa.string()),
     ("duration_s", pa.float64()),
+    ("retryable", pa.bool_()),
+    ("run", pa.string()),
     ("schema_version", pa.int32()),
 ])
 
@@ -47,10 +54,17 @@ SOURCES = pa.schema([
     ("title", pa.string()),
     ("license", pa.string()),
     ("origin", pa.string()),
+    ("uploader", pa.string()),
+    ("upload_date", pa.string()),
+    ("original_url", pa.string()),
+    ("extractor", pa.string()),
+    ("item_id", pa.string()),
     ("status", pa.string()),
     ("reason", pa.string()),
+    ("retryable", pa.bool_()),
     ("duration_s", pa.float64()),
     ("n_segments", pa.int64()),
+    ("run", pa.string()),
     ("schema_version", pa.int32()),
 ])
 
@@ -65,6 +79,11 @@ def manifest_row(t: Transcript, shard: str) -> dict:
         "speaker": src.speaker_id,
         "title": src.title,
         "license": src.license,
+        "uploader": src.uploader,
+        "upload_date": src.upload_date,
+        "original_url": src.webpage_url or src.uri,
+        "extractor": src.extractor,
+        "item_id": src.item_id,
         "start_s": seg.start_s,
         "end_s": seg.end_s,
         "duration_s": round(seg.duration_s, 3),
@@ -78,7 +97,7 @@ def manifest_row(t: Transcript, shard: str) -> dict:
     }
 
 
-def rejected_row(r: Rejection) -> dict:
+def rejected_row(r: Rejection, run: str = "") -> dict:
     return {
         "source_id": r.source_id,
         "source_uri": r.source_uri,
@@ -87,11 +106,13 @@ def rejected_row(r: Rejection) -> dict:
         "reason": r.reason,
         "detail": r.detail,
         "duration_s": r.duration_s,
+        "retryable": r.retryable,
+        "run": run,
         "schema_version": SCHEMA_VERSION,
     }
 
 
-def source_row(s: SourceResult) -> dict:
+def source_row(s: SourceResult, run: str = "") -> dict:
     src = s.source
     return {
         "source_id": src.source_id,
@@ -100,10 +121,17 @@ def source_row(s: SourceResult) -> dict:
         "title": src.title,
         "license": src.license,
         "origin": src.origin,
+        "uploader": src.uploader,
+        "upload_date": src.upload_date,
+        "original_url": src.webpage_url or src.uri,
+        "extractor": src.extractor,
+        "item_id": src.item_id,
         "status": s.status,
         "reason": s.reason,
+        "retryable": s.retryable,
         "duration_s": round(s.duration_s, 3),
         "n_segments": s.n_segments,
+        "run": run,
         "schema_version": SCHEMA_VERSION,
     }
 

@@ -40,7 +40,7 @@ def test_mixed_input_every_source_accounted_for(tmp_path, tiny_model, speech, ba
              bad_inputs / "stereo48k.mp3", f"{base}/talk.wav", "ftp://example.org/x.wav"]
     out = tmp_path / "corpus"
     report = run(["--sources", write_sources(tmp_path / "sources.txt", lines), "--output", str(out),
-                  *permissive(tiny_model)])
+                  *permissive(tiny_model), "--allow_private_networks", "127.0.0.0/8"])
 
     rows = {r["origin"]: r for r in table(out, "sources")}
     assert len(rows) == len(lines)  # every line has exactly one outcome
@@ -63,7 +63,7 @@ def test_mixed_input_every_source_accounted_for(tmp_path, tiny_model, speech, ba
     # the stereo 48 kHz MP3 and the downloaded copy give the same clips as the WAV
     per_source = Counter(m["source_id"] for m in manifest)
     assert len(set(per_source.values())) == 1
-    assert report["sources"] == {"total": 10, "ok": 3, "failed": 6, "rejected": 1}
+    assert report["sources"] == {"total": 10, "ok": 3, "failed": 6, "rejected": 1, "deferred": 0}
     assert not (out / "_staging").exists() or not list((out / "_staging").iterdir())  # staged copies cleaned
     assert not (out / "_work").exists() or not list((out / "_work").iterdir())
 

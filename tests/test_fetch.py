@@ -13,6 +13,7 @@ def src(uri):
 
 
 def cfg(tmp_path, **kw):
+    kw.setdefault("allow_private_networks", "127.0.0.0/8")
     return AcquireConfig(staging_dir=str(tmp_path / "staging"), retry_backoff_s=0.01, http_timeout_s=5, **kw)
 
 

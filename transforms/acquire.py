@@ -22,7 +22,8 @@ class _AcquireFn(beam.DoFn):
         else:
             progress().add(sources_failed=1)
             yield beam.pvalue.TaggedOutput(FAILED, out)
-            yield beam.pvalue.TaggedOutput(SOURCES, SourceResult(source, "failed", reason=out.reason))
+            yield beam.pvalue.TaggedOutput(SOURCES, SourceResult(source, "failed", reason=out.reason,
+                                                                 retryable=out.retryable))
 
 
 class Acquire(beam.PTransform):

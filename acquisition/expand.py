@@ -1,0 +1,109 @@
+"""Turn one line of the sources file into the media items it stands for.
+
+* a local folder → its audio and video files, recursively (sorted);
+* a ``gs://``/``s3://`` prefix (ending in ``/``) or glob → the matching objects;
+* a URL a site extractor of yt-dlp knows (YouTube video, playlist, channel …) → its items;
+* any other ``http(s)`` URL: a media extension means a direct link; otherwise the first bytes
+  decide: audio/video → direct link, an RSS/Atom feed → its episodes, an HTML page → whatever
+  yt-dlp's generic extractor finds in it.
+A ``kind`` column (``direct``, ``feed``, ``ytdlp``, ``folder``) skips the guessing.
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterator, List, Union
+
+from acquisition.feeds import FeedError, feed_items, looks_like_feed
+from acquisition.fetch import AcquireConfig, FetchError, open_checked
+from acquisition.safety import UnsafeURL
+from corpus import fs
+from schemas.keys import source_id_for_uri
+from schemas.records import Rejection, Source
+
+STAGE = "expand"
+MEDIA_EXTENSIONS = frozenset(
+    ".wav .mp3 .flac .m4a .m4b .aac .ogg .oga .opus .wma .aif .aiff .au .amr .caf .mka .ac3 "
+    ".mp4 .m4v .mkv .webm .mov .avi .3gp .mpg .mpeg .ts .flv".split())
+PROBE_BYTES = 4 << 20  # a feed larger than this is cut (its newest episodes come first anyway)
+
+
+def is_media_path(path: str) -> bool:
+    return os.path.splitext(path.split("?", 1)[0])[1].lower() in MEDIA_EXTENSIONS
+
+
+def _child(parent: Source, uri: str, index: int) -> Source:
+    return Source(uri=uri, source_id=source_id_for_uri(uri), speaker=parent.speaker, title=parent.title,
+                  license=parent.license, origin=f"{parent.origin} > {index + 1}", extra=parent.extra,
+                  kind="direct")
+
+
+def folder_items(parent: Source, max_items: int) -> List[Source]:
+    root = fs.local_path(parent.uri)
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        found += [os.path.join(dirpath, f) for f in sorted(filenames) if is_media_path(f)]
+    found.sort()
+    return [_child(parent, "file://" + p, i) for i, p in enumerate(found[:max_items])]
+
+
+def object_items(parent: Source, max_items: int) -> List[Source]:
+    pattern = parent.uri + "**" if parent.uri.endswith("/") else parent.uri
+    paths = [p for p in fs.glob(pattern) if is_media_path(p)]
+    return [_child(parent, p, i) for i, p in enumerate(paths[:max_items])]
+
+
+def _probe_http(parent: Source, cfg: AcquireConfig) -> List[Source]:
+    with open_checked(parent.uri, cfg) as resp:
+        ctype = resp.headers.get("Content-Type", "").lower()
+        if ctype.startswith(("audio/", "video/")):
+            return [parent]
+        head = resp.raw.read(PROBE_BYTES, decode_content=True)
+    if parent.kind == "feed" or looks_like_feed(ctype, head):
+        return feed_items(head, parent.uri, parent, cfg.max_items_per_source)
+    if "html" in ctype or head.lstrip()[:15].lower().startswith((b"<!doctype html", b"<html")):
+        from acquisition import ytdlp
+        return ytdlp.expand(parent, cfg)
+    return [parent]
+
+
+def expand_source(source: Source, cfg: AcquireConfig) -> List[Source]:
+    """The media items of ``source``; raises ``FetchError``/``UnsafeURL``/``FeedError`` on failure."""
+    scheme = source.uri.split("://", 1)[0].lower()
+    if source.kind == "direct":
+        return [source]
+    if scheme == "file":
+        path = fs.local_path(source.uri)
+        if os.path.isdir(path):
+            items = folder_items(source, cfg.max_items_per_source)
+            if not items:
+                raise FetchError("empty_folder", f"no audio or video files under {path}")
+            return items
+        return [source]
+    if scheme in ("gs", "s3"):
+        if source.uri.endswith("/") or any(c in source.uri for c in "*?["):
+            items = object_items(source, cfg.max_items_per_source)
+            if not items:
+                raise FetchError("empty_folder", f"no audio or video objects match {source.uri}")
+            return items
+        return [source]
+    from acquisition import ytdlp
+    if source.kind == "ytdlp" or (source.kind == "auto" and ytdlp.site_extractor(source.uri)):
+        return ytdlp.expand(source, cfg)
+    if source.kind == "auto" and is_media_path(source.uri):
+        return [source]
+    return _probe_http(source, cfg)
+
+
+def expand(source: Source, cfg: AcquireConfig) -> Iterator[Union[Source, Rejection]]:
+    """``expand_source`` that turns failures into rejections (transient ones retryable)."""
+    try:
+        yield from expand_source(source, cfg)
+    except FetchError as e:
+        yield Rejection.for_source(source, STAGE, e.reason, e.detail, retryable=e.transient)
+    except UnsafeURL as e:
+        yield Rejection.for_source(source, STAGE, e.reason, e.detail)
+    except FeedError as e:
+        yield Rejection.for_source(source, STAGE, "bad_feed", str(e))
+    except Exception as e:
+        yield Rejection.for_source(source, STAGE, "expand_error", f"{type(e).__name__}: {e}")
