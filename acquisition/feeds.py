@@ -76,7 +76,7 @@ def feed_items(body: bytes, feed_url: str, parent: Source, max_items: int) -> Li
     show_rights = feed.get("rights") or feed.get("license")
     ordered = sorted(enumerate(parsed.entries), key=lambda ie: (-_timestamp(ie[1]), ie[0]))
     items = []
-    for index, entry in ordered:
+    for _, entry in ordered:
         href = _enclosure(entry)
         if not href:
             continue
@@ -86,7 +86,7 @@ def feed_items(body: bytes, feed_url: str, parent: Source, max_items: int) -> Li
             speaker=parent.speaker or (entry.get("author") or show_author),
             title=entry.get("title") or parent.title,
             license=parent.license or entry.get("license") or entry.get("rights") or show_rights,
-            origin=f"{parent.origin} > {index + 1}", extra=parent.extra, kind="direct",
+            origin=f"{parent.origin} > {len(items) + 1}", extra=parent.extra, kind="direct",
             item_id=entry.get("id") or entry.get("guid"), webpage_url=entry.get("link"),
             uploader=entry.get("author") or show_author, upload_date=_date(entry),
             declared_duration_s=parse_duration(entry.get("itunes_duration"))))

@@ -20,7 +20,7 @@ from corpus import fs
 from schemas.keys import source_id_for_extractor, source_id_for_uri
 from schemas.records import AudioFile, Source
 
-GENERIC = ("generic", "html5")
+GENERIC = ("generic", "html5", "html5mediaembed")  # their ids ("page-1") are not unique
 PERMANENT_MARKERS = ("http error 404", "http error 403", "http error 410", "private video", "unavailable",
                      "removed", "unsupported url", "not available", "copyright", "members-only",
                      "sign in to confirm your age", "no video formats", "requested format is not available")
@@ -43,8 +43,18 @@ def site_extractor(url: str) -> Optional[str]:
     return None
 
 
+class _Quiet:
+    """yt-dlp prints errors itself even when quiet; ours are recorded as rejections instead."""
+
+    def debug(self, msg):
+        pass
+
+    info = warning = error = debug
+
+
 def _base_params(cfg: AcquireConfig) -> dict:
     return {
+        "logger": _Quiet(),
         "quiet": True, "no_warnings": True, "noprogress": True, "cachedir": False,
         "socket_timeout": cfg.http_timeout_s, "enable_file_urls": False, "external_downloader": {},
         "postprocessors": [], "extractor_retries": 0, "retries": 0, "fragment_retries": 0,
@@ -71,14 +81,15 @@ def _run(fn):
         raise classify(str(e).replace("ERROR: ", "")) from e
 
 
-def item_source(entry: dict, parent: Source, index: int, fallback_extractor: str) -> Source:
+def item_source(entry: dict, parent: Source, index: int, fallback_extractor: str,
+                uri: Optional[str] = None) -> Source:
     extractor = (entry.get("ie_key") or entry.get("extractor_key") or entry.get("extractor")
                  or fallback_extractor or "generic").lower()
-    url = entry.get("webpage_url") if extractor not in GENERIC and entry.get("webpage_url") else None
-    url = url or entry.get("url") or entry.get("webpage_url")
+    # a flat playlist entry's url is the item's page (or, for media found in HTML, the media itself)
+    url = uri or entry.get("url") or entry.get("webpage_url")
     item_id = entry.get("id")
     if extractor in GENERIC or not item_id:
-        sid = source_id_for_uri(url)  # generic ids ("page-1") are not unique across pages
+        sid = source_id_for_uri(url)
     else:
         sid = source_id_for_extractor(extractor, str(item_id))
     uploader = entry.get("channel") or entry.get("uploader") or entry.get("uploader_id")
@@ -109,7 +120,7 @@ def expand(parent: Source, cfg: AcquireConfig) -> List[Source]:
         if not entries:
             raise FetchError("empty_playlist", f"no items at {parent.uri}")
         return [item_source(e, parent, i, extractor) for i, e in enumerate(entries)]
-    return [item_source({**info, "webpage_url": info.get("webpage_url") or parent.uri}, parent, 0, extractor)]
+    return [item_source(info, parent, 0, extractor, uri=parent.uri)]
 
 
 def _refuse(cfg: AcquireConfig):
@@ -127,7 +138,10 @@ def download_item(source: Source, cfg: AcquireConfig) -> AudioFile:
     """Download one item's best audio into the staging store (temporary name, then rename)."""
     import yt_dlp
     check_url(source.uri, cfg.policy)
-    tmp = tempfile.mkdtemp(prefix=".dl-", dir=fs.local_path(cfg.staging_dir) if fs.is_local(cfg.staging_dir) else None)
+    local_staging = fs.is_local(cfg.staging_dir)
+    if local_staging:
+        fs.mkdirs(cfg.staging_dir)
+    tmp = tempfile.mkdtemp(prefix=".dl-", dir=fs.local_path(cfg.staging_dir) if local_staging else None)
     try:
         params = {**_base_params(cfg), "format": cfg.ytdlp_format, "noplaylist": True,
                   "outtmpl": {"default": os.path.join(tmp, "media.%(ext)s")}, "paths": {},

@@ -102,3 +102,91 @@ def file_digests(root: Path) -> dict:
 
 os.environ.setdefault("SPEECHMILL_PROGRESS_S", "2")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a model hub
+
+
+class Route:
+    """What the test server answers for one path."""
+
+    def __init__(self, body: bytes = b"", status: int = 200, headers=None, drop_after=None, fail_first=0,
+                 fail_status=500):
+        self.body, self.status, self.headers = body, status, dict(headers or {})
+        self.drop_after = drop_after  # send this many bytes of the body, then cut the connection (once)
+        self.fail_first, self.fail_status = fail_first, fail_status
+
+
+class ScriptedServer:
+    """An HTTP server on 127.0.0.1 whose answers the test sets per path, with a log of requests."""
+
+    def __init__(self):
+        self.routes, self.log = {}, []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                path = self.path.split("?", 1)[0]
+                server.log.append(path)
+                route = server.routes.get(path)
+                if route is None:
+                    self.send_error(404)
+                    return
+                if route.fail_first > 0:
+                    route.fail_first -= 1
+                    self.send_error(route.fail_status)
+                    return
+                self.send_response(route.status)
+                for k, v in route.headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(route.body)))
+                self.end_headers()
+                if route.drop_after is not None:
+                    self.wfile.write(route.body[: route.drop_after])
+                    self.wfile.flush()
+                    route.drop_after = None
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                self.wfile.write(route.body)
+
+            def log_message(self, *a):
+                pass
+
+        class Server(http.server.ThreadingHTTPServer):
+            def handle_error(self, request, client_address):
+                pass  # clients that hang up early (probes, dropped downloads) are expected here
+
+        self.httpd = Server(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def add(self, path: str, route: Route) -> str:
+        self.routes[path] = route
+        return self.url + path
+
+    def hits(self, path: str) -> int:
+        return self.log.count(path)
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture()
+def server():
+    s = ScriptedServer()
+    yield s
+    s.close()
+
+
+def rss(items, title="Test Pod", author="Alice Host") -> bytes:
+    """An RSS 2.0 feed; items are (title, guid, pub_date, url, duration or None)."""
+    parts = [f'<?xml version="1.0" encoding="UTF-8"?><rss version="2.0" '
+             f'xmlns:itunes="http://www.itunes.com/dtds/podcast-1.0.dtd"><channel><title>{title}</title>'
+             f"<itunes:author>{author}</itunes:author><copyright>CC BY 4.0</copyright>"]
+    for t, guid, date, url, dur in items:
+        d = f"<itunes:duration>{dur}</itunes:duration>" if dur else ""
+        parts.append(f"<item><title>{t}</title><guid>{guid}</guid><pubDate>{date}</pubDate>"
+                     f'<link>{url}.html</link><enclosure url="{url}" type="audio/mpeg" length="1"/>{d}</item>')
+    parts.append("</channel></rss>")
+    return "".join(parts).encode()
