@@ -16,6 +16,7 @@ import torch
 DEFAULT_ASR_MODEL = "jbetker/wav2vec2-large-robust-ft-libritts-voxpopuli"
 DEFAULT_TOKENIZER = "jbetker/tacotron-symbols"
 DEFAULT_FEATURE_EXTRACTOR = "facebook/wav2vec2-large-960h"
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class ModelLoadError(RuntimeError):
@@ -29,6 +30,18 @@ class AsrModelSpec:
     feature_extractor: Optional[str] = None
     revision: Optional[str] = None
     device: str = "cpu"
+    dtype: str = "fp32"  # fp32 | bf16 | fp16 (fp16 only on CUDA)
+
+    def validate(self) -> "AsrModelSpec":
+        if self.dtype not in DTYPES:
+            raise ValueError(f"asr_dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.dtype == "fp16" and not self.device.startswith("cuda"):
+            raise ValueError("asr_dtype fp16 needs a CUDA device (use bf16 or fp32 on CPU)")
+        try:
+            torch.device(self.device)
+        except RuntimeError as e:
+            raise ValueError(f"asr_device {self.device!r}: {e}") from e
+        return self
 
     @property
     def tokenizer_id(self) -> str:
@@ -58,13 +71,7 @@ class LoadedCtcModel:
     sample_rate: int
     device: torch.device
     label: str
-
-    def decode_ids(self, ids) -> str:
-        try:
-            text = self.tokenizer.decode(ids, skip_special_tokens=True, group_tokens=False)
-        except TypeError:  # tokenizers that do not know about CTC grouping
-            text = self.tokenizer.decode(ids, skip_special_tokens=True)
-        return " ".join(text.split())
+    dtype: torch.dtype = torch.float32
 
 
 def _missing(what: str, name: str, err: Exception) -> ModelLoadError:
@@ -107,7 +114,8 @@ def load_ctc_model(spec: AsrModelSpec) -> LoadedCtcModel:
     except Exception as e:
         raise _missing("feature extractor", spec.feature_extractor_id, e) from e
     device = torch.device(spec.device)
-    model.to(device).eval()
+    dtype = DTYPES[spec.dtype]
+    model.to(device=device, dtype=dtype).eval()
     blank = model.config.pad_token_id
     if blank is None:
         blank = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -115,4 +123,4 @@ def load_ctc_model(spec: AsrModelSpec) -> LoadedCtcModel:
         model=model, tokenizer=tokenizer, blank_id=int(blank),
         do_normalize=bool(getattr(fe, "do_normalize", True)),
         use_attention_mask=bool(getattr(fe, "return_attention_mask", False)),
-        sample_rate=int(getattr(fe, "sampling_rate", 16000)), device=device, label=spec.label)
+        sample_rate=int(getattr(fe, "sampling_rate", 16000)), device=device, label=spec.label, dtype=dtype)

@@ -52,7 +52,7 @@ def build(p: beam.Pipeline, sources: List[Source], bad_lines: list, settings: Co
                 | "Expand" >> Expand(settings.acquire, done))
     acquired = expanded["items"] | "Acquire" >> Acquire(settings.acquire)
     segmented = acquired.audio | "Segment" >> SegmentAudio(seg_cfg)
-    transcribed = segmented.batches | "Transcribe" >> Transcribe(settings.asr)
+    transcribed = segmented.batches | "Transcribe" >> Transcribe(settings.asr, settings.transcribe)
     judged = transcribed["transcripts"] | "Quality" >> Quality(settings.quality)
     _ = judged.kept | "Shard" >> WriteShards(shard_cfg)
 

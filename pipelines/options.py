@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 from acquisition.fetch import AcquireConfig
+from asr.transcriber import TranscribeOptions
 from asr.model import DEFAULT_ASR_MODEL, DEFAULT_FEATURE_EXTRACTOR, DEFAULT_TOKENIZER, AsrModelSpec
 from audio.silence import SplitParams
 from transforms.quality import QualityConfig
@@ -39,6 +40,7 @@ class CorpusSettings:
     split: SplitParams
     quality: QualityConfig
     acquire: AcquireConfig
+    transcribe: TranscribeOptions = TranscribeOptions()
     output_sample_rate: int = 22050
     asr_batch_seconds: float = 160.0
     samples_per_shard: int = 1000
@@ -122,8 +124,15 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{DEFAULT_FEATURE_EXTRACTOR} for the default model)")
     g.add_argument("--asr_revision", default=None, help="model revision (commit) to pin")
     g.add_argument("--asr_device", default="cpu", help="torch device for the model (cpu, cuda, cuda:1 ...)")
+    g.add_argument("--asr_dtype", default="fp32", choices=["fp32", "bf16", "fp16"],
+                   help="model weights' precision (default fp32; bf16 on a GPU is the fast choice; fp16 CUDA only)")
     g.add_argument("--asr_batch_seconds", type=float, default=160.0,
                    help="most audio in one model call, in seconds (default 160)")
+    g.add_argument("--asr_chunk_s", type=float, default=30.0,
+                   help="clips longer than this are transcribed in overlapping windows whose logits are "
+                        "joined, so memory stays bounded (default 30)")
+    g.add_argument("--keep_ctc_tokens", action="store_true",
+                   help="store each clip's per-frame CTC label ids (20 ms frames) in its .json")
 
     g = p.add_argument_group("quality filter")
     g.add_argument("--min_confidence", type=float, default=0.6,
@@ -157,9 +166,10 @@ def parse_args(argv: Optional[List[str]]) -> Tuple[CorpusSettings, List[str]]:
                             ytdlp_format=args.ytdlp_format).validate()
     asr = AsrModelSpec(model=args.asr_model, tokenizer=args.asr_tokenizer,
                        feature_extractor=args.asr_feature_extractor, revision=args.asr_revision,
-                       device=args.asr_device)
+                       device=args.asr_device, dtype=args.asr_dtype).validate()
+    transcribe = TranscribeOptions(chunk_s=args.asr_chunk_s, keep_ctc_tokens=args.keep_ctc_tokens).validate()
     settings = CorpusSettings(
-        sources=args.sources, output=output, asr=asr, split=split, quality=quality, acquire=acquire,
+        sources=args.sources, output=output, asr=asr, transcribe=transcribe, split=split, quality=quality, acquire=acquire,
         output_sample_rate=args.output_sample_rate, asr_batch_seconds=args.asr_batch_seconds,
         samples_per_shard=args.samples_per_shard, shard_prefix=args.shard_prefix,
         decode_timeout_s=args.decode_timeout_s, keep_work=args.keep_work)

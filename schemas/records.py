@@ -74,6 +74,9 @@ class Transcript:
     text: str
     confidence: float
     asr_model: str
+    words: tuple = ()  # (word, start_s, end_s, confidence), times from the clip's start
+    ctc_tokens: Optional[tuple] = None  # per-frame argmax label ids, when kept
+    ctc_frame_s: float = 0.02
 
     @property
     def key(self) -> str:

@@ -139,6 +139,10 @@ def source_row(s: SourceResult, run: str = "") -> dict:
 def sample_metadata(t: Transcript, shard: str) -> dict:
     """The ``{key}.json`` of a sample: the manifest row plus the source's extra metadata."""
     meta = manifest_row(t, shard)
+    meta["words"] = [{"word": w, "start_s": a, "end_s": b, "confidence": c} for w, a, b, c in t.words]
+    if t.ctc_tokens is not None:
+        meta["ctc_tokens"] = list(t.ctc_tokens)
+        meta["ctc_frame_s"] = t.ctc_frame_s
     extra = dict(t.segment.source.extra)
     if extra:
         meta["source_meta"] = extra

@@ -6,6 +6,7 @@ from apache_beam.ml.inference.base import PredictionResult, RunInference
 
 from asr.handler import CtcModelHandler
 from asr.model import AsrModelSpec
+from asr.transcriber import TranscribeOptions
 from corpus.progress import progress
 from schemas.records import AsrBatch, Rejection, Transcript
 
@@ -14,9 +15,15 @@ FAILED = "failed"
 
 
 def to_transcripts(result: PredictionResult):
+    """Transcripts, and a failure row for each clip the model failed on by itself."""
     batch: AsrBatch = result.example
     for seg, out in zip(batch.segments, result.inference):
-        yield Transcript(seg, out.text, out.confidence, result.model_id)
+        if out.error is not None:
+            progress().add(rejected=1)
+            yield beam.pvalue.TaggedOutput(FAILED, Rejection.for_segment(seg, STAGE, "asr_error", out.error))
+            continue
+        words = tuple((w.text, w.start_s, w.end_s, w.confidence) for w in out.words)
+        yield Transcript(seg, out.text, out.confidence, result.model_id, words, out.ctc_frames)
     progress().add(transcribed=len(batch))
 
 
@@ -31,13 +38,14 @@ def to_failures(failed):
 class Transcribe(beam.PTransform):
     """AsrBatch → Transcript (main) and Rejection (``failed``)."""
 
-    def __init__(self, spec: AsrModelSpec):
+    def __init__(self, spec: AsrModelSpec, opts: TranscribeOptions = TranscribeOptions()):
         super().__init__()
-        self.spec = spec
+        self.spec, self.opts = spec.validate(), opts.validate()
 
     def expand(self, batches):
         results, errors = batches | "Wav2Vec2CTC" >> RunInference(
-            CtcModelHandler(self.spec)).with_exception_handling()
-        transcripts = results | "ToTranscripts" >> beam.FlatMap(to_transcripts)
+            CtcModelHandler(self.spec, self.opts)).with_exception_handling()
+        outs = results | "ToTranscripts" >> beam.FlatMap(to_transcripts).with_outputs(FAILED, main="transcripts")
         failures = errors.failed_inferences | "FailedToRows" >> beam.FlatMap(to_failures)
-        return {"transcripts": transcripts, FAILED: failures}
+        return {"transcripts": outs.transcripts,
+                FAILED: (outs[FAILED], failures) | "AllFailures" >> beam.Flatten()}
