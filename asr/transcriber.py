@@ -55,7 +55,9 @@ class AsrStats:
 
     @property
     def padding_fraction(self) -> float:
-        return self.padded / self.samples if self.samples else 0.0
+        """Share of the model's input that was padding."""
+        total = self.samples + self.padded
+        return self.padded / total if total else 0.0
 
 
 def is_oom(err: BaseException) -> bool:
@@ -97,6 +99,9 @@ class Transcriber:
         hop = win - 2 * margin_f * stride
         out = []
         for i, a in enumerate(audio):
+            a = np.ascontiguousarray(a, dtype=np.float32)
+            if self.m.do_normalize:  # over the whole clip, before any windowing
+                a = (a - a.mean()) / np.sqrt(a.var() + 1e-7)
             if len(a) <= win:
                 out.append(_Piece(i, 0, a))
                 continue
@@ -111,10 +116,7 @@ class Transcriber:
         lengths = torch.tensor([len(p.audio) for p in pieces], dtype=torch.long)
         x = torch.zeros(len(pieces), int(lengths.max()), dtype=torch.float32)
         for i, p in enumerate(pieces):
-            t = torch.from_numpy(np.ascontiguousarray(p.audio, dtype=np.float32))
-            if self.m.do_normalize:
-                t = (t - t.mean()) / torch.sqrt(t.var(unbiased=False) + 1e-7)
-            x[i, : len(t)] = t
+            x[i, : len(p.audio)] = torch.from_numpy(p.audio)
         if self.m.device.type == "cuda":
             x = x.pin_memory()
         self.stats.samples += int(lengths.sum())

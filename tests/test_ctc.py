@@ -39,15 +39,31 @@ def test_empty_transcript_has_zero_confidence():
     assert r.ids == [] and r.confidence == 0.0
 
 
-def test_confidence_falls_as_frames_are_corrupted():
+def edit_distance(a, b):
+    prev = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        cur = [i]
+        for j, y in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
+        prev = cur
+    return prev[-1]
+
+
+def test_confidence_falls_as_the_error_rate_rises():
+    """Known-correct frames progressively replaced by noise: CER rises, confidence falls with it."""
     g = torch.Generator().manual_seed(0)
     labels = [0, 1, 1, 0, 2, 0, 3, 3, 0, 4, 5, 0] * 8
     clean = onehot_logits(labels, sharp=8.0)
-    confs = []
+    truth = greedy_decode(clean.unsqueeze(0), torch.tensor([len(labels)]), BLANK)[0].ids
+    order = torch.randperm(len(labels), generator=g)
+    noise = torch.randn(len(labels), 6, generator=g) * 1.5
+    confs, cers = [], []
     for frac in (0.0, 0.2, 0.4, 0.6, 0.8):
+        idx = order[: int(frac * len(labels))]  # nested: each level corrupts the previous frames and more
         noisy = clean.clone()
-        n = int(frac * len(labels))
-        idx = torch.randperm(len(labels), generator=g)[:n]
-        noisy[idx] = torch.randn(n, 6, generator=g) * 1.5
-        confs.append(greedy_decode(noisy.unsqueeze(0), torch.tensor([len(labels)]), BLANK)[0].confidence)
+        noisy[idx] = noise[idx]
+        r = greedy_decode(noisy.unsqueeze(0), torch.tensor([len(labels)]), BLANK)[0]
+        confs.append(r.confidence)
+        cers.append(edit_distance(truth, r.ids) / len(truth))
+    assert cers[0] == 0 and all(b >= a for a, b in zip(cers, cers[1:])) and cers[-1] > 0.3, cers
     assert all(a > b for a, b in zip(confs, confs[1:])), confs

@@ -38,13 +38,14 @@ def to_failures(failed):
 class Transcribe(beam.PTransform):
     """AsrBatch → Transcript (main) and Rejection (``failed``)."""
 
-    def __init__(self, spec: AsrModelSpec, opts: TranscribeOptions = TranscribeOptions()):
+    def __init__(self, spec: AsrModelSpec, opts: TranscribeOptions = TranscribeOptions(),
+                 handler_cls=CtcModelHandler):
         super().__init__()
-        self.spec, self.opts = spec.validate(), opts.validate()
+        self.spec, self.opts, self.handler_cls = spec.validate(), opts.validate(), handler_cls
 
     def expand(self, batches):
         results, errors = batches | "Wav2Vec2CTC" >> RunInference(
-            CtcModelHandler(self.spec, self.opts)).with_exception_handling()
+            self.handler_cls(self.spec, self.opts)).with_exception_handling()
         outs = results | "ToTranscripts" >> beam.FlatMap(to_transcripts).with_outputs(FAILED, main="transcripts")
         failures = errors.failed_inferences | "FailedToRows" >> beam.FlatMap(to_failures)
         return {"transcripts": outs.transcripts,
