@@ -41,7 +41,8 @@ def build(p: beam.Pipeline, sources: List[Source], bad_lines: list, settings: Co
     seg_cfg = SegmentConfig(pack_dir=work.pack_dir, split=settings.split,
                             output_sample_rate=settings.output_sample_rate,
                             asr_batch_seconds=settings.asr_batch_seconds,
-                            decode_timeout_s=settings.decode_timeout_s)
+                            decode_timeout_s=settings.decode_timeout_s,
+                            max_duration_s=settings.acquire.max_duration_s)
     shard_cfg = ShardConfig(shards_dir=work.shards_dir, manifest_dir=work.manifest_dir,
                             prefix=settings.shard_prefix, samples_per_shard=settings.samples_per_shard,
                             first_index=first_index)
@@ -78,6 +79,20 @@ def clear_staging(staging_dir: str, done: Set[str]) -> None:
             fs.delete(path)
 
 
+def asr_padding_fraction(result) -> Optional[float]:
+    """Share of the ASR model's input that was padding, from the run's Beam metrics."""
+    from apache_beam.metrics.metric import MetricsFilter
+    try:
+        counters = result.metrics().query(MetricsFilter().with_namespace("speechmill_asr"))["counters"]
+    except Exception:  # runners without metrics support
+        return None
+    totals = {}
+    for c in counters:
+        totals[c.key.metric.name] = totals.get(c.key.metric.name, 0) + (c.committed or c.attempted or 0)
+    real, pad = totals.get("audio_samples", 0), totals.get("padding_samples", 0)
+    return round(pad / (real + pad), 4) if real + pad else None
+
+
 def print_summary(title: str, report: dict) -> None:
     s = report["sources"]
     lines = [
@@ -86,6 +101,8 @@ def print_summary(title: str, report: dict) -> None:
         f"({report['kept']} samples in {report['shards']} shards)",
         f"  segments {report['segments']}, rejected segments {report['rejected_segments']}",
     ]
+    if report.get("asr_padding_fraction") is not None:
+        lines.append(f"  ASR input that was padding: {report['asr_padding_fraction']:.1%}")
     if report["rejects_by_reason"]:
         lines.append("  rejects by reason:")
         for reason, r in report["rejects_by_reason"].items():
@@ -138,6 +155,7 @@ def run(argv: Optional[List[str]] = None, test_pipeline: Optional[beam.Pipeline]
         print_summary(f"run {tag} ({elapsed:.1f} s) found nothing new; corpus", report)
         return report
     summary.update(elapsed_s=round(elapsed, 1), asr_model=settings.asr.label,
+                   asr_padding_fraction=asr_padding_fraction(result),
                    settings=json.loads(json.dumps(settings.fingerprint(), default=str)))
     publish(layout, tag, summary)
     report = corpus_report(layout)

@@ -126,8 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--asr_device", default="cpu", help="torch device for the model (cpu, cuda, cuda:1 ...)")
     g.add_argument("--asr_dtype", default="fp32", choices=["fp32", "bf16", "fp16"],
                    help="model weights' precision (default fp32; bf16 on a GPU is the fast choice; fp16 CUDA only)")
-    g.add_argument("--asr_batch_seconds", type=float, default=160.0,
-                   help="most audio in one model call, in seconds (default 160)")
+    g.add_argument("--asr_batch_seconds", type=float, default=None,
+                   help="most audio in one model call, in seconds (default 160 on CUDA; on CPU, where "
+                        "batching does not pay, --max_clip_s)")
     g.add_argument("--asr_chunk_s", type=float, default=30.0,
                    help="clips longer than this are transcribed in overlapping windows whose logits are "
                         "joined, so memory stays bounded (default 30)")
@@ -170,7 +171,8 @@ def parse_args(argv: Optional[List[str]]) -> Tuple[CorpusSettings, List[str]]:
     transcribe = TranscribeOptions(chunk_s=args.asr_chunk_s, keep_ctc_tokens=args.keep_ctc_tokens).validate()
     settings = CorpusSettings(
         sources=args.sources, output=output, asr=asr, transcribe=transcribe, split=split, quality=quality, acquire=acquire,
-        output_sample_rate=args.output_sample_rate, asr_batch_seconds=args.asr_batch_seconds,
+        output_sample_rate=args.output_sample_rate,
+        asr_batch_seconds=args.asr_batch_seconds or (160.0 if asr.device.startswith("cuda") else args.max_clip_s),
         samples_per_shard=args.samples_per_shard, shard_prefix=args.shard_prefix,
         decode_timeout_s=args.decode_timeout_s, keep_work=args.keep_work)
     return settings, beam_args

@@ -233,3 +233,10 @@ def test_bad_dtype_and_device_are_refused():
         AsrModelSpec(dtype="int8").validate()
     with pytest.raises(ValueError, match="CUDA"):
         AsrModelSpec(dtype="fp16", device="cpu").validate()
+
+
+def test_bf16_path_runs_on_cpu(tiny_model):
+    m = load_ctc_model(AsrModelSpec(model=tiny_model, dtype="bf16"))
+    assert next(m.model.parameters()).dtype == torch.bfloat16
+    out = transcribe(m, clips(3))
+    assert len(out) == 3 and all(o.text and 0 < o.confidence <= 1 for o in out)

@@ -153,7 +153,9 @@ def test_accounting_and_report(e2e):
     assert report["kept"] == len(manifest)
     assert abs(report["hours_kept"] - sum(m["duration_s"] for m in manifest) / 3600) < 1e-3
     assert abs(report["hours_in"] - sum(s["duration_s"] for s in sources) / 3600) < 1e-3
-    assert len(list((out / "runs").glob("*.json"))) == 1
+    [run_file] = list((out / "runs").glob("*.json"))
+    run_info = json.loads(run_file.read_text())
+    assert 0.0 <= run_info["asr_padding_fraction"] < 0.5 and run_info["kept"] == len(manifest)
 
 
 def test_rerun_adds_nothing_and_changes_no_byte(e2e):
@@ -231,3 +233,12 @@ def test_cli_run_shows_progress_and_summary(tmp_path, tiny_model, speech):
     assert any("1 ok" in l and "h decoded" in l for l in progress)
     assert any("kept" in l and "rejected" in l for l in progress)
     assert "hours in" in r.stderr and "hours kept" in r.stderr and "acquire/not_found" in r.stderr
+
+
+def test_decoded_duration_over_the_limit_is_rejected(tmp_path, tiny_model, speech):
+    out = tmp_path / "corpus"
+    report = run(["--sources", write_sources(tmp_path / "s.txt", [speech["a"][1]]), "--output", str(out),
+                  *permissive(tiny_model), "--max_duration_s", "10"])
+    [row] = table(out, "sources")
+    assert (row["status"], row["reason"]) == ("rejected", "too_long") and report["kept"] == 0
+    assert "over --max_duration_s 10" in table(out, "rejected")[0]["detail"]

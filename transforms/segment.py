@@ -10,7 +10,7 @@ audio ever crosses a shuffle.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, List, Union
+from typing import Iterator, List, Optional, Union
 
 import apache_beam as beam
 import numpy as np
@@ -39,6 +39,7 @@ class SegmentConfig:
     asr_batch_seconds: float = 160.0
     asr_max_batch: int = 64
     decode_timeout_s: float = 3600.0
+    max_duration_s: Optional[float] = None
 
     def validate(self) -> "SegmentConfig":
         self.split.validate()
@@ -86,6 +87,11 @@ def segment_source(audio: AudioFile, cfg: SegmentConfig) -> Iterator[Union[AsrBa
         return
     with decoded:
         sr, hop = decoded.sample_rate, decoded.hop
+        if cfg.max_duration_s and decoded.duration_s > cfg.max_duration_s:
+            detail = f"{decoded.duration_s:.0f} s decoded, over --max_duration_s {cfg.max_duration_s:g} s"
+            yield Rejection.for_source(src, STAGE, "too_long", detail)
+            yield SourceResult(src, "rejected", decoded.duration_s, 0, "too_long")
+            return
         result = split_on_silence(decoded.db, decoded.hop_s, cfg.split)
         if result.file_reason:
             detail = (f"level {result.level_db:.1f} dBFS over {decoded.duration_s:.1f} s"

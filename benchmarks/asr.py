@@ -1,0 +1,135 @@
+"""Transcription speed of the real wav2vec2-base and -large architectures (random weights).
+
+    python -m benchmarks.asr [--archs base large] [--audio_s 120] [--device cpu|cuda]
+                             [--dtypes fp32 bf16] [--batch_seconds 40 160 640]
+
+Each architecture is built locally from its published configuration (facebook/wav2vec2-base-960h:
+group-norm feature extractor, no attention mask; facebook/wav2vec2-large-960h-lv60-self, the
+family of the recipe's model: layer norm, attention mask) with random weights, saved, and loaded
+through speechmill's own loader, so the timed path is the pipeline's. Speed does not depend on the
+weights. Clips are 4–20 s of synthesised speech, grouped by length as the segment stage groups
+them. Prints seconds of audio per second of wall time for a batch-of-one baseline and for each
+batch size and dtype, the speed-up over the baseline, and the padding fraction.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+ARCHS = {
+    "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+                 feat_extract_norm="group", do_stable_layer_norm=False, conv_bias=False,
+                 num_conv_pos_embeddings=128, num_conv_pos_embedding_groups=16),
+    "large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
+                  feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True,
+                  num_conv_pos_embeddings=128, num_conv_pos_embedding_groups=16),
+}
+VOCAB = ["<pad>", "<s>", "</s>", "<unk>", "|"] + list("ETAONIHSRDLUMWCFGYPBVK'XJQZ")
+
+
+def build(arch: str, out_dir: str) -> str:
+    from transformers import (Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC,
+                              Wav2Vec2Processor)
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "vocab.json"), "w") as f:
+        json.dump({t: i for i, t in enumerate(VOCAB)}, f)
+    layer_norm = ARCHS[arch]["feat_extract_norm"] == "layer"
+    cfg = Wav2Vec2Config(vocab_size=len(VOCAB), pad_token_id=0, conv_dim=(512,) * 7,
+                         conv_stride=(5, 2, 2, 2, 2, 2, 2), conv_kernel=(10, 3, 3, 3, 3, 2, 2), **ARCHS[arch])
+    torch.manual_seed(0)
+    Wav2Vec2ForCTC(cfg).save_pretrained(out_dir)
+    tok = Wav2Vec2CTCTokenizer(os.path.join(out_dir, "vocab.json"), word_delimiter_token="|")
+    fe = Wav2Vec2FeatureExtractor(sampling_rate=16000, do_normalize=True, return_attention_mask=layer_norm)
+    Wav2Vec2Processor(feature_extractor=fe, tokenizer=tok).save_pretrained(out_dir)
+    return out_dir
+
+
+def make_clips(total_s: float, seed: int = 0):
+    from audio.synth import SENTENCES, build_recording
+    rec = build_recording(SENTENCES, [0.3] * (len(SENTENCES) - 1), sample_rate=16000, seed=seed)
+    rng = np.random.default_rng(seed)
+    clips, used = [], 0.0
+    while used < total_s:
+        d = float(rng.uniform(4, 20))
+        start = int(rng.uniform(0, max(1, len(rec.audio) - d * 16000)))
+        clip = rec.audio[start:start + int(d * 16000)]
+        clips.append(np.tile(clip, int(np.ceil(d * 16000 / max(1, len(clip)))))[: int(d * 16000)])
+        used += d
+    return clips
+
+
+def timed(transcriber, batches, device: str) -> float:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    transcriber.many(batches)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def main(argv=None) -> int:
+    from asr.model import AsrModelSpec, load_ctc_model
+    from asr.transcriber import Transcriber
+    from transforms.segment import plan_batches
+
+    p = argparse.ArgumentParser(prog="python -m benchmarks.asr", description=__doc__.split("\n\n")[0])
+    p.add_argument("--archs", nargs="+", default=["base", "large"], choices=sorted(ARCHS))
+    p.add_argument("--audio_s", type=float, default=None, help="seconds of audio per measurement "
+                   "(default 120 on CPU, 3600 on CUDA)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtypes", nargs="+", default=None, help="default fp32 on CPU; bf16 fp16 fp32 on CUDA")
+    p.add_argument("--batch_seconds", type=float, nargs="+", default=None,
+                   help="batch sizes to sweep, in seconds of audio (default 20 40 160 on CPU; 80..1280 on CUDA)")
+    p.add_argument("--skip_baseline", action="store_true")
+    args = p.parse_args(argv)
+    cuda = args.device.startswith("cuda")
+    audio_s = args.audio_s or (3600.0 if cuda else 120.0)
+    dtypes = args.dtypes or (["bf16", "fp16", "fp32"] if cuda else ["fp32"])
+    sweep = args.batch_seconds or ([80, 160, 320, 640, 1280] if cuda else [20, 40, 160])
+    clips = make_clips(audio_s)
+    total = sum(len(c) for c in clips) / 16000
+    print(f"{len(clips)} clips, {total:.0f} s of audio, device {args.device}, torch threads "
+          f"{torch.get_num_threads()}", file=sys.stderr)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for arch in args.archs:
+            path = build(arch, os.path.join(tmp, arch))
+            for dtype in dtypes:
+                m = load_ctc_model(AsrModelSpec(model=path, device=args.device, dtype=dtype))
+                warm = Transcriber(m)
+                warm.many([clips[:2]])  # first-call costs (kernels, allocator) outside the timing
+                base_rate = None
+                if not args.skip_baseline:
+                    t = Transcriber(m)
+                    wall = timed(t, [[c] for c in clips], args.device)
+                    base_rate = total / wall
+                    rows.append((arch, dtype, "1 clip", base_rate, 1.0, t.stats.padding_fraction))
+                    print(f"  {arch} {dtype} batch of one: {base_rate:.1f}x realtime", file=sys.stderr)
+                for bs in sweep:
+                    groups = plan_batches([len(c) / 16000 for c in clips], bs, 10_000)
+                    t = Transcriber(m)
+                    wall = timed(t, [[clips[i] for i in g] for g in groups], args.device)
+                    rate = total / wall
+                    rows.append((arch, dtype, f"{bs:g} s", rate, rate / base_rate if base_rate else float("nan"),
+                                 t.stats.padding_fraction))
+                    print(f"  {arch} {dtype} {bs:g} s batches: {rate:.1f}x realtime", file=sys.stderr)
+                del m
+                if cuda:
+                    torch.cuda.empty_cache()
+    print(f"\nwav2vec2 CTC transcription on {args.device} ({total:.0f} s of 4-20 s clips, random weights)")
+    print(f"{'arch':6s} {'dtype':5s} {'batch':>8s} {'x realtime':>11s} {'vs 1 clip':>10s} {'padding':>8s}")
+    for arch, dtype, batch, rate, ratio, pad in rows:
+        print(f"{arch:6s} {dtype:5s} {batch:>8s} {rate:11.1f} {ratio:9.2f}x {pad:8.1%}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
