@@ -11,6 +11,7 @@ import time
 from typing import List, Optional, Set
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from acquisition.sources_file import SourcesFileError, read_sources
@@ -114,6 +115,9 @@ def run(argv: Optional[List[str]] = None, test_pipeline: Optional[beam.Pipeline]
     """Run one build; returns the whole corpus report. Raises ``SystemExit`` on bad options."""
     try:
         settings, beam_args = parse_args(argv)
+        # driver-side file access (sources file, done set, publishing) sees the same storage
+        # options (--s3_endpoint_url, GCS project ...) as the workers
+        FileSystems.set_options(PipelineOptions(beam_args))
         check_available(settings.asr)
         parsed = read_sources(settings.sources)
     except (ValueError, ModelLoadError, SourcesFileError) as e:
