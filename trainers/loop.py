@@ -1,0 +1,245 @@
+"""The training loop shared by the DVAE, the autoregressive model and CLVP. Read it top to bottom.
+
+A ``Task`` knows its model, its batches and its loss; this file does the rest: AdamW with linear
+warmup and cosine decay, gradient accumulation and clipping, bf16 autocast on CUDA, DDP under
+``torchrun`` (gloo on CPU, NCCL on GPU), periodic eval loss, progress lines, atomic checkpoints,
+an exact resume, ``--init_from`` a released checkpoint, and a PNG of the loss curves.
+
+Files in the output directory:
+  model.pth        the model's state dict alone (TorToiSe's format; loads with weights_only=True)
+  train_state.pth  optimizer, step, RNG states and loss history (plain values and tensors)
+  log.jsonl        one line per logged step; loss.png: train and eval loss curves
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from typing import Dict, Iterator, Optional, Protocol, Tuple
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 1000
+    lr: float = 3e-4
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.96
+    grad_clip: float = 1.0
+    grad_accum: int = 1
+    eval_every: int = 200
+    eval_batches: int = 8
+    ckpt_every: int = 500
+    log_every: int = 10
+    seed: int = 0
+    device: str = "auto"
+    bf16: bool = True  # autocast on CUDA only
+
+    def validate(self) -> "TrainConfig":
+        if self.max_steps < 0 or self.grad_accum < 1 or self.lr <= 0:
+            raise ValueError("need max_steps >= 0, grad_accum >= 1 and lr > 0")
+        return self
+
+
+class Task(Protocol):
+    name: str
+
+    def build_model(self) -> torch.nn.Module: ...
+
+    def train_batches(self, seed: int) -> Iterator[dict]: ...
+
+    def eval_batches(self) -> Optional[Iterator[dict]]: ...
+
+    def loss(self, model: torch.nn.Module, batch: dict, device: torch.device) -> Tuple[torch.Tensor, Dict[str, float]]: ...
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to ``lr``, then cosine decay to ``lr * min_lr_ratio`` at ``max_steps``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def atomic_save(obj, path: str) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_state_dict(path: str) -> Dict[str, torch.Tensor]:
+    """A checkpoint's state dict (plain or wrapped in {"model": ...}), loaded with weights_only=True."""
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+        return load_file(path)
+    sd = torch.load(path, map_location="cpu", weights_only=True)
+    return sd.get("model", sd) if isinstance(sd, dict) and "model" in sd and isinstance(sd["model"], dict) else sd
+
+
+def rng_state() -> dict:
+    """RNG states as plain values and tensors, so the state file loads with weights_only=True."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos,
+                                                    has_gauss, cached), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def plot_losses(history: dict, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if history["train"]:
+        ax.plot(*zip(*history["train"]), label="train", lw=1)
+    if history["eval"]:
+        ax.plot(*zip(*history["eval"]), label="eval", marker="o")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def setup_distributed() -> Tuple[int, int, torch.device]:
+    """(rank, world size, device); joins the process group when started by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if torch.cuda.is_available():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return rank, world, device
+
+
+def train(task: Task, cfg: TrainConfig, out_dir: str, resume: bool = False, init_from: Optional[str] = None) -> dict:
+    cfg.validate()
+    rank, world, device = setup_distributed()
+    if cfg.device != "auto":
+        device = torch.device(cfg.device)
+    main = rank == 0
+    os.makedirs(out_dir, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+
+    # 1. the model: fresh, a released checkpoint, or where the last run stopped
+    model = task.build_model()
+    if init_from:
+        model.load_state_dict(load_state_dict(init_from), strict=True)
+    state_path, model_path = os.path.join(out_dir, "train_state.pth"), os.path.join(out_dir, "model.pth")
+    state = None
+    if resume and os.path.exists(state_path):
+        model.load_state_dict(load_state_dict(model_path), strict=True)
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+    model.to(device)
+    if cfg.max_steps == 0:
+        if main:
+            atomic_save(model.state_dict(), model_path)
+            print(f"[{task.name}] built {sum(p.numel() for p in model.parameters()):,} parameters; "
+                  f"saved {model_path}", file=sys.stderr)
+        return {"step": 0}
+    ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+
+    # 2. the optimizer: weight decay on matrices only
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    step, history = 0, {"train": [], "eval": []}
+    if state is not None:
+        opt.load_state_dict(state["optimizer"])
+        step, history = state["step"], state["history"]
+        set_rng_state(state["rng"])
+        print(f"[{task.name}] resumed at step {step}", file=sys.stderr)
+
+    # 3. the data: a seeded stream, fast-forwarded past what earlier steps consumed
+    batches = task.train_batches(cfg.seed + rank)
+    for _ in range(step * cfg.grad_accum):
+        next(batches)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and cfg.bf16
+                else torch.autocast("cpu", enabled=False))
+
+    def save():
+        if main:
+            atomic_save(model.state_dict(), model_path)
+            atomic_save({"optimizer": opt.state_dict(), "step": step, "history": history, "rng": rng_state(),
+                         "config": dataclasses.asdict(cfg)}, state_path)
+            plot_losses(history, os.path.join(out_dir, "loss.png"))
+
+    def evaluate() -> Optional[float]:
+        it = task.eval_batches()
+        if it is None:
+            return None
+        model.eval()
+        losses = []
+        with torch.no_grad(), autocast:
+            for _, batch in zip(range(cfg.eval_batches), it):
+                losses.append(float(task.loss(model, batch, device)[0]))
+        model.train()
+        return sum(losses) / len(losses) if losses else None
+
+    # 4. the loop
+    model.train()
+    t0, last = time.time(), {}
+    while step < cfg.max_steps:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, cfg)
+        total = 0.0
+        for _ in range(cfg.grad_accum):
+            batch = next(batches)
+            with autocast:
+                loss, parts = task.loss(ddp, batch, device)
+            (loss / cfg.grad_accum).backward()
+            total += float(loss) / cfg.grad_accum
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        step += 1
+        history["train"].append((step, total))
+        last = {"step": step, "loss": total, "lr": opt.param_groups[0]["lr"], "grad_norm": float(grad_norm), **parts}
+        if main and (step % cfg.log_every == 0 or step == 1 or step == cfg.max_steps):
+            rate = step / max(1e-9, time.time() - t0)
+            print(f"[{task.name}] step {step}/{cfg.max_steps} loss {total:.4f} lr {last['lr']:.2e} "
+                  f"({rate:.2f} steps/s)", file=sys.stderr, flush=True)
+            with open(os.path.join(out_dir, "log.jsonl"), "a") as f:
+                f.write(json.dumps(last) + "\n")
+        if cfg.eval_every and step % cfg.eval_every == 0:
+            ev = evaluate()
+            if ev is not None:
+                history["eval"].append((step, ev))
+                if main:
+                    print(f"[{task.name}] step {step} eval loss {ev:.4f}", file=sys.stderr, flush=True)
+        if step % cfg.ckpt_every == 0 or step == cfg.max_steps:
+            save()
+    if world > 1:
+        dist.barrier()
+    return {**last, "history": history}
