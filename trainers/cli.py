@@ -9,7 +9,7 @@ from typing import List, Optional, Tuple
 import torch
 
 from trainers.data import LoaderConfig, ShardLoader, expand_urls
-from trainers.loop import TrainConfig
+from trainers.loop import TrainConfig, atomic_save
 from trainers.mel import MelSpectrogram, load_mel_norms
 from trainers.text import TextTokenizer, train_tokenizer
 
@@ -33,6 +33,8 @@ def add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--init_from", default=None, help="start from this checkpoint (e.g. a released .pth), strict load")
     g.add_argument("--resume", action="store_true", help="continue from --output's last checkpoint, exactly")
     g.add_argument("--lr", type=float, default=3e-4)
+    g.add_argument("--lr_decay_steps", type=int, default=None,
+                   help="steps over which the learning rate decays (default --max_steps)")
     g.add_argument("--warmup_steps", type=int, default=100)
     g.add_argument("--weight_decay", type=float, default=0.01)
     g.add_argument("--grad_accum", type=int, default=1, help="micro-batches per optimizer step")
@@ -45,7 +47,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
 
 
 def train_config(args) -> TrainConfig:
-    return TrainConfig(max_steps=args.max_steps, lr=args.lr, warmup_steps=args.warmup_steps,
+    return TrainConfig(max_steps=args.max_steps, decay_steps=args.lr_decay_steps, lr=args.lr, warmup_steps=args.warmup_steps,
                        weight_decay=args.weight_decay, grad_accum=args.grad_accum, grad_clip=args.grad_clip,
                        eval_every=args.eval_every, ckpt_every=args.ckpt_every, log_every=args.log_every,
                        seed=args.seed, device=args.device).validate()
@@ -63,7 +65,7 @@ def tokenizer_for(args, shards: List[str]) -> TextTokenizer:
         return TextTokenizer(path)
     texts = (s.text for s in ShardLoader(shards, lambda t: [2], LoaderConfig(shuffle_buffer=1), epochs=1).samples()
              if s is not None)
-    tok = train_tokenizer(texts, path)
+    tok = train_tokenizer(texts, path)  # written to a temporary name and renamed: ranks may race here
     log(f"trained a {len(tok)}-entry tokenizer on the transcripts: {path}")
     return tok
 
@@ -83,7 +85,7 @@ def mel_norms_for(args, shards: List[str], n_batches: int = 20) -> torch.Tensor:
             sums += m.sum((0, 2))
             frames += m.shape[0] * m.shape[2]
     norms = sums / max(1, frames)
-    torch.save(norms, path)
+    atomic_save(norms, path)
     log(f"measured mel norms on the training shards: {path}")
     return norms
 

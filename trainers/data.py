@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import io
 import json
+import os
 import random
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
@@ -47,6 +48,7 @@ class LoaderConfig:
     seed: int = 0
     num_workers: int = 0
     drop_last: bool = False  # drop an epoch's last, smaller batch (contrastive losses need full batches)
+    split_by_node: bool = True  # each torchrun rank reads its own shards (eval sets read everything)
 
 
 @dataclass
@@ -82,11 +84,12 @@ def decode(raw: dict) -> Sample:
                   str(meta.get("speaker") or meta.get("source_id") or raw["__key__"].rsplit("_", 1)[0]))
 
 
-class ShardLoader:
+class ShardLoader(torch.utils.data.IterableDataset):
     """An iterable of batches (dicts of tensors) over shards; see the module docstring."""
 
     def __init__(self, urls: Sequence[str], tokenize: Callable[[str], List[int]], cfg: LoaderConfig,
                  epochs: Optional[int] = None):
+        super().__init__()
         self.urls, self.tokenize, self.cfg, self.epochs = list(urls), tokenize, cfg, epochs
         self.counts = Counts()
 
@@ -95,7 +98,12 @@ class ShardLoader:
         urls = list(self.urls)
         if not c.resampled:
             random.Random(c.seed * 1000003 + epoch).shuffle(urls)
-        ds = wds.WebDataset(urls, resampled=c.resampled, shardshuffle=False, nodesplitter=wds.split_by_node,
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if c.split_by_node and not c.resampled and world > len(urls):
+            raise ValueError(f"{len(urls)} shards cannot be split across {world} ranks: write smaller shards "
+                             f"(--samples_per_shard) or pass --resampled")
+        splitter = wds.split_by_node if c.split_by_node else (lambda src, group=None: src)
+        ds = wds.WebDataset(urls, resampled=c.resampled, shardshuffle=False, nodesplitter=splitter,
                             workersplitter=wds.split_by_worker, empty_check=False, seed=c.seed + epoch)
         return iter(ds)
 

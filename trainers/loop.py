@@ -30,6 +30,7 @@ import torch.distributed as dist
 @dataclass
 class TrainConfig:
     max_steps: int = 1000
+    decay_steps: Optional[int] = None  # cosine horizon (default max_steps); lets a run stop early and resume
     lr: float = 3e-4
     min_lr_ratio: float = 0.1
     warmup_steps: int = 100
@@ -68,7 +69,8 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     """Linear warmup to ``lr``, then cosine decay to ``lr * min_lr_ratio`` at ``max_steps``."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+    horizon = cfg.decay_steps or cfg.max_steps
+    progress = (step - cfg.warmup_steps) / max(1, horizon - cfg.warmup_steps)
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 

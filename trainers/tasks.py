@@ -66,12 +66,15 @@ class _ShardTask:
     def train_batches(self, seed: int) -> Iterator[dict]:
         self.train_loader = ShardLoader(self.shards, self.tokenize,
                                         dataclasses.replace(self.loader_cfg, seed=seed, drop_last=True))
+        if self.loader_cfg.num_workers > 0:  # shards are split across the workers (webdataset's split_by_worker)
+            return iter(torch.utils.data.DataLoader(self.train_loader, batch_size=None,
+                                                    num_workers=self.loader_cfg.num_workers))
         return iter(self.train_loader)
 
     def eval_batches(self) -> Optional[Iterator[dict]]:
         if not self.eval_shards:
             return None
-        cfg = dataclasses.replace(self.loader_cfg, resampled=False, seed=12345)
+        cfg = dataclasses.replace(self.loader_cfg, resampled=False, seed=12345, split_by_node=False)
         return iter(ShardLoader(self.eval_shards, self.tokenize, cfg, epochs=1))
 
 

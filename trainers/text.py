@@ -10,6 +10,7 @@ format on corpus transcripts.
 from __future__ import annotations
 
 import functools
+import os
 import re
 from typing import Iterable, List
 
@@ -111,5 +112,7 @@ def train_tokenizer(texts: Iterable[str], out_path: str, vocab_size: int = 255) 
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     trainer = trainers.BpeTrainer(special_tokens=SPECIAL_TOKENS, vocab_size=vocab_size)
     tok.train_from_iterator((clean_text(t) for t in texts), trainer)
-    tok.save(out_path)
+    tmp = f"{out_path}.tmp-{os.getpid()}"
+    tok.save(tmp)
+    os.replace(tmp, out_path)
     return TextTokenizer(out_path)

@@ -1,0 +1,234 @@
+"""Downstream trainers on shards the pipeline builds from synthesised speech (tiny configs, CPU)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from audio.synth import SENTENCES, build_recording
+from pipelines.build_corpus import run
+from tests.conftest import REPO, SHARED_SPEECH, permissive
+from trainers.autoregressive import ArConfig, UnifiedVoice
+from trainers.clvp import CLVP, ClvpConfig
+from trainers.data import LoaderConfig, ShardLoader, expand_urls
+from trainers.dvae import DiscreteVAE, DvaeConfig
+from trainers.loop import atomic_save, load_state_dict
+from trainers.mel import MelSpectrogram, load_mel_norms
+from trainers.text import TextTokenizer, clean_text, train_tokenizer
+
+DATA = Path(__file__).parent / "data"
+TOKENIZER = SHARED_SPEECH.parent / "tortoise" / "tokenizer.json"
+MEL_NORMS = SHARED_SPEECH.parent / "tortoise" / "mel_norms.pth"
+needs_shared = pytest.mark.skipif(not TOKENIZER.exists(), reason="../shared/data/tortoise not present")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, tiny_model):
+    """About 16 clips from 8 recordings in 2 voices, in shards of 3; the last shard held out."""
+    d = tmp_path_factory.mktemp("train_corpus")
+    lines = []
+    for i in range(8):
+        texts = [SENTENCES[(i * 3 + j) % len(SENTENCES)] for j in range(6)]
+        rec = build_recording(texts, [0.8, 0.9, 1.0, 0.8, 0.9], seed=i, voices=[["en-us"], ["en-gb"]][i % 2])
+        lines.append(rec.write(str(d / f"r{i}.wav")))
+    (d / "s.csv").write_text("uri,speaker\n" + "".join(f"{p},voice{i % 2}\n" for i, p in enumerate(lines)))
+    out = d / "corpus"
+    run(["--sources", str(d / "s.csv"), "--output", str(out), *permissive(tiny_model), "--samples_per_shard", "3"])
+    shards = sorted(str(p) for p in (out / "shards").glob("*.tar"))
+    assert len(shards) >= 4
+    return {"dir": d, "train": ",".join(shards[:-1]), "eval": shards[-1]}
+
+
+def shapes(model) -> dict:
+    return {k: list(v.shape) for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("build,table", [
+    (lambda: DiscreteVAE(DvaeConfig.preset("released")), "dvae_released_shapes.json"),
+    (lambda: CLVP(ClvpConfig.preset("released")), "clvp_released_shapes.json"),
+    (lambda: UnifiedVoice(ArConfig.preset("released")), "unified_voice_released_shapes.json"),
+])
+def test_released_configs_have_the_reference_names_and_shapes(build, table):
+    expected = json.loads((DATA / table).read_text())
+    got = shapes(build())
+    assert sorted(got) == sorted(expected)  # every name, no more, no fewer
+    assert {k: v for k, v in got.items() if v != expected[k]} == {}
+
+
+@pytest.mark.parametrize("build", [lambda: DiscreteVAE(DvaeConfig.preset("tiny")),
+                                   lambda: CLVP(ClvpConfig.preset("tiny", num_codes=256)),
+                                   lambda: UnifiedVoice(ArConfig.preset("tiny", num_codes=256))])
+def test_state_dict_round_trip(build, tmp_path):
+    a, b = build(), build()
+    atomic_save(a.state_dict(), str(tmp_path / "m.pth"))
+    b.load_state_dict(load_state_dict(str(tmp_path / "m.pth")), strict=True)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+@needs_shared
+def test_tokenizer_matches_the_released_ids():
+    tok = TextTokenizer(str(TOKENIZER))
+    cases = json.loads((DATA / "tortoise_tokenizer_cases.json").read_text())
+    for c in cases:
+        assert clean_text(c["text"]) == c["cleaned"]
+        assert tok.encode(c["text"]) == c["ids"], c["text"]
+    assert tok.decode(cases[0]["ids"]) == "hello, world! this is a test."
+    assert clean_text("Dr. Who paid $3.50 in 1999.") == "doctor who paid three dollars, fifty cents in nineteen ninety-nine."
+
+
+def test_new_tokenizer_has_the_released_format(tmp_path):
+    tok = train_tokenizer(SENTENCES * 5, str(tmp_path / "t.json"))
+    vocab = tok.tokenizer.get_vocab()
+    assert (vocab["[STOP]"], vocab["[UNK]"], vocab["[SPACE]"]) == (0, 1, 2) and len(tok) <= 255
+    assert tok.decode(tok.encode("the quick brown fox")) == "the quick brown fox"
+
+
+@needs_shared
+def test_mel_matches_librosa_and_uses_the_released_norms():
+    import librosa
+    rng = np.random.default_rng(0)
+    wav = (rng.standard_normal(22050) * 0.1).astype(np.float32)
+    norms = load_mel_norms(str(MEL_NORMS))
+    ours = MelSpectrogram(norms)(torch.from_numpy(wav)[None])[0].numpy()
+    ref = librosa.feature.melspectrogram(y=wav, sr=22050, n_fft=1024, hop_length=256, win_length=1024, center=True,
+                                         pad_mode="reflect", power=2.0, n_mels=80, fmin=0, fmax=8000, htk=True,
+                                         norm="slaney")
+    ref = np.log(np.clip(ref, 1e-5, None)) / norms.numpy()[:, None]
+    assert ours.shape == (80, 22050 // 256 + 1)
+    np.testing.assert_allclose(ours, ref, rtol=1e-3, atol=1e-3)
+
+
+def test_loader_conditions_on_another_clip_of_the_same_speaker(corpus):
+    tok = lambda t: [5] * 3  # noqa: E731
+    loader = ShardLoader(expand_urls(corpus["train"]), tok, LoaderConfig(batch_size=4, shuffle_buffer=4), epochs=2)
+    audio_of, checked = {}, 0
+    for s in loader.samples():
+        if s is None:
+            continue
+        audio_of[s.key] = (s.speaker, s.audio)
+        if s.cond is not s.audio:
+            owner = [k for k, (spk, a) in audio_of.items() if a is s.cond or np.array_equal(a, s.cond)]
+            assert owner and all(audio_of[k][0] == s.speaker and k != s.key for k in owner)
+            checked += 1
+    assert checked > 5 and loader.counts.cond_from_self <= 2
+
+
+def test_loader_skips_and_counts_over_limit_samples(corpus):
+    loader = ShardLoader(expand_urls(corpus["train"]), lambda t: [5] * 50, LoaderConfig(batch_size=2, max_text_tokens=10),
+                         epochs=1)
+    assert list(loader) == [] and loader.counts.skipped["too_many_text_tokens"] == loader.counts.read > 0
+    all_lengths = [len(s.audio) for s in ShardLoader(expand_urls(corpus["train"]), lambda t: [5], LoaderConfig(),
+                                                     epochs=1).samples() if s is not None]
+    limit = int(np.median(all_lengths)) // 1024
+    loader = ShardLoader(expand_urls(corpus["train"]), lambda t: [5], LoaderConfig(batch_size=2, max_codes=limit),
+                         epochs=1)
+    batches = list(loader)
+    assert loader.counts.skipped["too_many_codes"] > 0 and batches
+    assert all(b["wav"].shape[1] % 1024 == 0 and b["wav"].shape[1] // 1024 <= limit + 1 for b in batches)
+
+
+def test_shards_split_by_node(corpus, monkeypatch):
+    urls = expand_urls(corpus["train"])
+    seen = []
+    for rank in (0, 1):
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        loader = ShardLoader(urls, lambda t: [5], LoaderConfig(batch_size=1, shuffle_buffer=1), epochs=1)
+        seen.append({s.key for s in loader.samples() if s is not None})
+    assert seen[0] and seen[1] and not (seen[0] & seen[1])
+
+
+def losses(out_dir) -> list:
+    return [json.loads(l)["loss"] for l in open(os.path.join(out_dir, "log.jsonl"))]
+
+
+def common(corpus, out, steps, **kw):
+    args = ["--shards", corpus["train"], "--eval_shards", corpus["eval"], "--output", str(out),
+            "--max_steps", str(steps), "--batch_size", "4", "--lr", "2e-3", "--warmup_steps", "5",
+            "--log_every", "1", "--eval_every", str(max(1, steps // 2)), "--ckpt_every", str(steps)]
+    if TOKENIZER.exists():
+        args += ["--tokenizer", str(TOKENIZER), "--mel_norms", str(MEL_NORMS)]
+    for k, v in kw.items():
+        args += [f"--{k}", str(v)]
+    return args
+
+
+@pytest.fixture(scope="module")
+def dvae(corpus):
+    from pipelines import train_tortoise
+    out = corpus["dir"] / "dvae"
+    train_tortoise.main(["--stage", "dvae", *common(corpus, out, 80)])
+    return out
+
+
+def test_dvae_loss_falls(dvae):
+    l = losses(dvae)
+    assert len(l) == 80 and np.mean(l[-5:]) < 0.6 * l[0]
+    assert (dvae / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    state = torch.load(dvae / "train_state.pth", weights_only=True)
+    assert state["step"] == 80 and state["history"]["eval"]
+
+
+def test_autoregressive_loss_falls(corpus, dvae):
+    from pipelines import train_tortoise
+    out = corpus["dir"] / "ar"
+    train_tortoise.main(["--stage", "ar", "--dvae", str(dvae / "model.pth"), *common(corpus, out, 40)])
+    l = losses(out)
+    assert np.mean(l[-5:]) < 0.3 * l[0]
+    json.loads((out / "config.json").read_text())["number_mel_codes"] == 258
+
+
+def test_clvp_loss_falls(corpus, dvae):
+    from pipelines import train_clvp
+    out = corpus["dir"] / "clvp"
+    train_clvp.main(["--dvae", str(dvae / "model.pth"), *common(corpus, out, 60)])
+    l = losses(out)
+    assert np.mean(l[-5:]) < 0.5 * np.mean(l[:3])
+
+
+def test_resume_reproduces_the_uninterrupted_run(corpus, dvae, tmp_path):
+    from pipelines import train_tortoise
+    base = ["--stage", "ar", "--dvae", str(dvae / "model.pth")]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train_tortoise.main([*base, *common(corpus, straight, 6, lr_decay_steps=6)])
+    train_tortoise.main([*base, *common(corpus, split, 3, lr_decay_steps=6)])
+    train_tortoise.main([*base, *common(corpus, split, 6, lr_decay_steps=6), "--resume"])
+    a, b = losses(straight), losses(split)
+    assert len(a) == len(b) == 6
+    assert a[3:] == pytest.approx(b[3:], rel=1e-5, abs=1e-6)  # the same next losses after the resume
+
+
+def test_max_steps_zero_builds_saves_and_exits(corpus, tmp_path):
+    from pipelines import train_clvp, train_tortoise
+    out = tmp_path / "m0"
+    train_tortoise.main(["--stage", "dvae", *common(corpus, out, 0)])
+    model = DiscreteVAE(DvaeConfig.preset("tiny"))
+    model.load_state_dict(load_state_dict(str(out / "model.pth")), strict=True)
+    assert not (out / "train_state.pth").exists()
+    with pytest.raises(SystemExit):
+        train_clvp.main(["--help"])
+
+
+def test_init_from_checkpoint(corpus, dvae, tmp_path):
+    from pipelines import train_tortoise
+    out = tmp_path / "ft"
+    train_tortoise.main(["--stage", "dvae", *common(corpus, out, 2), "--init_from", str(dvae / "model.pth")])
+    first = losses(out)[0]
+    assert first < 0.8 * losses(dvae)[0]  # starts from the trained weights, not from scratch
+
+
+def test_torchrun_two_processes_gloo(corpus, tmp_path):
+    out = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        "-m", "pipelines.train_tortoise", "--stage", "dvae", *common(corpus, out, 3)],
+                       cwd=REPO, capture_output=True, text=True, timeout=180, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert len(losses(out)) == 3 and (out / "model.pth").exists()
