@@ -1,0 +1,90 @@
+"""Training throughput of the autoregressive model (and the DVAE and CLVP): samples/s, tokens/s.
+
+    python -m benchmarks.train_speed [--config tiny|released] [--device cpu|cuda] [--batch_size 8]
+                                     [--steps 10] [--seconds 10] [--peak_tflops 989]
+
+Batches have the shapes real ones have (``--seconds`` of 22 050 Hz audio → DVAE codes, ~15
+characters per second of text, a 6 s conditioning clip); mel and codes are computed on the device
+as in training. Prints steps/s, samples/s, tokens/s (text + mel tokens through the GPT) and, for
+the autoregressive model, the model FLOPs utilisation against ``--peak_tflops`` (6 × parameters ×
+tokens per second; H200 bf16 dense ≈ 989 TFLOP/s).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from trainers.autoregressive import ArConfig, UnifiedVoice
+from trainers.clvp import CLVP, ClvpConfig
+from trainers.dvae import DiscreteVAE, DvaeConfig
+from trainers.mel import MelSpectrogram
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.train_speed", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default="tiny", choices=["tiny", "released"])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--seconds", type=float, default=10.0, help="audio per sample")
+    p.add_argument("--peak_tflops", type=float, default=989.0, help="the device's peak for MFU (H200 bf16: 989)")
+    args = p.parse_args(argv)
+    dev = torch.device(args.device)
+    cuda = dev.type == "cuda"
+    dvae = DiscreteVAE(DvaeConfig.preset(args.config)).to(dev)
+    codes_n = dvae.cfg.num_tokens
+    models = {"ar": UnifiedVoice(ArConfig.preset(args.config, num_codes=codes_n)).to(dev),
+              "clvp": CLVP(ClvpConfig.preset(args.config, num_codes=codes_n)).to(dev), "dvae": dvae}
+    mel = MelSpectrogram().to(dev)
+    b, n = args.batch_size, int(args.seconds * 22050) // 1024 * 1024
+    wav = torch.randn(b, n, device=dev) * 0.1
+    cond = torch.randn(b, 132300, device=dev) * 0.1
+    text_len = int(args.seconds * 15 / 2.5)  # ~15 chars/s, ~2.5 chars per BPE token
+    text = torch.randint(3, 255, (b, text_len), device=dev)
+    lengths = torch.full((b,), text_len, device=dev)
+    wav_lengths = torch.full((b,), n, device=dev)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
+    print(f"{args.config} models on {dev}, batch {b} x {args.seconds:g} s, torch threads {torch.get_num_threads()}")
+    print(f"{'model':6s} {'params':>12s} {'steps/s':>8s} {'samples/s':>10s} {'tokens/s':>10s} {'MFU':>7s}")
+    for name, model in models.items():
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        frozen = DiscreteVAE(dvae.cfg).to(dev).eval()
+
+        def step():
+            with autocast:
+                m = mel(wav)
+                if name == "dvae":
+                    recon, commit, _ = model(m)
+                    loss = recon + 0.25 * commit
+                else:
+                    codes = frozen.get_codebook_indices(m)
+                    if name == "ar":
+                        lt, lm = model(mel(cond), text, lengths, codes, wav_lengths)
+                        loss = 0.01 * lt + lm
+                    else:
+                        loss = model(text, torch.ones_like(text, dtype=torch.bool), codes,
+                                     torch.ones_like(codes, dtype=torch.bool), return_loss=True)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        step()  # warm-up
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(args.steps):
+            step()
+        if cuda:
+            torch.cuda.synchronize()
+        wall = (time.perf_counter() - t0) / args.steps
+        params = sum(p.numel() for p in model.parameters())
+        tokens = b * (text_len + 2 + n // 1024 + 3) if name == "ar" else b * (text_len + n // 1024)
+        mfu = f"{6 * params * tokens / wall / (args.peak_tflops * 1e12):7.2%}" if name == "ar" and cuda else "    n/a"
+        print(f"{name:6s} {params:12,d} {1 / wall:8.2f} {b / wall:10.1f} {tokens / wall:10.0f} {mfu}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
