@@ -35,7 +35,8 @@ def corpus(tmp_path_factory, tiny_model):
     d = tmp_path_factory.mktemp("train_corpus")
     lines = []
     for i in range(8):
-        texts = [SENTENCES[(i * 3 + j) % len(SENTENCES)] for j in range(6)]
+        order = np.random.default_rng(i).permutation(len(SENTENCES))  # no two recordings say the same
+        texts = [SENTENCES[k] for k in order[:6]]
         rec = build_recording(texts, [0.8, 0.9, 1.0, 0.8, 0.9], seed=i, voices=[["en-us"], ["en-gb"]][i % 2])
         lines.append(rec.write(str(d / f"r{i}.wav")))
     (d / "s.csv").write_text("uri,speaker\n" + "".join(f"{p},voice{i % 2}\n" for i, p in enumerate(lines)))
@@ -164,16 +165,16 @@ def common(corpus, out, steps, **kw):
 def dvae(corpus):
     from pipelines import train_tortoise
     out = corpus["dir"] / "dvae"
-    train_tortoise.main(["--stage", "dvae", *common(corpus, out, 80)])
+    train_tortoise.main(["--stage", "dvae", *common(corpus, out, 150)])
     return out
 
 
 def test_dvae_loss_falls(dvae):
     l = losses(dvae)
-    assert len(l) == 80 and np.mean(l[-5:]) < 0.6 * l[0]
+    assert len(l) == 150 and np.mean(l[-5:]) < 0.6 * l[0]
     assert (dvae / "loss.png").read_bytes()[:4] == b"\x89PNG"
     state = torch.load(dvae / "train_state.pth", weights_only=True)
-    assert state["step"] == 80 and state["history"]["eval"]
+    assert state["step"] == 150 and state["history"]["eval"]
 
 
 def test_autoregressive_loss_falls(corpus, dvae):
@@ -181,14 +182,14 @@ def test_autoregressive_loss_falls(corpus, dvae):
     out = corpus["dir"] / "ar"
     train_tortoise.main(["--stage", "ar", "--dvae", str(dvae / "model.pth"), *common(corpus, out, 40)])
     l = losses(out)
-    assert np.mean(l[-5:]) < 0.3 * l[0]
+    assert np.mean(l[-5:]) < 0.4 * l[0]
     json.loads((out / "config.json").read_text())["number_mel_codes"] == 258
 
 
 def test_clvp_loss_falls(corpus, dvae):
     from pipelines import train_clvp
     out = corpus["dir"] / "clvp"
-    train_clvp.main(["--dvae", str(dvae / "model.pth"), *common(corpus, out, 60)])
+    train_clvp.main(["--dvae", str(dvae / "model.pth"), *common(corpus, out, 100)])
     l = losses(out)
     assert np.mean(l[-5:]) < 0.5 * np.mean(l[:3])
 
