@@ -183,7 +183,7 @@ def test_autoregressive_loss_falls(corpus, dvae):
     train_tortoise.main(["--stage", "ar", "--dvae", str(dvae / "model.pth"), *common(corpus, out, 40)])
     l = losses(out)
     assert np.mean(l[-5:]) < 0.4 * l[0]
-    json.loads((out / "config.json").read_text())["number_mel_codes"] == 258
+    assert json.loads((out / "config.json").read_text())["number_mel_codes"] == 258
 
 
 def test_clvp_loss_falls(corpus, dvae):
