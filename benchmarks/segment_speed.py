@@ -19,7 +19,6 @@ import sys
 import tempfile
 import time
 
-import numpy as np
 
 from audio.ffmpeg import ffmpeg_binary
 from audio.silence import SplitParams

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 
-@dataclass
+@dataclass(frozen=True)
 class ArConfig:
     layers: int = 30
     model_dim: int = 1024

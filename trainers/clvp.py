@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 
-@dataclass
+@dataclass(frozen=True)
 class ClvpConfig:
     dim_text: int = 768
     dim_speech: int = 768

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 
-@dataclass
+@dataclass(frozen=True)
 class DvaeConfig:
     channels: int = 80
     num_tokens: int = 8192
