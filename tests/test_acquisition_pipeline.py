@@ -115,3 +115,23 @@ def test_hours_budget_defers_the_rest(server, tiny_model, speech, bad_inputs, tm
     second = run(base)
     assert second["sources"]["ok"] == 3 and second["sources"]["deferred"] == 0
     assert [server.hits(f"/e{i}.wav") for i in range(3)] == [1, 1, 1]
+
+
+def test_rerun_after_an_interrupted_run_uses_what_it_staged(server, tiny_model, speech, bad_inputs, tmp_path):
+    """Downloads staged by a run that died before publishing are not fetched again by the rerun."""
+    from acquisition.fetch import AcquireConfig, acquire
+    from acquisition.sources_file import read_sources
+    wav, _ = serve_audio(server, speech, bad_inputs)
+    urls = [server.add(f"/s{i}.wav", Route(wav)) for i in range(3)]
+    out = tmp_path / "corpus"
+    sources = write_sources(tmp_path / "s.txt", urls)
+    cfg = AcquireConfig(staging_dir=str(out / "_staging"), allow_private_networks="127.0.0.0/8")
+    for src in read_sources(sources).sources[:2]:  # what the interrupted run had downloaded
+        assert acquire(src, cfg).size_bytes == len(wav)
+    for i in range(2):
+        del server.routes[f"/s{i}.wav"]  # gone from the server now
+    report = run(["--sources", sources, "--output", str(out), *permissive(tiny_model),
+                  "--allow_private_networks", "127.0.0.0/8"])
+    assert report["sources"]["ok"] == 3
+    assert [server.hits(f"/s{i}.wav") for i in range(3)] == [1, 1, 1]
+    assert not os.listdir(out / "_staging")  # published, so the staged copies are cleared
