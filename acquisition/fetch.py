@@ -148,7 +148,10 @@ def staged_path(source: Source, staging_dir: str, ext: Optional[str] = None) -> 
 
 def find_staged(source: Source, staging_dir: str) -> Optional[str]:
     """The staged file of this source id, if a finished download is there."""
-    found = fs.glob(fs.join(staging_dir, source.source_id + ".*"))
+    if not source.extractor:  # a direct link's staged name is known: no directory listing
+        path = staged_path(source, staging_dir)
+        return path if fs.exists(path) else None
+    found = fs.glob(fs.join(staging_dir, source.source_id + ".*"))  # yt-dlp chose the extension
     return found[0] if found else None
 
 
