@@ -3,6 +3,8 @@
 * a local folder → its audio and video files, recursively (sorted);
 * a ``gs://``/``s3://`` prefix (ending in ``/``) or glob → the matching objects;
 * a URL a site extractor of yt-dlp knows (YouTube video, playlist, channel …) → its items;
+* an HLS or DASH manifest (``.m3u8``, ``.mpd``) → yt-dlp, which fetches and joins the segments
+  (and refuses live streams);
 * any other ``http(s)`` URL: a media extension means a direct link; otherwise the first bytes
   decide: audio/video → direct link, an RSS/Atom feed → its episodes, an HTML page → whatever
   yt-dlp's generic extractor finds in it.
@@ -24,6 +26,9 @@ STAGE = "expand"
 MEDIA_EXTENSIONS = frozenset(
     ".wav .mp3 .flac .m4a .m4b .aac .ogg .oga .opus .wma .aif .aiff .au .amr .caf .mka .ac3 "
     ".mp4 .m4v .mkv .webm .mov .avi .3gp .mpg .mpeg .ts .flv".split())
+STREAM_MANIFESTS = (".m3u8", ".mpd")  # HLS / DASH: segments that only yt-dlp can fetch and join
+STREAM_TYPES = ("application/vnd.apple.mpegurl", "application/x-mpegurl", "audio/mpegurl", "audio/x-mpegurl",
+                "application/dash+xml")
 PROBE_BYTES = 4 << 20  # a feed larger than this is cut (its newest episodes come first anyway)
 
 
@@ -56,6 +61,9 @@ def object_items(parent: Source, max_items: int) -> List[Source]:
 def _probe_http(parent: Source, cfg: AcquireConfig) -> List[Source]:
     with open_checked(parent.uri, cfg) as resp:
         ctype = resp.headers.get("Content-Type", "").lower()
+        if ctype.split(";")[0].strip() in STREAM_TYPES:
+            from acquisition import ytdlp
+            return ytdlp.expand(parent, cfg)
         if ctype.startswith(("audio/", "video/")):
             return [parent]
         head = resp.raw.read(PROBE_BYTES, decode_content=True)
@@ -88,7 +96,9 @@ def expand_source(source: Source, cfg: AcquireConfig) -> List[Source]:
             return items
         return [source]
     from acquisition import ytdlp
-    if source.kind == "ytdlp" or (source.kind == "auto" and ytdlp.site_extractor(source.uri)):
+    path = source.uri.split("?", 1)[0].lower()
+    if source.kind == "ytdlp" or (source.kind == "auto" and (path.endswith(STREAM_MANIFESTS)
+                                                             or ytdlp.site_extractor(source.uri))):
         return ytdlp.expand(source, cfg)
     if source.kind == "auto" and is_media_path(source.uri):
         return [source]

@@ -177,3 +177,17 @@ def test_stated_duration_over_limit_is_refused_before_download(server, tmp_path)
     url = server.add("/long.mp3", Route(b"z" * 100))
     r = acquire(src(url, declared_duration_s=7200.0), cfg(tmp_path, max_duration_s=3600))
     assert isinstance(r, Rejection) and r.reason == "too_long" and server.log == []
+
+
+def test_live_stream_is_refused(server, tmp_path):
+    segment = server.add("/live/seg0.ts", Route(b"\x47" + os.urandom(187) * 1))
+    playlist = ("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:4\n#EXT-X-MEDIA-SEQUENCE:0\n"
+                f"#EXTINF:4.0,\n{segment}\n")  # no #EXT-X-ENDLIST: a live playlist
+    url = server.add("/live/stream.m3u8", Route(playlist.encode(),
+                                                headers={"Content-Type": "application/vnd.apple.mpegurl"}))
+    c = cfg(tmp_path)
+    [item] = expand_source(src(url), c)
+    assert item.extractor == "generic"
+    r = acquire(item, c)
+    assert isinstance(r, Rejection) and r.reason == "live_stream" and not r.retryable
+    assert staged_files(tmp_path) == [] and server.hits("/live/seg0.ts") == 0
