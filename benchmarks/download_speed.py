@@ -38,7 +38,7 @@ def feed_xml(base: str, n: int) -> bytes:
     return f'<?xml version="1.0"?><rss version="2.0"><channel><title>Bench</title>{items}</channel></rss>'.encode()
 
 
-def start_server(n_items: int, size: int, throttle: float):
+def start_server(size: int, throttle: float):
     payload = os.urandom(size)
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -109,7 +109,7 @@ def main(argv=None) -> int:
     p.add_argument("--fanout_workers", type=int, default=4, help="workers for the fan-out run (default 4)")
     args = p.parse_args(argv)
 
-    httpd, base = start_server(args.items, int(args.mb * 1e6), args.throttle_mb_s)
+    httpd, base = start_server(int(args.mb * 1e6), args.throttle_mb_s)
     tmp = tempfile.mkdtemp(prefix="speechmill-dl-")
     try:
         rows = []
@@ -126,7 +126,7 @@ def main(argv=None) -> int:
             print(f"{w:8d} {r['wall_s']:8.1f} {rate / 1e6:8.1f} {rate / base_rate:8.2f}x")
 
         httpd.shutdown()
-        httpd, base = start_server(args.fanout_items, 10_000, 0)
+        httpd, base = start_server(10_000, 0)
         r = run_once(f"{base}/feed/{args.fanout_items}", args.fanout_workers, tmp, args.fanout_items)
         counts = sorted(r["per_pid"].values(), reverse=True)
         print(f"\nfan-out: a {args.fanout_items}-item feed on {args.fanout_workers} workers: "

@@ -60,11 +60,10 @@ def run_chain(path: str, work: str) -> dict:
     src = Source(uri, source_id_for_uri(uri))
     cfg = SegmentConfig(pack_dir=os.path.join(work, "packs"), split=SplitParams())
     t0 = time.perf_counter()
-    segments, duration, asr_samples = [], 0.0, 0
+    segments, duration = [], 0.0
     for out in segment_source(AudioFile(src, path, os.path.getsize(path)), cfg):
         if isinstance(out, AsrBatch):
             segments += out.segments
-            asr_samples += out.total_samples
         elif isinstance(out, SourceResult):
             duration = out.duration_s
     t_segment = time.perf_counter() - t0

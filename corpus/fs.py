@@ -55,12 +55,6 @@ def read_bytes(path: str) -> bytes:
         return f.read()
 
 
-def read_range(path: str, offset: int, length: int) -> bytes:
-    with FileSystems.open(path, compression_type=_RAW) as f:
-        f.seek(offset)
-        return f.read(length)
-
-
 def _tmp_name(path: str) -> str:
     head, tail = path.rsplit("/", 1) if "/" in path else ("", path)
     name = f".{tail}.tmp-{uuid.uuid4().hex[:12]}"

@@ -25,9 +25,6 @@ from corpus import fs
 from schemas.keys import stable_hash
 from schemas.records import SCHEMA_VERSION
 
-TABLE_DIRS = ("shards", "manifest", "rejected", "sources")
-
-
 @dataclass(frozen=True)
 class Layout:
     root: str

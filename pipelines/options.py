@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 from acquisition.fetch import AcquireConfig
-from asr.transcriber import TranscribeOptions
 from asr.model import DEFAULT_ASR_MODEL, DEFAULT_FEATURE_EXTRACTOR, DEFAULT_TOKENIZER, AsrModelSpec
+from asr.transcriber import TranscribeOptions
 from audio.silence import SplitParams
+from corpus import fs
 from transforms.quality import QualityConfig
 
 EPILOG = """\
@@ -149,9 +151,7 @@ def parse_args(argv: Optional[List[str]]) -> Tuple[CorpusSettings, List[str]]:
     """Validated settings and the arguments left for Beam; raises ``ValueError`` naming a bad option."""
     args, beam_args = build_parser().parse_known_args(argv)
     output = args.output.rstrip("/") or args.output
-    from corpus import fs
     if fs.is_local(output):
-        import os
         output = os.path.abspath(fs.local_path(output))
     split = SplitParams(min_clip_s=args.min_clip_s, max_clip_s=args.max_clip_s,
                         min_silence_ms=args.min_silence_ms, keep_silence_ms=args.keep_silence_ms,

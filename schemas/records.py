@@ -7,11 +7,9 @@ offset), because moving audio through a shuffle costs far more than decoding it 
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Optional
 
-import numpy as np
 
 SCHEMA_VERSION = 1
 
@@ -147,12 +145,3 @@ class AsrBatch:
 def _clip(text: str, limit: int = 2000) -> str:
     text = str(text)
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def replace(record, **changes):
-    """``dataclasses.replace``, re-exported so stages need one import."""
-    return dataclasses.replace(record, **changes)
-
-
-def as_float32(audio) -> np.ndarray:
-    return np.ascontiguousarray(audio, dtype=np.float32)
