@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from schemas.records import SCHEMA_VERSION, Rejection, SourceResult, Transcript
+from schemas.records import SCHEMA_VERSION, Rejection, Source, SourceResult, Transcript
 
 MANIFEST = pa.schema([
     ("key", pa.string()),
@@ -69,6 +69,19 @@ SOURCES = pa.schema([
 ])
 
 
+def source_metadata(src: Source) -> dict:
+    """What a source says about itself, carried into every table row and sample of it."""
+    return {
+        "title": src.title,
+        "license": src.license,
+        "uploader": src.uploader,
+        "upload_date": src.upload_date,
+        "original_url": src.webpage_url or src.uri,
+        "extractor": src.extractor,
+        "item_id": src.item_id,
+    }
+
+
 def manifest_row(t: Transcript, shard: str) -> dict:
     seg, src = t.segment, t.segment.source
     return {
@@ -77,13 +90,7 @@ def manifest_row(t: Transcript, shard: str) -> dict:
         "source_id": src.source_id,
         "source_uri": src.uri,
         "speaker": src.speaker_id,
-        "title": src.title,
-        "license": src.license,
-        "uploader": src.uploader,
-        "upload_date": src.upload_date,
-        "original_url": src.webpage_url or src.uri,
-        "extractor": src.extractor,
-        "item_id": src.item_id,
+        **source_metadata(src),
         "start_s": seg.start_s,
         "end_s": seg.end_s,
         "duration_s": round(seg.duration_s, 3),
@@ -118,14 +125,8 @@ def source_row(s: SourceResult, run: str = "") -> dict:
         "source_id": src.source_id,
         "uri": src.uri,
         "speaker": src.speaker_id,
-        "title": src.title,
-        "license": src.license,
         "origin": src.origin,
-        "uploader": src.uploader,
-        "upload_date": src.upload_date,
-        "original_url": src.webpage_url or src.uri,
-        "extractor": src.extractor,
-        "item_id": src.item_id,
+        **source_metadata(src),
         "status": s.status,
         "reason": s.reason,
         "retryable": s.retryable,
