@@ -12,8 +12,8 @@ from typing import Iterator, List, Optional
 
 import torch
 
-from trainers.autoregressive import ArConfig, UnifiedVoice
-from trainers.clvp import CLVP, ClvpConfig
+from trainers.autoregressive import UnifiedVoice
+from trainers.clvp import CLVP
 from trainers.data import LoaderConfig, ShardLoader
 from trainers.dvae import DiscreteVAE, DvaeConfig
 from trainers.loop import load_state_dict
@@ -94,45 +94,42 @@ class DvaeTask(_ShardTask):
                 {"recon": recon.item(), "commitment": commitment.item()})
 
 
-class ArTask(_ShardTask):
-    name = "ar"
+class _CodesTask(_ShardTask):
+    """A task that reads speech as codes from a frozen DVAE."""
 
-    def __init__(self, cfg: ArConfig, dvae_path: str, *args):
+    def __init__(self, cfg, dvae_path: str, *args):
         super().__init__(*args)
         self.cfg, self.dvae_path, self._dvae = cfg, dvae_path, None
+
+    def codes(self, wav: torch.Tensor, device) -> torch.Tensor:
+        if self._dvae is None:
+            self._dvae = load_dvae(self.dvae_path, device)
+        return self._dvae.get_codebook_indices(self.mel(device)(wav))
+
+
+class ArTask(_CodesTask):
+    name = "ar"
 
     def build_model(self):
         return UnifiedVoice(self.cfg)
 
-    def dvae(self, device):
-        if self._dvae is None:
-            self._dvae = load_dvae(self.dvae_path, device)
-        return self._dvae
-
     def loss(self, model, batch, device):
-        mel = self.mel(device)
         wav, cond = batch["wav"].to(device), batch["cond"].to(device)
-        codes = self.dvae(device).get_codebook_indices(mel(wav))
-        loss_text, loss_mel = model(mel(cond), batch["text"].to(device), batch["text_lengths"].to(device), codes,
-                                    batch["wav_lengths"].to(device))
+        loss_text, loss_mel = model(self.mel(device)(cond), batch["text"].to(device), batch["text_lengths"].to(device),
+                                    self.codes(wav, device), batch["wav_lengths"].to(device))
         c = self.cfg
         return c.text_weight * loss_text + c.mel_weight * loss_mel, {"text_ce": loss_text.item(),
                                                                      "mel_ce": loss_mel.item()}
 
 
-class ClvpTask(ArTask):
+class ClvpTask(_CodesTask):
     name = "clvp"
-
-    def __init__(self, cfg: ClvpConfig, dvae_path: str, *args):
-        _ShardTask.__init__(self, *args)
-        self.cfg, self.dvae_path, self._dvae = cfg, dvae_path, None
 
     def build_model(self):
         return CLVP(self.cfg)
 
     def loss(self, model, batch, device):
-        wav = batch["wav"].to(device)
-        codes = self.dvae(device).get_codebook_indices(self.mel(device)(wav))
+        codes = self.codes(batch["wav"].to(device), device)
         text = torch.nn.functional.pad(batch["text"], (0, 1)).to(device)  # one stop token, as tortoise feeds it
         text_mask = torch.arange(text.shape[1], device=device)[None] < (batch["text_lengths"].to(device) + 1)[:, None]
         n_codes = (batch["wav_lengths"].to(device) + SAMPLES_PER_CODE - 1) // SAMPLES_PER_CODE
