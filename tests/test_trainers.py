@@ -134,6 +134,22 @@ def test_loader_skips_and_counts_over_limit_samples(corpus):
     assert all(b["wav"].shape[1] % 1024 == 0 and b["wav"].shape[1] // 1024 <= limit + 1 for b in batches)
 
 
+def test_loader_skips_text_with_unknown_characters(corpus):
+    loader = ShardLoader(expand_urls(corpus["train"]), lambda t: [5, 1, 6], LoaderConfig(batch_size=2), epochs=1)
+    assert list(loader) == [] and loader.counts.skipped["unknown_characters"] == loader.counts.read > 0
+
+
+def test_conditioning_clips_are_cut_at_varying_places():
+    from trainers.data import Sample, collate
+    import random
+    long = np.arange(50_000, dtype=np.float32)
+    batch = [Sample(f"k{i}", np.zeros(2048, np.float32), "", "s", tokens=[5], cond=long) for i in range(8)]
+    cond = collate(batch, 10_000, random.Random(0))["cond"]
+    starts = {int(row[0]) for row in cond}
+    assert cond.shape == (8, 10_000) and len(starts) > 1
+    assert all(torch.equal(row, torch.arange(int(row[0]), int(row[0]) + 10_000, dtype=torch.float32)) for row in cond)
+
+
 def test_shards_split_by_node(corpus, monkeypatch):
     urls = expand_urls(corpus["train"])
     seen = []

@@ -23,6 +23,7 @@ import torch
 import webdataset as wds
 
 from trainers.mel import SAMPLES_PER_CODE, SAMPLE_RATE
+from trainers.text import UNK
 
 
 @dataclass
@@ -148,6 +149,8 @@ class ShardLoader(torch.utils.data.IterableDataset):
             return "empty_text"
         if len(s.tokens) > c.max_text_tokens:
             return "too_many_text_tokens"
+        if UNK in s.tokens:  # as TorToiSe's datasets: never teach the model [UNK]
+            return "unknown_characters"
         return None
 
     def _with_cond(self, s: Sample, recent: Dict[str, collections.deque], rng: random.Random) -> Sample:
@@ -183,7 +186,7 @@ class ShardLoader(torch.utils.data.IterableDataset):
             batches = [b for b in batches if len(b) == self.cfg.batch_size]
         rng.shuffle(batches)
         for b in batches:
-            yield collate(b, self.cfg.cond_samples)
+            yield collate(b, self.cfg.cond_samples, rng)
 
 
 def crop_or_pad(x: np.ndarray, n: int, rng: Optional[random.Random] = None) -> np.ndarray:
@@ -193,8 +196,9 @@ def crop_or_pad(x: np.ndarray, n: int, rng: Optional[random.Random] = None) -> n
     return np.pad(x, (0, n - len(x)))
 
 
-def collate(samples: List[Sample], cond_samples: int) -> dict:
-    """Pad to the longest (a multiple of 1024 samples); text padded with 0, which is [STOP]."""
+def collate(samples: List[Sample], cond_samples: int, rng: Optional[random.Random] = None) -> dict:
+    """Pad to the longest (a multiple of 1024 samples); text padded with 0, which is [STOP]; conditioning
+    clips cut to ``cond_samples`` at a random (seeded) place, or zero-padded."""
     n = max(len(s.audio) for s in samples)
     n = -(-n // SAMPLES_PER_CODE) * SAMPLES_PER_CODE
     wav = torch.zeros(len(samples), n)
@@ -204,7 +208,7 @@ def collate(samples: List[Sample], cond_samples: int) -> dict:
     text = torch.zeros(len(samples), t, dtype=torch.long)
     for i, s in enumerate(samples):
         text[i, : len(s.tokens)] = torch.tensor(s.tokens)
-    cond = torch.stack([torch.from_numpy(crop_or_pad(s.cond, cond_samples)) for s in samples])
+    cond = torch.stack([torch.from_numpy(crop_or_pad(s.cond, cond_samples, rng)) for s in samples])
     return {"keys": [s.key for s in samples], "wav": wav, "wav_lengths": torch.tensor([len(s.audio) for s in samples]),
             "text": text, "text_lengths": torch.tensor([len(s.tokens) for s in samples]), "cond": cond,
             "speakers": [s.speaker for s in samples]}
