@@ -161,6 +161,23 @@ def test_shards_split_by_node(corpus, monkeypatch):
     assert seen[0] and seen[1] and not (seen[0] & seen[1])
 
 
+def test_endless_loader_fails_clearly_when_nothing_is_usable(corpus):
+    loader = ShardLoader(expand_urls(corpus["train"]), lambda t: [5] * 50, LoaderConfig(max_text_tokens=10))
+    with pytest.raises(ValueError, match="skipped"):
+        next(iter(loader))
+    loader = ShardLoader(expand_urls(corpus["train"]), lambda t: [5], LoaderConfig(batch_size=1000, drop_last=True))
+    with pytest.raises(ValueError, match="no full batch"):
+        next(iter(loader))
+
+
+def roomy_config(tmp_path, cls, preset, **changes) -> str:
+    """A tiny config with room for the test model's long (random-weight ASR) transcripts."""
+    import dataclasses
+    path = tmp_path / f"{cls.__name__}.json"
+    path.write_text(json.dumps(dataclasses.asdict(dataclasses.replace(cls.preset(preset, num_codes=256), **changes))))
+    return str(path)
+
+
 def losses(out_dir) -> list:
     return [json.loads(l)["loss"] for l in open(os.path.join(out_dir, "log.jsonl"))]
 
@@ -195,7 +212,9 @@ def test_dvae_loss_falls(dvae):
 def test_autoregressive_loss_falls(corpus, dvae):
     from pipelines import train_tortoise
     out = corpus["dir"] / "ar"
-    train_tortoise.main(["--stage", "ar", "--dvae", str(dvae / "model.pth"), *common(corpus, out, 40)])
+    cfg = roomy_config(corpus["dir"], ArConfig, "tiny", max_text_tokens=2000)
+    train_tortoise.main(["--stage", "ar", "--dvae", str(dvae / "model.pth"), *common(corpus, out, 40),
+                         "--config", cfg])
     l = losses(out)
     assert np.mean(l[-5:]) < 0.4 * l[0]
     assert json.loads((out / "config.json").read_text())["number_mel_codes"] == 258
@@ -204,14 +223,16 @@ def test_autoregressive_loss_falls(corpus, dvae):
 def test_clvp_loss_falls(corpus, dvae):
     from pipelines import train_clvp
     out = corpus["dir"] / "clvp"
-    train_clvp.main(["--dvae", str(dvae / "model.pth"), *common(corpus, out, 100)])
+    cfg = roomy_config(corpus["dir"], ClvpConfig, "tiny", text_seq_len=2000)
+    train_clvp.main(["--dvae", str(dvae / "model.pth"), *common(corpus, out, 100), "--config", cfg])
     l = losses(out)
     assert np.mean(l[-5:]) < 0.5 * np.mean(l[:3])
 
 
 def test_resume_reproduces_the_uninterrupted_run(corpus, dvae, tmp_path):
     from pipelines import train_tortoise
-    base = ["--stage", "ar", "--dvae", str(dvae / "model.pth")]
+    base = ["--stage", "ar", "--dvae", str(dvae / "model.pth"),
+            "--config", roomy_config(tmp_path, ArConfig, "tiny", max_text_tokens=2000)]
     straight, split = tmp_path / "straight", tmp_path / "split"
     train_tortoise.main([*base, *common(corpus, straight, 6, lr_decay_steps=6)])
     train_tortoise.main([*base, *common(corpus, split, 3, lr_decay_steps=6)])

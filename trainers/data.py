@@ -115,7 +115,7 @@ class ShardLoader(torch.utils.data.IterableDataset):
         epoch = 0
         while self.epochs is None or epoch < self.epochs:
             buf: List[Sample] = []
-            got = False
+            got, usable = False, 0
             for raw in self._raw(epoch):
                 got = True
                 self.counts.read += 1
@@ -129,12 +129,16 @@ class ShardLoader(torch.utils.data.IterableDataset):
                     self.counts.skipped[reason] += 1
                     continue
                 buf.append(s)
+                usable += 1
                 if len(buf) >= c.shuffle_buffer:
                     yield self._with_cond(buf.pop(rng.randrange(len(buf))), recent, rng)
             while buf:
                 yield self._with_cond(buf.pop(rng.randrange(len(buf))), recent, rng)
             if not got:
                 raise RuntimeError(f"no samples in shards {self.urls[:3]}...")
+            if not usable and self.epochs is None:  # all skipped: endless passes would yield nothing
+                raise ValueError(f"every sample in {len(self.urls)} shards was skipped "
+                                 f"({dict(self.counts.skipped)}): check the model's limits and the tokenizer")
             yield None  # end of an epoch: batches never mix two passes over the same samples
             epoch += 1
 
@@ -167,14 +171,22 @@ class ShardLoader(torch.utils.data.IterableDataset):
         c = self.cfg
         rng = random.Random(c.seed + 1)
         pending: List[Sample] = []
+        yielded = 0
         for s in self.samples():
             if s is None:
-                yield from self._bucketed(pending, rng)
-                pending = []
+                for batch in self._bucketed(pending, rng):
+                    yielded += 1
+                    yield batch
+                if not yielded and self.epochs is None:  # an endless loader that can never yield a batch
+                    raise ValueError(f"{len(self.urls)} shards gave no full batch of {c.batch_size} "
+                                     f"(skipped: {dict(self.counts.skipped)}): use a smaller --batch_size or more data")
+                pending, yielded = [], 0
                 continue
             pending.append(s)
             if len(pending) >= c.batch_size * c.bucket_batches:
-                yield from self._bucketed(pending, rng)
+                for batch in self._bucketed(pending, rng):
+                    yielded += 1
+                    yield batch
                 pending = []
         if pending:
             yield from self._bucketed(pending, rng)
