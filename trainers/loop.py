@@ -205,7 +205,7 @@ def train(task: Task, cfg: TrainConfig, out_dir: str, resume: bool = False, init
         losses = []
         with torch.no_grad(), autocast:
             for _, batch in zip(range(cfg.eval_batches), it):
-                losses.append(float(task.loss(model, batch, device)[0]))
+                losses.append(task.loss(model, batch, device)[0].item())
         model.train()
         return sum(losses) / len(losses) if losses else None
 
@@ -221,7 +221,7 @@ def train(task: Task, cfg: TrainConfig, out_dir: str, resume: bool = False, init
             with autocast:
                 loss, parts = task.loss(ddp, batch, device)
             (loss / cfg.grad_accum).backward()
-            total += float(loss) / cfg.grad_accum
+            total += loss.detach().item() / cfg.grad_accum
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
