@@ -1,15 +1,19 @@
 """Run a loaded CTC model on batches of variable-length clips.
 
-* Each clip is normalised the way the feature extractor would (zero mean, unit variance over its own
-  samples) and zero-padded to the longest in the batch; layer-norm models get an attention mask,
-  group-norm ones must see plain zero padding and no mask.
+* Clips are zero-padded to the longest in the batch and normalised on the model's device the way
+  the feature extractor would (zero mean, unit variance over each clip's own samples, padding left
+  at zero); layer-norm models get an attention mask, group-norm ones must see plain zero padding
+  and no mask.
 * A clip longer than ``chunk_s`` is cut into overlapping windows on the model's frame grid; each
   window's logits lose half the overlap at their inner edges and the rest are joined, so memory is
   bounded by the window, not the clip.
 * A CUDA out-of-memory error halves the batch and retries; any other error splits the batch until
   the failing clip is alone, so only that clip fails.
-* On CUDA: weights in ``dtype``, input staged in pinned memory and copied without blocking, and
-  the next batch is prepared on a thread while the current one runs.
+* Only one label id and one log-probability per 20 ms frame come back from the device. Batches are
+  pipelined: the next one is queued on the device before the host waits for the current one, so
+  decoding on the host overlaps the model's work.
+* On CUDA: weights in ``dtype``, input staged in pinned memory and copied without blocking, the
+  result copied back the same way, and the batch after next prepared on a thread.
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from asr.ctc import Word, greedy_decode, words_from_tokens
+from asr.ctc import Vocabulary, Word, best_path, collapse
 from asr.model import LoadedCtcModel
 
 
@@ -68,14 +72,30 @@ def is_oom(err: BaseException) -> bool:
 class _Piece:
     clip: int
     start: int  # sample offset in the clip
-    audio: np.ndarray
+    audio: np.ndarray  # raw samples; normalised on the model's device
     keep: Tuple[int, int] = (0, -1)  # frames of this piece's logits to keep
+    norm: Optional[Tuple[float, float]] = None  # (mean, 1/std) of the whole clip, when it was windowed
 
 
 @dataclass
 class _Prepared:
-    x: torch.Tensor
-    lengths: torch.Tensor
+    x: torch.Tensor  # [B, N] float32, zero-padded (pinned on CUDA)
+    lengths: torch.Tensor  # [B] int64
+    norm: Optional[torch.Tensor]  # [B, 2] float64 (mean, 1/std); NaN rows take their own statistics
+
+
+@dataclass
+class _InFlight:
+    """A launched batch: per-frame labels and log-probabilities, on the host once ``ready`` fires."""
+    labels: torch.Tensor
+    logp: torch.Tensor
+    frames: np.ndarray  # valid frames per row
+    ready: Optional[object]  # torch.cuda.Event on CUDA
+    samples: int
+    padded: int
+
+
+Rows = List  # per piece: (labels, logp) arrays, or the exception that made it fail alone
 
 
 class Transcriber:
@@ -86,12 +106,13 @@ class Transcriber:
         self.stride = int(np.prod(getattr(cfg, "conv_stride", (320,)))) if cfg is not None else 320
         self.frame_s = self.stride / loaded.sample_rate
         self.stats = AsrStats()
-        self._tokens = {i: t for t, i in loaded.tokenizer.get_vocab().items()}
-        self._delimiter = getattr(loaded.tokenizer, "word_delimiter_token", None) or " "
-        self._special = set(getattr(loaded.tokenizer, "all_special_tokens", [])) - {self._delimiter}
-        self._pool = ThreadPoolExecutor(1) if loaded.device.type == "cuda" else None
+        delimiter = getattr(loaded.tokenizer, "word_delimiter_token", None) or " "
+        special = set(getattr(loaded.tokenizer, "all_special_tokens", [])) - {delimiter}
+        self.vocab = Vocabulary({i: t for t, i in loaded.tokenizer.get_vocab().items()}, delimiter, special)
+        self._cuda = loaded.device.type == "cuda"
+        self._pool = ThreadPoolExecutor(1) if self._cuda else None
 
-    # -- pieces ---------------------------------------------------------------------------------
+    # -- host side ------------------------------------------------------------------------------
     def pieces(self, audio: Sequence[np.ndarray]) -> List[_Piece]:
         sr, stride = self.m.sample_rate, self.stride
         win = int(self.opts.chunk_s * sr) // stride * stride
@@ -100,91 +121,125 @@ class Transcriber:
         out = []
         for i, a in enumerate(audio):
             a = np.ascontiguousarray(a, dtype=np.float32)
-            if self.m.do_normalize:  # over the whole clip, before any windowing
-                a = (a - a.mean()) / np.sqrt(a.var() + 1e-7)
             if len(a) <= win:
                 out.append(_Piece(i, 0, a))
                 continue
+            # windows are normalised with the whole clip's statistics, as the unwindowed clip would be
+            norm = (float(a.mean(dtype=np.float64)), float(1 / np.sqrt(a.var(dtype=np.float64) + 1e-7)))
             starts = list(range(0, len(a) - 2 * margin_f * stride, hop))
             for k, s in enumerate(starts):
                 last = k == len(starts) - 1
                 piece = a[s: len(a) if last else s + win]
-                out.append(_Piece(i, s, piece, (0 if k == 0 else margin_f, -1 if last else win // stride - margin_f)))
+                out.append(_Piece(i, s, piece, (0 if k == 0 else margin_f, -1 if last else win // stride - margin_f),
+                                  norm))
         return out
 
     def prepare(self, pieces: Sequence[_Piece]) -> _Prepared:
-        lengths = torch.tensor([len(p.audio) for p in pieces], dtype=torch.long)
-        x = torch.zeros(len(pieces), int(lengths.max()), dtype=torch.float32)
+        """Zero-padded input (in pinned memory on CUDA, so the copy to the device does not block)."""
+        lengths = np.array([len(p.audio) for p in pieces], dtype=np.int64)
+        x = torch.empty((len(pieces), int(lengths.max())), dtype=torch.float32, pin_memory=self._cuda)
+        xa = x.numpy()
         for i, p in enumerate(pieces):
-            x[i, : len(p.audio)] = torch.from_numpy(p.audio)
-        if self.m.device.type == "cuda":
-            x = x.pin_memory()
-        self.stats.samples += int(lengths.sum())
-        self.stats.padded += int(x.shape[0] * x.shape[1] - lengths.sum())
-        return _Prepared(x, lengths)
+            xa[i, : len(p.audio)] = p.audio
+            xa[i, len(p.audio):] = 0
+        norm = None
+        if any(p.norm is not None for p in pieces):
+            norm = torch.tensor([p.norm if p.norm is not None else (np.nan, np.nan) for p in pieces],
+                                dtype=torch.float64)
+        return _Prepared(x, torch.from_numpy(lengths), norm)
 
-    # -- model ----------------------------------------------------------------------------------
-    def forward(self, prep: _Prepared) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(logits [B, F, V] on the device, valid frames per row)."""
+    # -- device side ----------------------------------------------------------------------------
+    def _normalise(self, x: torch.Tensor, valid: torch.Tensor, lengths: torch.Tensor,
+                   given: Optional[torch.Tensor]) -> torch.Tensor:
+        """Zero mean, unit variance per row over its own samples (the feature extractor's
+        normalisation), padding left at zero; sums in float64 so padding cannot change a row."""
+        n = lengths.to(torch.float64).unsqueeze(1)
+        mean = x.sum(1, keepdim=True, dtype=torch.float64) / n
+        var = (x.square().sum(1, keepdim=True, dtype=torch.float64) / n - mean.square()).clamp(min=0)
+        inv = torch.rsqrt(var + 1e-7)
+        if given is not None:
+            g = given.to(x.device, non_blocking=True)
+            own = torch.isnan(g[:, :1])
+            mean, inv = torch.where(own, mean, g[:, :1]), torch.where(own, inv, g[:, 1:])
+        return torch.where(valid, (x - mean.float()) * inv.float(), 0.0)
+
+    def launch(self, prep: _Prepared) -> _InFlight:
+        """Queue one batch on the device: normalise, run the model, reduce to the best path, and
+        start copying that (small) result to the host. Returns without waiting on CUDA."""
         dev = self.m.device
-        x = prep.x.to(dev, non_blocking=True).to(self.m.dtype)
-        mask = None
-        if self.m.use_attention_mask:
-            mask = (torch.arange(x.shape[1], device=dev).unsqueeze(0)
-                    < prep.lengths.to(dev).unsqueeze(1)).long()
+        x = prep.x.to(dev, non_blocking=True)
+        lengths = prep.lengths.to(dev, non_blocking=True)
         with torch.inference_mode():
-            logits = self.m.model(x, attention_mask=mask).logits
+            valid = torch.arange(x.shape[1], device=dev).unsqueeze(0) < lengths.unsqueeze(1)
+            if self.m.do_normalize:
+                x = self._normalise(x, valid, lengths, prep.norm)
+            mask = valid.long() if self.m.use_attention_mask else None
+            logits = self.m.model(x.to(self.m.dtype), attention_mask=mask).logits
+            labels, logp = best_path(logits)
         fn = getattr(self.m.model, "_get_feat_extract_output_lengths", None)
-        flen = fn(prep.lengths).long() if fn else torch.full_like(prep.lengths, logits.shape[1])
-        self.stats.batches += 1
-        return logits, flen.clamp(max=logits.shape[1])
+        flen = fn(prep.lengths).long() if fn else torch.full_like(prep.lengths, labels.shape[1])
+        ready = None
+        if self._cuda:
+            host_labels = torch.empty(labels.shape, dtype=labels.dtype, pin_memory=True)
+            host_logp = torch.empty(logp.shape, dtype=logp.dtype, pin_memory=True)
+            host_labels.copy_(labels, non_blocking=True)
+            host_logp.copy_(logp, non_blocking=True)
+            labels, logp = host_labels, host_logp
+            ready = torch.cuda.Event()
+            ready.record()
+        n = int(prep.lengths.sum())
+        return _InFlight(labels, logp, flen.clamp(max=labels.shape[1]).numpy(), ready, n,
+                         int(prep.x.shape[0] * prep.x.shape[1]) - n)
 
-    def _logits(self, pieces: List[_Piece], prep: Optional[_Prepared] = None) -> List:
-        """Per piece: its logits [F, V], or the exception that made it fail alone."""
-        try:
-            logits, flen = self.forward(prep or self.prepare(pieces))
-            return [logits[i, : int(flen[i])] for i in range(len(pieces))]
-        except Exception as e:  # noqa: BLE001 - any failure is isolated to the element that causes it
-            if len(pieces) == 1:
-                self.stats.failed += 1
-                return [e]
-            if is_oom(e):
-                self.stats.oom_splits += 1
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-            half = len(pieces) // 2
-            return self._logits(pieces[:half]) + self._logits(pieces[half:])
+    def collect(self, f: _InFlight) -> Rows:
+        """Wait for a launched batch and split its result into rows."""
+        if f.ready is not None:
+            f.ready.synchronize()
+        labels, logp = f.labels.numpy(), f.logp.numpy()
+        self.stats.batches += 1
+        self.stats.samples += f.samples
+        self.stats.padded += f.padded
+        return [(labels[i, :n], logp[i, :n]) for i, n in enumerate(f.frames.tolist())]
+
+    def _isolated(self, pieces: List[_Piece], error: Optional[BaseException] = None) -> Rows:
+        """Run ``pieces`` synchronously; on failure halve until the failing piece is alone."""
+        if error is None:
+            try:
+                return self.collect(self.launch(self.prepare(pieces)))
+            except Exception as e:  # noqa: BLE001 - any failure is isolated to the element that causes it
+                error = e
+        if len(pieces) == 1:
+            self.stats.failed += 1
+            return [error]
+        if is_oom(error):
+            self.stats.oom_splits += 1
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        half = len(pieces) // 2
+        return self._isolated(pieces[:half]) + self._isolated(pieces[half:])
 
     # -- decode ---------------------------------------------------------------------------------
-    def _text(self, ids: List[int]) -> Tuple[str, List[str]]:
-        toks = [self._tokens.get(i, "") for i in ids]
-        text = "".join(" " if t == self._delimiter else t for t in toks if t not in self._special)
-        return " ".join(text.split()), toks
-
-    def decode(self, n_clips: int, pieces: List[_Piece], logits: List) -> List[AsrOutput]:
-        per_clip: List[list] = [[] for _ in range(n_clips)]
+    def decode(self, n_clips: int, pieces: List[_Piece], rows: Rows) -> List[AsrOutput]:
+        labels: List[list] = [[] for _ in range(n_clips)]
+        logp: List[list] = [[] for _ in range(n_clips)]
         errors: dict = {}
-        for p, lg in zip(pieces, logits):
-            if isinstance(lg, BaseException):
-                errors[p.clip] = f"{type(lg).__name__}: {lg}"
+        for p, r in zip(pieces, rows):
+            if isinstance(r, BaseException):
+                errors[p.clip] = f"{type(r).__name__}: {r}"
                 continue
             a, b = p.keep
-            per_clip[p.clip].append(lg[a: lg.shape[0] if b < 0 else b])
-        ok = [i for i in range(n_clips) if i not in errors]
+            labels[p.clip].append(r[0][a: len(r[0]) if b < 0 else b])
+            logp[p.clip].append(r[1][a: len(r[1]) if b < 0 else b])
         out: List[Optional[AsrOutput]] = [None] * n_clips
         for i in errors:
             out[i] = AsrOutput("", 0.0, error=errors[i])
-        if ok:
-            joined = [torch.cat(per_clip[i], 0) for i in ok]
-            lengths = torch.tensor([j.shape[0] for j in joined])
-            padded = torch.nn.utils.rnn.pad_sequence(joined, batch_first=True)
-            for i, r in zip(ok, greedy_decode(padded, lengths, self.m.blank_id, self.opts.keep_ctc_tokens)):
-                text, toks = self._text(r.ids)
-                keep = [(t, s, lp) for t, s, lp in zip(toks, r.spans, r.logp) if t not in self._special]
-                words = words_from_tokens([k[0] for k in keep], [k[1] for k in keep], [k[2] for k in keep],
-                                          self.frame_s, self._delimiter)
-                out[i] = AsrOutput(text, round(r.confidence, 4), tuple(words),
-                                   tuple(r.frames) if r.frames is not None else None)
+        ok = [i for i in range(n_clips) if i not in errors]
+        joined = collapse([np.concatenate(labels[i]) for i in ok], [np.concatenate(logp[i]) for i in ok],
+                          self.m.blank_id, self.opts.keep_ctc_tokens)
+        for i, r in zip(ok, joined):
+            text, words = self.vocab.words(r, self.frame_s)
+            out[i] = AsrOutput(text, round(r.confidence, 4), tuple(words),
+                               tuple(r.frames) if r.frames is not None else None)
         return out
 
     # -- public ---------------------------------------------------------------------------------
@@ -193,20 +248,42 @@ class Transcriber:
         return self.many([audio])[0]
 
     def many(self, batches: Sequence[Sequence[np.ndarray]]) -> List[List[AsrOutput]]:
-        """Several batches in turn; on CUDA the next one is prepared while the current one runs."""
+        """Several batches in turn, pipelined: batch k+1 is queued on the device before the host
+        waits for batch k and decodes it, and on CUDA batch k+2 is prepared on a thread meanwhile."""
         plans = [self.pieces(b) for b in batches]
-        results = []
-        pending = None
-        for k, pieces in enumerate(plans):
-            if not pieces:
-                results.append([])
-                continue
-            prep = pending.result() if pending is not None else self.prepare(pieces)
-            pending = None
-            nxt = next((j for j in range(k + 1, len(plans)) if plans[j]), None)
-            if self._pool is not None and nxt == k + 1:
-                pending = self._pool.submit(self.prepare, plans[nxt])
-            results.append(self.decode(len(batches[k]), pieces, self._logits(pieces, prep)))
+        todo = [k for k, p in enumerate(plans) if p]
+        results: List[List[AsrOutput]] = [[] for _ in batches]
+        futures = {}
+
+        def prepare_ahead(j: int) -> None:
+            if self._pool is not None and j < len(todo):
+                futures[j] = self._pool.submit(self.prepare, plans[todo[j]])
+
+        def start(j: int):
+            try:
+                fut = futures.pop(j, None)
+                return self.launch(fut.result() if fut is not None else self.prepare(plans[todo[j]]))
+            except Exception as e:  # noqa: BLE001 - isolated when its turn comes
+                return e
+
+        prepare_ahead(0)
+        current = start(0) if todo else None
+        prepare_ahead(1)
+        for j, k in enumerate(todo):
+            following = None
+            if j + 1 < len(todo):
+                following = start(j + 1)
+                prepare_ahead(j + 2)
+            rows, error = None, current if isinstance(current, BaseException) else None
+            if error is None:
+                try:
+                    rows = self.collect(current)
+                except Exception as e:  # noqa: BLE001
+                    error = e
+            if rows is None:
+                rows = self._isolated(plans[k], error)
+            results[k] = self.decode(len(batches[k]), plans[k], rows)
+            current = following
         return results
 
 

@@ -10,6 +10,15 @@ through speechmill's own loader, so the timed path is the pipeline's. Speed does
 weights. Clips are 4–20 s of synthesised speech, grouped by length as the segment stage groups
 them. Prints seconds of audio per second of wall time for a batch-of-one baseline and for each
 batch size and dtype, the speed-up over the baseline, and the padding fraction.
+
+Two more figures say what bounds the speed on a faster device:
+* host ceiling: the work the host does per batch (padding the input, then turning the per-frame
+  best path into text, words and confidences) timed alone on one thread, in seconds of audio per
+  second. On CUDA the model's work overlaps it; transcription cannot go faster than this per
+  worker process.
+* model FLOPs per second of audio (``torch.utils.flop_counter``), the rate this run achieved,
+  and the compute roof that gives on a device of ``--peak_tflops`` (default 989: an H200's dense
+  bf16 figure).
 """
 from __future__ import annotations
 
@@ -75,6 +84,55 @@ def timed(transcriber, batches, device: str) -> float:
     return time.perf_counter() - t0
 
 
+def host_ceiling(transcriber, batches, total_s: float, repeats: int = 3) -> float:
+    """Seconds of audio per second for the host's share of the work alone (best of ``repeats``)."""
+    plans = [transcriber.pieces(b) for b in batches]
+    rows = [transcriber.collect(transcriber.launch(transcriber.prepare(p))) for p in plans]
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for b, p, r in zip(batches, plans, rows):
+            transcriber.prepare(transcriber.pieces(b))
+            transcriber.decode(len(b), p, r)
+        best = min(best, time.perf_counter() - t0)
+    return total_s / best
+
+
+def flops_per_audio_second(spec, seconds: float = 10.0) -> float:
+    """Model FLOPs (multiply-add = 2) to transcribe one second of audio, from a ``seconds`` clip."""
+    from torch.nn.utils import parametrize
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from asr.model import load_ctc_model
+    model = load_ctc_model(spec).model  # a copy of its own: weight-norm parametrisations are baked
+    for module in list(model.modules()):
+        if parametrize.is_parametrized(module):
+            for name in list(module.parametrizations):
+                parametrize.remove_parametrizations(module, name)
+    x = torch.zeros(1, int(seconds * 16000), device=spec.device, dtype=next(model.parameters()).dtype)
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(x)
+    return counter.get_total_flops() / seconds
+
+
+def ops_per_call(model, device: str) -> int:
+    """Operators one model call dispatches: on a GPU each is a kernel launch the host pays for,
+    whatever the batch size, so small batches are bound by this rather than by FLOPs."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Count.n += 1
+            return func(*args, **(kwargs or {}))
+
+    x = torch.zeros(1, 16000, device=device, dtype=next(model.parameters()).dtype)
+    with torch.inference_mode(), Count():
+        model(x)
+    return Count.n
+
+
 def main(argv=None) -> int:
     from asr.model import AsrModelSpec, load_ctc_model
     from asr.transcriber import Transcriber
@@ -89,6 +147,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch_seconds", type=float, nargs="+", default=None,
                    help="batch sizes to sweep, in seconds of audio (default 20 40 160 on CPU; 80..1280 on CUDA)")
     p.add_argument("--skip_baseline", action="store_true")
+    p.add_argument("--peak_tflops", type=float, default=989.0,
+                   help="dense peak of the device the compute roof is stated for (default 989: H200 bf16)")
     args = p.parse_args(argv)
     cuda = args.device.startswith("cuda")
     audio_s = args.audio_s or (3600.0 if cuda else 120.0)
@@ -98,12 +158,13 @@ def main(argv=None) -> int:
     total = sum(len(c) for c in clips) / 16000
     print(f"{len(clips)} clips, {total:.0f} s of audio, device {args.device}, torch threads "
           f"{torch.get_num_threads()}", file=sys.stderr)
-    rows = []
+    rows, bounds = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for arch in args.archs:
             path = build(arch, os.path.join(tmp, arch))
             for dtype in dtypes:
-                m = load_ctc_model(AsrModelSpec(model=path, device=args.device, dtype=dtype))
+                spec = AsrModelSpec(model=path, device=args.device, dtype=dtype)
+                m = load_ctc_model(spec)
                 warm = Transcriber(m)
                 warm.many([clips[:2]])  # first-call costs (kernels, allocator) outside the timing
                 base_rate = None
@@ -113,6 +174,7 @@ def main(argv=None) -> int:
                     base_rate = total / wall
                     rows.append((arch, dtype, "1 clip", base_rate, 1.0, t.stats.padding_fraction))
                     print(f"  {arch} {dtype} batch of one: {base_rate:.1f}x realtime", file=sys.stderr)
+                best = (0.0, None)
                 for bs in sweep:
                     groups = plan_batches([len(c) / 16000 for c in clips], bs, 10_000)
                     t = Transcriber(m)
@@ -121,6 +183,10 @@ def main(argv=None) -> int:
                     rows.append((arch, dtype, f"{bs:g} s", rate, rate / base_rate if base_rate else float("nan"),
                                  t.stats.padding_fraction))
                     print(f"  {arch} {dtype} {bs:g} s batches: {rate:.1f}x realtime", file=sys.stderr)
+                    best = max(best, (rate, groups))
+                flops = flops_per_audio_second(spec)
+                host = host_ceiling(Transcriber(m), [[clips[i] for i in g] for g in best[1]], total)
+                bounds.append((arch, dtype, flops, best[0], host, ops_per_call(m.model, args.device)))
                 del m
                 if cuda:
                     torch.cuda.empty_cache()
@@ -128,6 +194,12 @@ def main(argv=None) -> int:
     print(f"{'arch':6s} {'dtype':5s} {'batch':>8s} {'x realtime':>11s} {'vs 1 clip':>10s} {'padding':>8s}")
     for arch, dtype, batch, rate, ratio, pad in rows:
         print(f"{arch:6s} {dtype:5s} {batch:>8s} {rate:11.1f} {ratio:9.2f}x {pad:8.1%}")
+    print(f"\nwhat bounds it (best batch size; roof at {args.peak_tflops:g} TFLOP/s)")
+    print(f"{'arch':6s} {'dtype':5s} {'GFLOP/audio s':>14s} {'achieved TFLOP/s':>17s} {'roof x rt':>10s} "
+          f"{'host ceiling x rt':>18s} {'ops per call':>13s}")
+    for arch, dtype, flops, rate, host, ops in bounds:
+        print(f"{arch:6s} {dtype:5s} {flops / 1e9:14.1f} {flops * rate / 1e12:17.2f} "
+              f"{args.peak_tflops * 1e12 / flops:10.0f} {host:18.0f} {ops:13d}")
     return 0
 
 

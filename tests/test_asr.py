@@ -158,6 +158,47 @@ def test_poisoned_clip_fails_alone(loaded):
     assert "poisoned" in out[3].error and all(o.text for i, o in enumerate(out) if i != 3)
 
 
+def test_next_batch_is_queued_before_the_host_decodes_the_current_one(loaded):
+    log = []
+
+    class Recording(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.config = inner, inner.config
+
+        def _get_feat_extract_output_lengths(self, lengths):
+            return self.inner._get_feat_extract_output_lengths(lengths)
+
+        def forward(self, x, attention_mask=None):
+            log.append(("model", x.shape[0]))
+            return self.inner(x, attention_mask=attention_mask)
+
+    class Logged(Transcriber):
+        def collect(self, f):
+            log.append(("collect", len(f.frames)))
+            return super().collect(f)
+
+    import dataclasses
+    audio = clips(6, seed=7)
+    batches = [audio[:1], audio[1:3], [], audio[3:6]]
+    out = Logged(dataclasses.replace(loaded, model=Recording(loaded.model))).many(batches)
+    assert log == [("model", 1), ("model", 2), ("collect", 1), ("model", 3), ("collect", 2), ("collect", 3)]
+    alone = [Transcriber(loaded)(b) if b else [] for b in batches]
+    assert [[o.text for o in b] for b in out] == [[o.text for o in b] for b in alone]
+
+
+def test_a_failing_batch_in_the_pipeline_is_isolated_without_touching_its_neighbours(loaded):
+    audio = clips(9, seed=8)
+    batches = [audio[:3], audio[3:7], audio[7:]]
+    expected = [[o.text for o in Transcriber(loaded)(b)] for b in batches]
+    t = Transcriber(wrapped(loaded, max_rows=3, poison=len(audio[5])))
+    out = t.many(batches)
+    assert [[o.text for o in b] for i, b in enumerate(out) if i != 1] == [expected[0], expected[2]]
+    assert [o.error is not None for o in out[1]] == [False, False, True, False]
+    assert [o.text for i, o in enumerate(out[1]) if i != 2] == [x for i, x in enumerate(expected[1]) if i != 2]
+    assert t.stats.oom_splits == 1 and t.stats.failed == 1
+
+
 def test_poisoned_clip_becomes_one_failure_row_in_the_pipeline(loaded, tiny_model):
     audio = clips(6, seed=6)
     src = Source("file:///x.wav", "file-x")
