@@ -16,6 +16,9 @@ Two more figures say what bounds the speed on a faster device:
   best path into text, words and confidences) timed alone on one thread, in seconds of audio per
   second. On CUDA the model's work overlaps it; transcription cannot go faster than this per
   worker process.
+* Beam's share: the transcribe stage (``RunInference`` and the conversion to transcripts) on the
+  DirectRunner with the tiny model, and the time per batch it spends outside the model handler's
+  calls, which a GPU would spend waiting unless another batch is in flight.
 * model FLOPs per second of audio (``torch.utils.flop_counter``), the rate this run achieved,
   and the compute roof that gives on a device of ``--peak_tflops`` (default 989: an H200's dense
   bf16 figure).
@@ -31,6 +34,8 @@ import time
 
 import numpy as np
 import torch
+
+from asr.handler import CtcModelHandler
 
 ARCHS = {
     "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
@@ -133,6 +138,68 @@ def ops_per_call(model, device: str) -> int:
     return Count.n
 
 
+_STAGE_INPUT: dict = {}
+_MODEL_SECONDS: list = []
+
+
+def _stage_input(key):
+    return _STAGE_INPUT[key]
+
+
+class _TimedHandler(CtcModelHandler):
+    """Records the wall time of each model call (in this module's list: the class is pickled by
+    reference, so the DirectRunner's in-process worker appends to the same list)."""
+
+    def run_inference(self, batch, model, inference_args=None):
+        t0 = time.perf_counter()
+        out = super().run_inference(batch, model, inference_args)
+        _MODEL_SECONDS.append(time.perf_counter() - t0)
+        return out
+
+
+def beam_overhead(clips, batch_s: float, tmp: str, repeats: int = 4):
+    """(ms per batch the transcribe stage spends outside the model handler's calls, the stage's
+    x realtime, the same ms per clip). Both are marginal (a run with ``1 + repeats`` copies of the batches minus a run
+    with one), so pipeline start-up and model loading cancel out."""
+    import apache_beam as beam
+
+    from asr.model import AsrModelSpec
+    from asr.tiny import build_tiny_model
+    from schemas.records import AsrBatch, Segment, Source
+    from transforms.segment import plan_batches
+    from transforms.transcribe import Transcribe
+
+    # the importable module, not ``__main__``: Beam pickles its functions by reference, so the
+    # pipeline carries names, not the audio, and the worker appends to this module's list
+    import benchmarks.asr as here
+    _STAGE_INPUT, _MODEL_SECONDS = here._STAGE_INPUT, here._MODEL_SECONDS
+    spec = AsrModelSpec(model=build_tiny_model(os.path.join(tmp, "tiny")))
+    groups = plan_batches([len(c) / 16000 for c in clips], batch_s, 10_000)
+    total = sum(len(c) for c in clips) / 16000
+    for copy in range(1 + repeats):
+        src = Source(f"file:///bench-{copy}.wav", f"bench-{copy}")
+        for n, g in enumerate(groups):
+            _STAGE_INPUT[(copy, n)] = AsrBatch(tuple(Segment(f"bench-{copy}_{i:09d}", src, 0.0, len(clips[i]) / 16000,
+                                                             16000, "p", 0, 1) for i in g), tuple(clips[i] for i in g))
+
+    def run(copies: int):
+        # only keys enter the pipeline: the audio is looked up in this process (the DirectRunner's
+        # in-process worker), as the segment stage makes it in the same fused stage
+        _MODEL_SECONDS.clear()
+        t0 = time.perf_counter()
+        with beam.Pipeline(runner="DirectRunner") as p:
+            out = (p | beam.Create([(c, n) for c in range(copies) for n in range(len(groups))], reshuffle=False)
+                   | beam.Map(here._stage_input) | Transcribe(spec, handler_cls=here._TimedHandler))
+            _ = out["transcripts"] | beam.combiners.Count.Globally()
+        return time.perf_counter() - t0, sum(_MODEL_SECONDS)
+
+    run(1)  # warm imports
+    (one, one_model), (many, many_model) = run(1), run(1 + repeats)
+    _STAGE_INPUT.clear()
+    stage, model = (many - one) / repeats, (many_model - one_model) / repeats
+    return 1000 * (stage - model) / len(groups), total / stage, 1000 * (stage - model) / len(clips)
+
+
 def main(argv=None) -> int:
     from asr.model import AsrModelSpec, load_ctc_model
     from asr.transcriber import Transcriber
@@ -147,6 +214,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch_seconds", type=float, nargs="+", default=None,
                    help="batch sizes to sweep, in seconds of audio (default 20 40 160 on CPU; 80..1280 on CUDA)")
     p.add_argument("--skip_baseline", action="store_true")
+    p.add_argument("--skip_beam", action="store_true", help="skip the transcribe stage's overhead measurement")
     p.add_argument("--peak_tflops", type=float, default=989.0,
                    help="dense peak of the device the compute roof is stated for (default 989: H200 bf16)")
     args = p.parse_args(argv)
@@ -158,6 +226,16 @@ def main(argv=None) -> int:
     total = sum(len(c) for c in clips) / 16000
     print(f"{len(clips)} clips, {total:.0f} s of audio, device {args.device}, torch threads "
           f"{torch.get_num_threads()}", file=sys.stderr)
+    beam_line = ""
+    if not args.skip_beam:  # first: before the large models and the FLOP counter have touched the process
+        trials = []
+        for _ in range(3):  # a difference of two timings: the median of three steadies it
+            with tempfile.TemporaryDirectory() as tmp:
+                trials.append(beam_overhead(clips, sweep[0], tmp, repeats=8))
+        per_batch, stage, per_clip = sorted(trials)[1]
+        beam_line = (f"\nBeam transcribe stage (tiny model, {sweep[0]:g} s batches): {stage:.0f}x realtime; outside the "
+              f"model handler it spends {per_batch:.1f} ms per batch, {per_clip:.2f} ms per clip (median of 3: "
+                     f"{', '.join(f'{t[0]:.1f}' for t in sorted(trials))})")
     rows, bounds = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for arch in args.archs:
@@ -194,6 +272,8 @@ def main(argv=None) -> int:
     print(f"{'arch':6s} {'dtype':5s} {'batch':>8s} {'x realtime':>11s} {'vs 1 clip':>10s} {'padding':>8s}")
     for arch, dtype, batch, rate, ratio, pad in rows:
         print(f"{arch:6s} {dtype:5s} {batch:>8s} {rate:11.1f} {ratio:9.2f}x {pad:8.1%}")
+    if beam_line:
+        print(beam_line)
     print(f"\nwhat bounds it (best batch size; roof at {args.peak_tflops:g} TFLOP/s)")
     print(f"{'arch':6s} {'dtype':5s} {'GFLOP/audio s':>14s} {'achieved TFLOP/s':>17s} {'roof x rt':>10s} "
           f"{'host ceiling x rt':>18s} {'ops per call':>13s}")
