@@ -56,8 +56,8 @@ def collapse(labels: Sequence[np.ndarray], logp: Sequence[np.ndarray], blank_id:
     lens = np.array([len(x) for x in labels], dtype=np.int64)
     off = np.zeros(len(lens) + 1, dtype=np.int64)
     np.cumsum(lens, out=off[1:])
-    b = np.concatenate([np.asarray(x, dtype=np.int64) for x in labels]) if len(lens) else np.zeros(0, np.int64)
-    lp = np.concatenate([np.asarray(x, dtype=np.float64) for x in logp]) if len(lens) else np.zeros(0)
+    b = np.concatenate(labels).astype(np.int64, copy=False) if len(lens) else np.zeros(0, np.int64)
+    lp = np.concatenate(logp).astype(np.float64, copy=False) if len(lens) else np.zeros(0)
     n = len(b)
     emitting = b != blank_id
     change = np.ones(n, dtype=bool)

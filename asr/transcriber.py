@@ -234,7 +234,10 @@ class Transcriber:
         for i in errors:
             out[i] = AsrOutput("", 0.0, error=errors[i])
         ok = [i for i in range(n_clips) if i not in errors]
-        joined = collapse([np.concatenate(labels[i]) for i in ok], [np.concatenate(logp[i]) for i in ok],
+        def whole(parts: list) -> np.ndarray:  # a windowed clip's pieces, joined; most clips are one piece
+            return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+        joined = collapse([whole(labels[i]) for i in ok], [whole(logp[i]) for i in ok],
                           self.m.blank_id, self.opts.keep_ctc_tokens)
         for i, r in zip(ok, joined):
             text, words = self.vocab.words(r, self.frame_s)

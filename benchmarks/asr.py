@@ -11,7 +11,7 @@ weights. Clips are 4–20 s of synthesised speech, grouped by length as the segm
 them. Prints seconds of audio per second of wall time for a batch-of-one baseline and for each
 batch size and dtype, the speed-up over the baseline, and the padding fraction.
 
-Two more figures say what bounds the speed on a faster device:
+Three more figures say what bounds the speed on a faster device:
 * host ceiling: the work the host does per batch (padding the input, then turning the per-frame
   best path into text, words and confidences) timed alone on one thread, in seconds of audio per
   second. On CUDA the model's work overlaps it; transcription cannot go faster than this per
