@@ -9,6 +9,11 @@
   decide: audio/video → direct link, an RSS/Atom feed → its episodes, an HTML page → whatever
   yt-dlp's generic extractor finds in it.
 A ``kind`` column (``direct``, ``feed``, ``ytdlp``, ``folder``) skips the guessing.
+
+Expansion lists up to ``--max_listed_items`` items; which of them a run takes (those not done yet,
+at most ``--max_items_per_source``) is decided by the expand transform, which records the rest as
+deferred so that later runs reach them. Items named by remote content are marked ``remote``: only
+http(s) is ever fetched for them.
 """
 from __future__ import annotations
 
@@ -16,7 +21,8 @@ import os
 from typing import Iterator, List, Union
 
 from acquisition.feeds import FeedError, feed_items, looks_like_feed
-from acquisition.fetch import AcquireConfig, FetchError, open_checked
+from acquisition.fetch import AcquireConfig, FetchError, check_remote_item, open_checked
+from acquisition.identity import legacy_id, local_source_id
 from acquisition.safety import UnsafeURL
 from corpus import fs
 from schemas.keys import source_id_for_uri
@@ -33,27 +39,38 @@ PROBE_BYTES = 4 << 20  # a feed larger than this is cut (its newest episodes com
 
 
 def is_media_path(path: str) -> bool:
+    """A URL or object path with a media extension (a query string is not part of the name)."""
     return os.path.splitext(path.split("?", 1)[0])[1].lower() in MEDIA_EXTENSIONS
 
 
-def _child(parent: Source, uri: str, index: int) -> Source:
-    return Source(uri=uri, source_id=source_id_for_uri(uri), speaker=parent.speaker, title=parent.title,
-                  license=parent.license, origin=f"{parent.origin} > {index + 1}", extra=parent.extra,
-                  kind="direct")
+def is_media_name(name: str) -> bool:
+    """A local file name with a media extension (``?`` and ``#`` are ordinary characters here)."""
+    return os.path.splitext(name)[1].lower() in MEDIA_EXTENSIONS
+
+
+def _child(parent: Source, uri: str, index: int, source_id: str = None, alias: str = None) -> Source:
+    return Source(uri=uri, source_id=source_id or source_id_for_uri(uri), speaker=parent.speaker,
+                  title=parent.title, license=parent.license, origin=f"{parent.origin} > {index + 1}",
+                  extra=parent.extra, kind="direct", alias=alias)
 
 
 def folder_items(parent: Source, max_items: int) -> List[Source]:
+    """Media files under a local folder, sorted; any file name the OS allows (bytes included)."""
     root = fs.local_path(parent.uri)
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
-        found += [os.path.join(dirpath, f) for f in sorted(filenames) if is_media_path(f)]
-    found.sort()
-    return [_child(parent, "file://" + p, i) for i, p in enumerate(found[:max_items])]
+        found += [os.path.join(dirpath, f) for f in sorted(filenames) if is_media_name(f)]
+    found.sort(key=os.fsencode)
+    return [_child(parent, fs.file_uri(p), i, local_source_id(p), legacy_id(p))
+            for i, p in enumerate(found[:max_items])]
 
 
 def object_items(parent: Source, max_items: int) -> List[Source]:
-    pattern = parent.uri + "**" if parent.uri.endswith("/") else parent.uri
+    if parent.uri.endswith("/"):
+        pattern = fs.escape_glob(parent.uri) + "**"  # a prefix is a prefix, whatever its characters
+    else:
+        pattern = parent.uri  # a glob the user wrote
     paths = [p for p in fs.glob(pattern) if is_media_path(p)]
     return [_child(parent, p, i) for i, p in enumerate(paths[:max_items])]
 
@@ -68,7 +85,7 @@ def _probe_http(parent: Source, cfg: AcquireConfig) -> List[Source]:
             return [parent]
         head = resp.raw.read(PROBE_BYTES, decode_content=True)
     if parent.kind == "feed" or looks_like_feed(ctype, head):
-        return feed_items(head, parent.uri, parent, cfg.max_items_per_source)
+        return feed_items(head, parent.uri, parent, cfg.max_listed_items)
     if "html" in ctype or head.lstrip()[:15].lower().startswith((b"<!doctype html", b"<html")):
         from acquisition import ytdlp
         return ytdlp.expand(parent, cfg)
@@ -83,14 +100,14 @@ def expand_source(source: Source, cfg: AcquireConfig) -> List[Source]:
     if scheme == "file":
         path = fs.local_path(source.uri)
         if os.path.isdir(path):
-            items = folder_items(source, cfg.max_items_per_source)
+            items = folder_items(source, cfg.max_listed_items)
             if not items:
                 raise FetchError("empty_folder", f"no audio or video files under {path}")
             return items
         return [source]
     if scheme in ("gs", "s3"):
         if source.uri.endswith("/") or any(c in source.uri for c in "*?["):
-            items = object_items(source, cfg.max_items_per_source)
+            items = object_items(source, cfg.max_listed_items)
             if not items:
                 raise FetchError("empty_folder", f"no audio or video objects match {source.uri}")
             return items
@@ -106,14 +123,27 @@ def expand_source(source: Source, cfg: AcquireConfig) -> List[Source]:
 
 
 def expand(source: Source, cfg: AcquireConfig) -> Iterator[Union[Source, Rejection]]:
-    """``expand_source`` that turns failures into rejections (transient ones retryable)."""
+    """``expand_source`` that turns failures into rejections; a remote item that is not http(s)
+    becomes its own rejection (the rest of the feed goes on)."""
     try:
-        yield from expand_source(source, cfg)
+        items = expand_source(source, cfg)
     except FetchError as e:
-        yield Rejection.for_source(source, STAGE, e.reason, e.detail, retryable=e.transient)
+        yield Rejection.for_source(source, STAGE, e.reason, e.detail)
+        return
     except UnsafeURL as e:
         yield Rejection.for_source(source, STAGE, e.reason, e.detail)
+        return
     except FeedError as e:
         yield Rejection.for_source(source, STAGE, "bad_feed", str(e))
+        return
     except Exception as e:
         yield Rejection.for_source(source, STAGE, "expand_error", f"{type(e).__name__}: {e}")
+        return
+    for item in items:
+        try:
+            check_remote_item(item)
+        except UnsafeURL as e:
+            yield Rejection.for_source(item, STAGE, e.reason, e.detail)
+            continue
+        yield item
+

@@ -14,6 +14,7 @@ import feedparser
 
 from schemas.keys import source_id_for_uri
 from schemas.records import Source
+from schemas.redact import clean_text
 
 MEDIA_TYPES = ("audio/", "video/")
 
@@ -83,13 +84,13 @@ def feed_items(body: bytes, feed_url: str, parent: Source, max_items: int) -> Li
         url = urljoin(feed_url, href)
         items.append(Source(
             uri=url, source_id=source_id_for_uri(url),
-            speaker=parent.speaker or (entry.get("author") or show_author),
-            title=entry.get("title") or parent.title,
-            license=parent.license or entry.get("license") or entry.get("rights") or show_rights,
+            speaker=clean_text(parent.speaker or (entry.get("author") or show_author)),
+            title=clean_text(entry.get("title") or parent.title),
+            license=clean_text(parent.license or entry.get("license") or entry.get("rights") or show_rights),
             origin=f"{parent.origin} > {len(items) + 1}", extra=parent.extra, kind="direct",
-            item_id=entry.get("id") or entry.get("guid"), webpage_url=entry.get("link"),
-            uploader=entry.get("author") or show_author, upload_date=_date(entry),
-            declared_duration_s=parse_duration(entry.get("itunes_duration"))))
+            item_id=clean_text(entry.get("id") or entry.get("guid")), webpage_url=clean_text(entry.get("link")),
+            uploader=clean_text(entry.get("author") or show_author), upload_date=_date(entry),
+            declared_duration_s=parse_duration(entry.get("itunes_duration")), remote=True))
         if len(items) >= max_items:
             break
     return items

@@ -2,13 +2,18 @@
 
 ``acquire`` returns an ``AudioFile`` or a ``Rejection``; it never raises for a bad source.
 
+Only the sources file may name local paths and buckets. A source found in remote content (a feed's
+enclosure, a page's media, a playlist entry) is fetched only over http(s), through the network
+policy: ``file://``, ``s3://`` or ``gs://`` there would let a stranger's feed read the worker's
+files or the operator's buckets.
+
 Downloads (plain HTTP, or yt-dlp for pages a site extractor understands) land in the staging store
 under ``{source_id}.{ext}``, written under a temporary name and renamed when complete: a rerun
 finds a staged source by its id and skips the download, and an interrupted download is never taken
-for a finished one. Transient failures (timeouts, resets, 5xx, 429) are retried with exponential
-backoff a bounded number of times; if they persist the rejection is marked ``retryable`` so the
-next run tries again. Permanent failures (404, too large, unsafe address, private or removed video)
-are final.
+for a finished one. Every connection is checked and pinned (``guarded_http``), and a download has
+a total deadline (``--download_timeout_s``) besides the per-read timeout. Transient failures
+(timeouts, resets, 5xx, 429) are retried within the run with exponential backoff; whether a
+failure that persists is tried again on the next run follows ``schemas.outcomes``.
 """
 from __future__ import annotations
 
@@ -21,7 +26,8 @@ from urllib.parse import urljoin, urlparse
 
 import requests
 
-from acquisition.safety import NetworkPolicy, UnsafeURL, check_url
+from acquisition import guarded_http
+from acquisition.safety import WEB_SCHEMES, NetworkPolicy, UnsafeURL, parse_checked
 from corpus import fs
 from schemas.records import AudioFile, Rejection, Source
 
@@ -37,24 +43,33 @@ class AcquireConfig:
     max_download_mb: float = 2048.0
     max_duration_s: Optional[float] = None
     http_timeout_s: float = 30.0
+    download_timeout_s: float = 3600.0
     http_retries: int = 3
     retry_backoff_s: float = 0.5
     allow_private_networks: Optional[str] = None  # None: public only; "all"; or "CIDR,CIDR"
     max_items_per_source: int = 1000
+    max_listed_items: int = 100_000
     max_hours_total: Optional[float] = None
     ytdlp_format: str = "bestaudio/best"
 
     def validate(self) -> "AcquireConfig":
         if self.max_download_mb <= 0:
-            raise ValueError(f"max_download_mb must be > 0, got {self.max_download_mb}")
+            raise ValueError(f"--max_download_mb must be > 0, got {self.max_download_mb:g}")
+        if self.http_timeout_s <= 0:
+            raise ValueError(f"--http_timeout_s must be > 0, got {self.http_timeout_s:g}")
+        if self.download_timeout_s <= 0:
+            raise ValueError(f"--download_timeout_s must be > 0, got {self.download_timeout_s:g}")
         if self.http_retries < 0:
-            raise ValueError(f"http_retries must be >= 0, got {self.http_retries}")
+            raise ValueError(f"--http_retries must be >= 0, got {self.http_retries}")
         if self.max_items_per_source < 1:
-            raise ValueError(f"max_items_per_source must be >= 1, got {self.max_items_per_source}")
+            raise ValueError(f"--max_items_per_source must be >= 1, got {self.max_items_per_source}")
+        if self.max_listed_items < self.max_items_per_source:
+            raise ValueError(f"--max_listed_items ({self.max_listed_items}) must be at least "
+                             f"--max_items_per_source ({self.max_items_per_source})")
         if self.max_duration_s is not None and self.max_duration_s <= 0:
-            raise ValueError(f"max_duration_s must be > 0, got {self.max_duration_s}")
+            raise ValueError(f"--max_duration_s must be > 0, got {self.max_duration_s:g}")
         if self.max_hours_total is not None and self.max_hours_total <= 0:
-            raise ValueError(f"max_hours_total must be > 0, got {self.max_hours_total}")
+            raise ValueError(f"--max_hours_total must be > 0, got {self.max_hours_total:g}")
         self.policy  # parses, raising on a bad network list
         return self
 
@@ -68,6 +83,8 @@ class AcquireConfig:
 
 
 class FetchError(Exception):
+    """A source could not be fetched; ``transient`` failures are retried within the run."""
+
     def __init__(self, reason: str, detail: str, transient: bool = False):
         super().__init__(f"{reason}: {detail}")
         self.reason, self.detail, self.transient = reason, detail, transient
@@ -84,9 +101,20 @@ def with_retries(fn, cfg: AcquireConfig):
             time.sleep(cfg.retry_backoff_s * (2 ** attempt))
 
 
+def check_remote_item(source: Source) -> None:
+    """Refuse a source named by remote content unless it is an http(s) URL."""
+    if source.remote:
+        scheme = source.uri.split("://", 1)[0].lower() if "://" in source.uri else ""
+        if scheme not in WEB_SCHEMES:
+            raise UnsafeURL("unsupported_scheme",
+                            f"a feed, page or playlist named a {scheme or 'non-URL'} location; only "
+                            f"http(s) links found in remote content are fetched")
+
+
 def acquire(source: Source, cfg: AcquireConfig) -> Union[AudioFile, Rejection]:
     scheme = source.uri.split("://", 1)[0].lower()
     try:
+        check_remote_item(source)
         if source.declared_duration_s and cfg.max_duration_s and source.declared_duration_s > cfg.max_duration_s:
             raise FetchError("too_long", f"{source.declared_duration_s:.0f} s stated, over the "
                              f"--max_duration_s limit of {cfg.max_duration_s:g} s")
@@ -94,7 +122,7 @@ def acquire(source: Source, cfg: AcquireConfig) -> Union[AudioFile, Rejection]:
             return _acquire_local(source)
         if scheme in ("gs", "s3"):
             return _acquire_object(source)
-        if scheme in ("http", "https"):
+        if scheme in WEB_SCHEMES:
             staged = find_staged(source, cfg.staging_dir)
             if staged:
                 return AudioFile(source, staged, fs.size(staged))
@@ -104,7 +132,7 @@ def acquire(source: Source, cfg: AcquireConfig) -> Union[AudioFile, Rejection]:
             return with_retries(lambda: _download(source, cfg), cfg)
         raise FetchError("unsupported_scheme", f"cannot fetch {scheme}:// sources")
     except FetchError as e:
-        return Rejection.for_source(source, STAGE, e.reason, e.detail, retryable=e.transient)
+        return Rejection.for_source(source, STAGE, e.reason, e.detail)
     except UnsafeURL as e:
         return Rejection.for_source(source, STAGE, e.reason, e.detail)
     except Exception as e:  # an unexpected failure of one source must not stop the others
@@ -133,7 +161,7 @@ def _acquire_object(source: Source) -> AudioFile:
     except FetchError:
         raise
     except Exception as e:
-        raise FetchError("storage_error", f"{type(e).__name__}: {e}", transient=True) from e
+        raise FetchError("storage_error", fs.describe_storage_error(e, source.uri)) from e
     if size == 0:
         raise FetchError("empty_file", f"{source.uri} is empty (0 bytes)")
     return AudioFile(source, source.uri, size)
@@ -151,24 +179,27 @@ def find_staged(source: Source, staging_dir: str) -> Optional[str]:
     if not source.extractor:  # a direct link's staged name is known: no directory listing
         path = staged_path(source, staging_dir)
         return path if fs.exists(path) else None
-    found = fs.glob(fs.join(staging_dir, source.source_id + ".*"))  # yt-dlp chose the extension
+    found = fs.list_dir(staging_dir, prefix=source.source_id + ".")  # yt-dlp chose the extension
     return found[0] if found else None
 
 
 def open_checked(url: str, cfg: AcquireConfig, stream: bool = True) -> requests.Response:
-    """GET ``url``, following redirects by hand so every hop's address is checked first."""
-    policy = cfg.policy
+    """GET ``url``, following redirects by hand; every hop's connection is checked and pinned."""
+    http = guarded_http.session(cfg.policy)
     for _ in range(MAX_REDIRECTS + 1):
-        check_url(url, policy)
+        parse_checked(url)  # scheme, and a URL every parser reads the same way
         try:
-            resp = requests.get(url, stream=stream, timeout=cfg.http_timeout_s, allow_redirects=False,
-                                headers={"User-Agent": USER_AGENT})
+            resp = http.get(url, stream=stream, timeout=cfg.http_timeout_s, allow_redirects=False,
+                            headers={"User-Agent": USER_AGENT})
+        except UnsafeURL:
+            raise
         except requests.Timeout as e:
-            raise FetchError("http_timeout", f"{url}: {e}", transient=True) from e
+            raise FetchError("http_timeout", f"{url}: no answer within {cfg.http_timeout_s:g} s",
+                             transient=True) from e
         except requests.ConnectionError as e:
-            raise FetchError("connection_error", f"{url}: {e}", transient=True) from e
+            raise FetchError("connection_error", f"{url}: {_short(e)}", transient=True) from e
         except requests.RequestException as e:
-            raise FetchError("http_error", f"{url}: {e}") from e
+            raise FetchError("http_error", f"{url}: {_short(e)}") from e
         if resp.is_redirect:
             target = resp.headers.get("Location", "")
             resp.close()
@@ -182,8 +213,28 @@ def open_checked(url: str, cfg: AcquireConfig, stream: bool = True) -> requests.
     raise FetchError("too_many_redirects", f"more than {MAX_REDIRECTS} redirects from {url}")
 
 
+def _short(e: Exception) -> str:
+    """The innermost useful message of a requests/urllib3 error (not its repr chain)."""
+    inner = e
+    while inner.__cause__ is not None or inner.__context__ is not None:
+        inner = inner.__cause__ or inner.__context__
+    text = str(inner) or type(inner).__name__
+    return text.split(": ", 1)[-1] if text.startswith("<") else text
+
+
 def _download(source: Source, cfg: AcquireConfig) -> AudioFile:
     url, limit = source.uri, cfg.max_bytes
+    with guarded_http.deadline(cfg.download_timeout_s) as deadline:
+        try:
+            return _download_within(source, cfg, url, limit)
+        except FetchError as e:
+            if deadline.expired:
+                raise FetchError("download_timeout", f"{url} took longer than --download_timeout_s "
+                                 f"{cfg.download_timeout_s:g} s", transient=False) from e
+            raise
+
+
+def _download_within(source: Source, cfg: AcquireConfig, url: str, limit: int) -> AudioFile:
     with open_checked(url, cfg) as resp:
         declared = resp.headers.get("Content-Length")
         declared = int(declared) if declared and declared.isdigit() else None
@@ -195,14 +246,15 @@ def _download(source: Source, cfg: AcquireConfig) -> AudioFile:
         def write(f):
             nonlocal total
             try:
-                for chunk in resp.iter_content(chunk_size=1 << 20):
+                for chunk in resp.iter_content(chunk_size=1 << 16):
                     total += len(chunk)
                     if total > limit:
                         raise FetchError("too_large", f"{url} passed the --max_download_mb limit of "
                                          f"{cfg.max_download_mb:g} MB while downloading")
                     f.write(chunk)
-            except requests.RequestException as e:
-                raise FetchError("connection_error", f"download of {url} interrupted: {e}", transient=True) from e
+            except (requests.RequestException, OSError) as e:
+                raise FetchError("connection_error", f"download of {url} interrupted: {_short(e)}",
+                                 transient=True) from e
             if declared is not None and total != declared:
                 raise FetchError("connection_error", f"download of {url} incomplete: {total} of "
                                  f"{declared} bytes", transient=True)

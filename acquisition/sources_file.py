@@ -1,22 +1,32 @@
 """Read the ``--sources`` file: plain text (one source per line), CSV or JSONL with a ``uri`` column.
 
-Optional columns ``speaker``, ``title``, ``license`` fill the record; any other column is kept as
-extra metadata. Relative local paths are resolved against the sources file's own folder, so a
-list can travel with its audio. A line that cannot be used becomes a rejection with its line
-number; a file that cannot be read at all raises ``SourcesFileError``.
+Optional columns ``speaker``, ``title``, ``license``, ``kind`` fill the record; any other column is
+kept as extra metadata. Relative local paths are resolved against the sources file's own folder,
+so a list can travel with its audio. ``--sources`` may also be a folder: it stands for a list with
+that one folder in it.
+
+Every line ends somewhere: a line that cannot be used becomes a rejection with its line number and
+the reason, and the lines after it are read as usual. CSV records are one per line (a quoted field
+cannot span lines), so an unclosed quote spoils only its own line. A file that cannot be read at
+all, or a CSV header that is ambiguous (no ``uri`` column, a column named twice), raises
+``SourcesFileError`` before any work starts.
+
+A local file's id is a fingerprint of its content (``acquisition.identity``), so moving or
+remounting the audio does not make it new.
 """
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
+from acquisition.identity import legacy_id, local_source_id
 from corpus import fs
 from schemas.keys import source_id_for_uri, stable_hash
 from schemas.records import Rejection, Source
+from schemas.redact import clean_text
 
 SUPPORTED_SCHEMES = ("file", "http", "https", "gs", "s3")
 KNOWN_COLUMNS = ("uri", "speaker", "title", "license", "kind")
@@ -47,17 +57,19 @@ def normalize_uri(raw: str, base_dir: str) -> str:
         if scheme not in SUPPORTED_SCHEMES:
             raise ValueError(f"unsupported scheme {scheme!r} (supported: {', '.join(SUPPORTED_SCHEMES)})")
         if scheme == "file":
-            return "file://" + os.path.normpath(os.path.join(base_dir, uri[len("file://"):]))
+            literal = os.path.join(base_dir, uri[len("file://"):])
+            path = literal if os.path.exists(literal) else os.path.join(base_dir, fs.local_path(uri))
+            return fs.file_uri(os.path.normpath(path))
         return scheme + uri[len(scheme):]
     if ":" in uri.split("/", 1)[0] and not os.path.exists(uri):
         raise ValueError(f"unsupported uri {uri!r}")
-    return "file://" + os.path.normpath(os.path.join(base_dir, os.path.expanduser(uri)))
+    return fs.file_uri(os.path.normpath(os.path.join(base_dir, os.path.expanduser(uri))))
 
 
 def _clean(value) -> Optional[str]:
     if value is None:
         return None
-    value = str(value).strip()
+    value = clean_text(str(value)).strip()
     return value or None
 
 
@@ -66,11 +78,16 @@ def make_source(row: dict, base_dir: str, origin: str) -> Source:
     kind = (_clean(row.get("kind")) or "auto").lower()
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r} (one of: {', '.join(KINDS)})")
-    extra = tuple(sorted((str(k), str(v)) for k, v in row.items()
+    extra = tuple(sorted((_clean(k), _clean(v)) for k, v in row.items()
                          if k not in KNOWN_COLUMNS and k is not None and _clean(v) is not None))
-    return Source(uri=uri, source_id=source_id_for_uri(uri), speaker=_clean(row.get("speaker")),
+    sid, alias = source_id_for_uri(uri), None
+    if uri.startswith("file://"):
+        path = fs.local_path(uri)
+        if not os.path.isdir(path):
+            sid, alias = local_source_id(path), legacy_id(path)
+    return Source(uri=uri, source_id=sid, speaker=_clean(row.get("speaker")),
                   title=_clean(row.get("title")), license=_clean(row.get("license")),
-                  origin=origin, extra=extra, kind="auto" if kind == "folder" else kind)
+                  origin=origin, extra=extra, kind="auto" if kind == "folder" else kind, alias=alias)
 
 
 def _format_of(path: str) -> str:
@@ -82,18 +99,53 @@ def _format_of(path: str) -> str:
     return "txt"
 
 
+def _csv_header(lines: List[str], name: str) -> Tuple[int, List[str]]:
+    for i, line in enumerate(lines, start=1):
+        if line.strip() and not line.lstrip().startswith("#"):
+            try:
+                header = [h.strip() for h in next(csv.reader([line], strict=True))]
+            except csv.Error as e:
+                raise SourcesFileError(f"{name}:{i}: the CSV header cannot be read: {e}") from e
+            if "uri" not in header:
+                raise SourcesFileError(f"{name}: a CSV sources file needs a 'uri' column (found columns: {header})")
+            dupes = sorted({h for h in header if header.count(h) > 1 and h})
+            if dupes:
+                raise SourcesFileError(f"{name}:{i}: the CSV header names {', '.join(map(repr, dupes))} more than "
+                                       f"once; which column is meant is ambiguous")
+            return i, header
+    raise SourcesFileError(f"{name}: the CSV sources file is empty (no header line)")
+
+
+def _csv_rows(text: str, name: str):
+    lines = text.splitlines()
+    header_line, header = _csv_header(lines, name)
+    for i, line in enumerate(lines[header_line:], start=header_line + 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            values = next(csv.reader([line], strict=True))
+        except csv.Error as e:
+            yield i, f"cannot read the CSV line ({e}); a quoted field must close on its own line"
+            continue
+        if line.count('"') % 2:
+            yield i, "unclosed quote: a quoted field must close on its own line"
+            continue
+        if len(values) > len(header):
+            yield i, f"{len(values)} fields for {len(header)} columns"
+            continue
+        row = dict(zip(header, values))
+        if not any(_clean(v) for v in row.values()):
+            continue
+        if not _clean(row.get("uri")):
+            yield i, "no uri in this line"
+            continue
+        yield i, row
+
+
 def _rows(fmt: str, text: str, name: str):
     """(line number, row dict or error string) for each non-blank, non-comment line."""
     if fmt == "csv":
-        reader = csv.DictReader(io.StringIO(text))
-        if not reader.fieldnames or "uri" not in [f.strip() for f in reader.fieldnames]:
-            raise SourcesFileError(f"{name}: a CSV sources file needs a 'uri' column "
-                                   f"(found columns: {reader.fieldnames})")
-        for row in reader:
-            row = {(k or "").strip(): v for k, v in row.items()}
-            if not any(_clean(v) for v in row.values() if not isinstance(v, list)):
-                continue
-            yield reader.line_num, row
+        yield from _csv_rows(text, name)
         return
     for i, line in enumerate(text.splitlines(), start=1):
         s = line.strip()
@@ -142,18 +194,26 @@ def text_of_line(text: str, line_no: int) -> str:
 
 def _bad_line(origin: str, why: str, raw: str) -> Tuple[Source, Rejection]:
     """An unusable line as a pseudo-source (so it is recorded once, like any source) and its rejection."""
+    raw = clean_text(raw)
     src = Source(uri=raw.strip()[:500], source_id=f"line-{stable_hash(origin + raw)}", origin=origin)
     return src, Rejection.for_source(src, "sources", "bad_source_line", f"{origin}: {why}")
 
 
 def read_sources(path: str) -> ParsedSources:
-    """Parse the sources file at ``path`` (local or any ``FileSystems`` path)."""
-    if fs.is_local(path) and not os.path.isfile(fs.local_path(path)):
-        raise SourcesFileError(f"sources file not found: {path}")
+    """Parse the sources file at ``path`` (local or any ``FileSystems`` path), or take a folder as one source."""
+    if fs.is_local(path):
+        local = fs.local_path(path)
+        if os.path.isdir(local):
+            folder = os.path.abspath(local)
+            src = make_source({"uri": folder}, folder, f"{os.path.basename(folder) or folder} (folder)")
+            return ParsedSources(sources=[src])
+        if not os.path.isfile(local):
+            raise SourcesFileError(f"sources file not found: {path} (give a text, CSV or JSONL file listing "
+                                   f"sources, or a folder of audio)")
     try:
         data = fs.read_bytes(path)
     except Exception as e:
-        raise SourcesFileError(f"cannot read sources file {path}: {e}") from e
+        raise SourcesFileError(f"cannot read sources file {path}: {fs.describe_storage_error(e, path)}") from e
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:

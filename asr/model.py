@@ -78,7 +78,8 @@ def _missing(what: str, name: str, err: Exception) -> ModelLoadError:
     offline = _offline()
     where = ("it is not a local directory and is not in the Hugging Face cache "
              "(HF_HUB_OFFLINE=1)") if offline else "it is neither a local directory nor a reachable hub id"
-    return ModelLoadError(f"cannot load ASR {what} {name!r}: {where}. ({type(err).__name__}: {err})")
+    first = (str(err).strip().splitlines() or [""])[0][:300]
+    return ModelLoadError(f"cannot load ASR {what} {name!r}: {where}. ({type(err).__name__}: {first})")
 
 
 def _offline() -> bool:
@@ -86,13 +87,22 @@ def _offline() -> bool:
 
 
 def check_available(spec: AsrModelSpec) -> None:
-    """Fail fast, before a pipeline starts, when the model's config cannot be found."""
-    from transformers import AutoConfig
+    """Fail fast, before a pipeline starts, when the model, tokenizer or feature extractor cannot be found."""
+    from transformers import AutoConfig, AutoFeatureExtractor, AutoTokenizer
     try:
         AutoConfig.from_pretrained(spec.model, revision=spec.revision, trust_remote_code=False,
                                    local_files_only=_offline())
     except Exception as e:
         raise _missing("model", spec.model, e) from e
+    try:
+        AutoTokenizer.from_pretrained(spec.tokenizer_id, trust_remote_code=False, local_files_only=_offline())
+    except Exception as e:
+        raise _missing("tokenizer", spec.tokenizer_id, e) from e
+    try:
+        AutoFeatureExtractor.from_pretrained(spec.feature_extractor_id, trust_remote_code=False,
+                                             local_files_only=_offline())
+    except Exception as e:
+        raise _missing("feature extractor", spec.feature_extractor_id, e) from e
 
 
 def load_ctc_model(spec: AsrModelSpec) -> LoadedCtcModel:

@@ -1,8 +1,11 @@
-"""A source decoded once into a scratch PCM file, with its frame energies.
+"""A source decoded once into an unlinked scratch file, with its frame energies.
 
-ffmpeg decodes once, straight into a local scratch file (not memory); the energies are then
-computed in fixed-size chunks from that file, which is still in the page cache. Clips are then read back by offset, as often as needed, without
-a second decode. Memory stays flat in the length of the input; scratch disk is 2 bytes a sample.
+ffmpeg decodes once, straight into a scratch file that has no name (created and unlinked before
+ffmpeg starts, written through an inherited descriptor): if the worker is killed, the kernel
+frees it, so no scratch file ever stays behind. The energies are computed in fixed-size chunks
+from that file, which is still in the page cache; clips are then read back by offset, as often as
+needed, without a second decode. Memory stays flat in the length of the input; scratch disk is 2
+bytes a sample, bounded by ``DecodeLimits.max_bytes``.
 """
 from __future__ import annotations
 
@@ -14,14 +17,14 @@ from typing import Optional
 import numpy as np
 
 from audio.energy import FrameEnergy
-from audio.ffmpeg import decode_to_file
+from audio.ffmpeg import DecodeLimits, decode_into
 
 HOP_S = 0.01
 
 
 @dataclass
 class DecodedSource:
-    pcm_path: str
+    scratch: object  # an anonymous file object holding the PCM
     sample_rate: int
     n_samples: int
     hop: int  # samples per energy frame
@@ -35,18 +38,20 @@ class DecodedSource:
     def hop_s(self) -> float:
         return self.hop / self.sample_rate
 
+    @property
+    def closed(self) -> bool:
+        return self.scratch.closed
+
     def read(self, start: int, end: int) -> np.ndarray:
         """int16 samples [start, end), clamped to the file."""
         start, end = max(0, int(start)), min(self.n_samples, int(end))
         if end <= start:
             return np.zeros(0, dtype=np.int16)
-        return np.fromfile(self.pcm_path, dtype="<i2", count=end - start, offset=2 * start)
+        data = os.pread(self.scratch.fileno(), 2 * (end - start), 2 * start)
+        return np.frombuffer(data, dtype="<i2").copy()
 
     def close(self) -> None:
-        try:
-            os.unlink(self.pcm_path)
-        except FileNotFoundError:
-            pass
+        self.scratch.close()
 
     def __enter__(self) -> "DecodedSource":
         return self
@@ -56,22 +61,21 @@ class DecodedSource:
 
 
 def decode_to_scratch(path: str, sample_rate: int, scratch_dir: Optional[str] = None,
-                      timeout_s: float = 3600.0, chunk_s: float = 30.0) -> DecodedSource:
-    """Decode ``path`` to mono int16 at ``sample_rate`` into a scratch file; raises ``DecodeError``."""
+                      timeout_s: float = 3600.0, chunk_s: float = 30.0,
+                      limits: Optional[DecodeLimits] = None) -> DecodedSource:
+    """Decode ``path`` to mono int16 at ``sample_rate`` into anonymous scratch; raises ``DecodeError``."""
+    limits = limits or DecodeLimits(timeout_s=timeout_s)
     hop = max(1, int(round(sample_rate * HOP_S)))
-    fd, pcm_path = tempfile.mkstemp(prefix="speechmill-", suffix=".pcm", dir=scratch_dir)
-    os.close(fd)
+    scratch = tempfile.TemporaryFile(prefix="speechmill-", suffix=".pcm", dir=scratch_dir)
     try:
-        n = decode_to_file(path, pcm_path, sample_rate, timeout_s=timeout_s)
+        n = decode_into(path, scratch.fileno(), sample_rate, limits)
         energy = FrameEnergy(hop)
         chunk = hop * max(1, int(chunk_s / HOP_S))
-        with open(pcm_path, "rb") as f:
-            while True:
-                data = np.fromfile(f, dtype="<i2", count=chunk)
-                if not len(data):
-                    break
-                energy.push(data)
+        fd = scratch.fileno()
+        for start in range(0, n, chunk):
+            data = os.pread(fd, 2 * min(chunk, n - start), 2 * start)
+            energy.push(np.frombuffer(data, dtype="<i2"))
     except BaseException:
-        os.unlink(pcm_path)
+        scratch.close()
         raise
-    return DecodedSource(pcm_path, sample_rate, n, hop, energy.db())
+    return DecodedSource(scratch, sample_rate, n, hop, energy.db())

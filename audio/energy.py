@@ -1,7 +1,9 @@
 """Frame energies computed while the audio streams past.
 
 A 10 ms frame grid costs 100 floats per second of audio (2.9 MB for two hours), so the whole
-file's energy profile fits in memory even when its samples do not.
+file's energy profile fits in memory even when its samples do not. Each frame's energy is its
+variance, not its mean square: a DC offset (common in cheap recorders) would otherwise add a
+constant floor under every frame and hide the pauses, so real speech would look like a steady tone.
 """
 from __future__ import annotations
 
@@ -29,14 +31,15 @@ class FrameEnergy:
         n_frames = len(x) // self.hop
         if n_frames:
             frames = x[: n_frames * self.hop].reshape(n_frames, self.hop)
-            self._parts.append(np.einsum("ij,ij->i", frames, frames) / self.hop)
+            mean = frames.mean(axis=1)
+            self._parts.append(np.maximum(np.einsum("ij,ij->i", frames, frames) / self.hop - mean * mean, 0.0))
         self._carry = x[n_frames * self.hop:]
 
     def db(self) -> np.ndarray:
         """Energy per frame in dB relative to full scale; a trailing partial frame counts too."""
         parts = list(self._parts)
         if len(self._carry):
-            parts.append(np.array([np.mean(self._carry ** 2)]))
+            parts.append(np.array([np.var(self._carry)]))
         if not parts:
             return np.zeros(0, dtype=np.float32)
         ms = np.concatenate(parts)

@@ -1,14 +1,18 @@
 """Small helpers over Beam ``FileSystems``, so every path may be local, ``gs://`` or ``s3://``.
 
 Writes go to a temporary name and are renamed into place, so a reader never sees half a file and a
-retried step simply writes the same bytes again.
+retried step simply writes the same bytes again. Paths are never treated as patterns: an output
+folder called ``take[1]`` is listed as exactly that folder (``list_dir`` escapes glob characters;
+``glob`` is only for patterns a user wrote on purpose).
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
+import time
 import uuid
 from typing import Callable, Iterator, List
 
@@ -16,6 +20,8 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 _RAW = CompressionTypes.UNCOMPRESSED
+TMP_MARK = ".tmp-"
+_GLOB_CHARS = re.compile(r"([*?\[])")
 
 
 def is_local(path: str) -> bool:
@@ -23,7 +29,34 @@ def is_local(path: str) -> bool:
 
 
 def local_path(path: str) -> str:
-    return path[len("file://"):] if path.startswith("file://") else path
+    """The filesystem path of a local path or ``file://`` URI (percent-escapes decoded)."""
+    if path.startswith("file://"):
+        from urllib.parse import unquote_to_bytes
+        raw = path[len("file://"):]
+        return os.fsdecode(unquote_to_bytes(raw)) if "%" in raw else raw
+    return path
+
+
+def file_uri(path: str) -> str:
+    """``file://`` URI of a local path: readable, with ``%``, ``?``, ``#``, control characters and
+    bytes that are not UTF-8 percent-escaped, so every file name round-trips through ``local_path``."""
+    raw = os.fsencode(os.path.abspath(path))
+    out = []
+    for piece in re.split(rb"([\x00-\x1f\x7f%?#]|[\x80-\xff]+)", raw):
+        if not piece:
+            continue
+        if piece[0] >= 0x80:
+            try:
+                out.append(piece.decode("utf-8"))
+                continue
+            except UnicodeDecodeError:
+                pass
+            out.append("".join(f"%{b:02X}" for b in piece))
+        elif len(piece) == 1 and (piece[0] < 0x20 or piece in (b"\x7f", b"%", b"?", b"#")):
+            out.append(f"%{piece[0]:02X}")
+        else:
+            out.append(piece.decode("ascii"))
+    return "file://" + "".join(out)
 
 
 def join(base: str, *parts: str) -> str:
@@ -40,14 +73,44 @@ def mkdirs(path: str) -> None:
     # object stores have no directories
 
 
+def escape_glob(path: str) -> str:
+    return _GLOB_CHARS.sub(r"[\1]", path)
+
+
 def glob(pattern: str) -> List[str]:
-    """Sorted paths matching ``pattern`` (empty if none)."""
+    """Sorted paths matching a user's ``pattern`` (empty if none). Not for our own paths."""
     result = FileSystems.match([pattern])[0]
     return sorted(m.path for m in result.metadata_list)
 
 
+def list_dir(directory: str, prefix: str = "", suffix: str = "") -> List[str]:
+    """Files directly in ``directory`` whose names start with ``prefix`` and end with ``suffix``."""
+    directory = directory.rstrip("/")
+    if is_local(directory):
+        d = local_path(directory)
+        try:
+            names = os.listdir(d)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted(os.path.join(d, n) for n in names
+                      if n.startswith(prefix) and n.endswith(suffix) and os.path.isfile(os.path.join(d, n)))
+    pattern = escape_glob(join(directory, prefix)) + "*" + escape_glob(suffix)
+    return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+
+
+def list_tree(directory: str) -> List[str]:
+    """Every file under ``directory``, recursively."""
+    directory = directory.rstrip("/")
+    if is_local(directory):
+        found = []
+        for dirpath, _, files in os.walk(local_path(directory)):
+            found += [os.path.join(dirpath, f) for f in files]
+        return sorted(found)
+    return sorted(m.path for m in FileSystems.match([escape_glob(directory) + "/**"])[0].metadata_list)
+
+
 def size(path: str) -> int:
-    return FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+    return FileSystems.match([escape_glob(path)])[0].metadata_list[0].size_in_bytes
 
 
 def read_bytes(path: str) -> bytes:
@@ -57,8 +120,12 @@ def read_bytes(path: str) -> bytes:
 
 def _tmp_name(path: str) -> str:
     head, tail = path.rsplit("/", 1) if "/" in path else ("", path)
-    name = f".{tail}.tmp-{uuid.uuid4().hex[:12]}"
+    name = f".{tail}{TMP_MARK}{uuid.uuid4().hex[:12]}"
     return f"{head}/{name}" if head else name
+
+
+def is_temporary(path: str) -> bool:
+    return TMP_MARK in path.rsplit("/", 1)[-1]
 
 
 def atomic_write(path: str, write: Callable) -> None:
@@ -72,12 +139,16 @@ def atomic_write(path: str, write: Callable) -> None:
             write(f)
         finally:
             f.close()
-        if FileSystems.exists(path):
-            FileSystems.delete([path])
-        FileSystems.rename([tmp], [path])
+        if is_local(path):
+            os.replace(local_path(tmp), local_path(path))
+        else:
+            if FileSystems.exists(path):
+                FileSystems.delete([path])
+            FileSystems.rename([tmp], [path])
     except BaseException:
-        if FileSystems.exists(tmp):
-            FileSystems.delete([tmp])
+        with contextlib.suppress(Exception):
+            if FileSystems.exists(tmp):
+                FileSystems.delete([tmp])
         raise
 
 
@@ -89,21 +160,40 @@ def delete(path: str) -> None:
     FileSystems.delete([path])
 
 
+def delete_if_exists(path: str) -> None:
+    if is_local(path):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(local_path(path))
+    elif FileSystems.exists(path):
+        FileSystems.delete([path])
+
+
 def delete_tree(path: str) -> None:
     if is_local(path):
         shutil.rmtree(local_path(path), ignore_errors=True)
     else:
-        paths = glob(path.rstrip("/") + "/**")
+        paths = list_tree(path)
         if paths:
             FileSystems.delete(paths)
 
 
 def move(src: str, dst: str) -> None:
-    if FileSystems.exists(dst):
-        FileSystems.delete([dst])
     if is_local(dst):
         mkdirs(os.path.dirname(local_path(dst)))
+        os.replace(local_path(src), local_path(dst))
+        return
+    if FileSystems.exists(dst):
+        FileSystems.delete([dst])
     FileSystems.rename([src], [dst])
+
+
+def modified_age_s(path: str) -> float:
+    """Seconds since ``path`` was last modified (0 when unknown)."""
+    try:
+        meta = FileSystems.match([escape_glob(path)])[0].metadata_list[0]
+        return max(0.0, time.time() - meta.last_updated_in_seconds) if meta.last_updated_in_seconds else 0.0
+    except Exception:
+        return 0.0
 
 
 @contextlib.contextmanager
@@ -119,3 +209,29 @@ def local_copy(path: str, suffix: str = "") -> Iterator[str]:
         yield tmp
     finally:
         os.unlink(tmp)
+
+
+def describe_storage_error(e: BaseException, path: str) -> str:
+    """A one-line reason for an object-store failure, naming what to set when credentials are missing."""
+    text = f"{type(e).__name__}: {e}"
+    inner = e
+    while inner is not None:
+        name = type(inner).__name__
+        if name in ("NoCredentialsError", "PartialCredentialsError") or "credentials" in str(inner).lower():
+            return credentials_hint(path)
+        if name in ("DefaultCredentialsError", "RefreshError"):
+            return credentials_hint(path)
+        inner = inner.__cause__ or inner.__context__
+    return text.splitlines()[0][:500] if text else type(e).__name__
+
+
+def credentials_hint(path: str) -> str:
+    scheme = path.split("://", 1)[0]
+    if scheme == "s3":
+        return (f"no usable S3 credentials for {path}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or "
+                f"AWS_PROFILE), or pass --s3_access_key_id/--s3_secret_access_key; for an S3-compatible "
+                f"store also --s3_endpoint_url")
+    if scheme == "gs":
+        return (f"no usable Google Cloud credentials for {path}: run 'gcloud auth application-default "
+                f"login' or set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file")
+    return f"no usable credentials for {path}"

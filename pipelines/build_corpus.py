@@ -1,14 +1,16 @@
 """Build a transcribed speech corpus: ``python -m pipelines.build_corpus --sources S --output O``.
 
-This file only wires the stages together; each stage lives in ``transforms/``.
+This file only wires the stages together; each stage lives in ``transforms/``, and what a run may
+do to an existing corpus lives in ``corpus/`` (lock, commit, state).
 """
 from __future__ import annotations
 
 import functools
 import json
+import signal
 import sys
 import time
-from typing import List, Optional, Set
+from typing import List, Optional, Set, Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -16,16 +18,21 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from acquisition.sources_file import SourcesFileError, read_sources
 from asr.model import ModelLoadError, check_available
-from corpus import fs
-from corpus.layout import Layout, corpus_report, done_source_ids, next_shard_index, publish, run_report, \
-    run_tag, write_report
-from pipelines.options import CorpusSettings, parse_args
+from corpus import commit, fs, object_store, rewrite
+from corpus.layout import Layout, clean_leftovers, corpus_report, next_shard_index, publish, read_table, run_report, \
+    run_tag, shard_indices, write_report
+from corpus.lock import LockedError, LockLost, OutputLock
+from corpus.state import CorpusSettingsError, CorpusState, check_settings
+from pipelines.console import FilteredStderr, beam_quiet_args, quiet_libraries
+from pipelines.options import CorpusSettings, OptionError, parse_args
 from schemas import tables
 from schemas.keys import stable_hash
 from schemas.records import Source, SourceResult
+from schemas.redact import safe
 from transforms.acquire import Acquire
 from transforms.expand import Expand
 from transforms.quality import Quality
+from transforms.routing import REJECTED, SOURCES
 from transforms.segment import SegmentAudio, SegmentConfig
 from transforms.shard import ShardConfig, WriteShards
 from transforms.transcribe import Transcribe
@@ -37,17 +44,25 @@ def log(msg: str) -> None:
 
 
 def build(p: beam.Pipeline, sources: List[Source], bad_lines: list, settings: CorpusSettings,
-          work: Layout, first_index: int, tag: str, done: Set[str] = frozenset()) -> None:
-    """Add the corpus pipeline for ``sources`` to ``p``, writing into the run's work area."""
+          work: Layout, first_index: int, tag: str, done_path: Optional[str] = None) -> None:
+    """Add the corpus pipeline for ``sources`` to ``p``, writing into the run's work area.
+
+    ``done_path`` is a text file of finished source ids (one per line) that reaches the workers as
+    a side input.
+    """
     seg_cfg = SegmentConfig(pack_dir=work.pack_dir, split=settings.split,
                             output_sample_rate=settings.output_sample_rate,
                             asr_batch_seconds=settings.asr_batch_seconds,
                             decode_timeout_s=settings.decode_timeout_s,
-                            max_duration_s=settings.acquire.max_duration_s)
+                            max_duration_s=settings.acquire.max_duration_s,
+                            max_scratch_bytes=int(settings.max_scratch_gb * 2 ** 30),
+                            scratch_dir=settings.scratch_dir)
     shard_cfg = ShardConfig(shards_dir=work.shards_dir, manifest_dir=work.manifest_dir,
                             prefix=settings.shard_prefix, samples_per_shard=settings.samples_per_shard,
                             first_index=first_index)
 
+    done = (p | "DoneIds" >> beam.io.ReadFromText(fs.escape_glob(done_path)) if done_path
+            else p | "NoDoneIds" >> beam.Create([]))
     expanded = (p
                 | "Sources" >> beam.Create(sources)
                 | "Spread" >> beam.Reshuffle()
@@ -60,13 +75,13 @@ def build(p: beam.Pipeline, sources: List[Source], bad_lines: list, settings: Co
 
     bad_rows = p | "BadLines" >> beam.Create([r for _, r in bad_lines])
     bad_sources = p | "BadLineSources" >> beam.Create(
-        [SourceResult(s, "failed", reason=r.reason) for s, r in bad_lines])
-    rejected = ((expanded["failed"], acquired.failed, segmented.rejected, transcribed["failed"],
-                 judged.rejected, bad_rows)
+        [SourceResult.of(s, "failed", r.reason) for s, r in bad_lines])
+    rejected = ((expanded[REJECTED], acquired[REJECTED], segmented[REJECTED], transcribed["failed"],
+                 judged[REJECTED], bad_rows)
                 | "AllRejections" >> beam.Flatten())
     _ = rejected | "WriteRejected" >> WriteTable(work.path("rejected.parquet"), tables.REJECTED,
                                                  functools.partial(tables.rejected_row, run=tag))
-    results = ((expanded["sources"], acquired.sources, segmented.sources, bad_sources)
+    results = ((expanded[SOURCES], acquired[SOURCES], segmented[SOURCES], bad_sources)
                | "AllSources" >> beam.Flatten())
     _ = results | "WriteSources" >> WriteTable(work.path("sources.parquet"), tables.SOURCES,
                                                functools.partial(tables.source_row, run=tag))
@@ -74,7 +89,7 @@ def build(p: beam.Pipeline, sources: List[Source], bad_lines: list, settings: Co
 
 def clear_staging(staging_dir: str, done: Set[str]) -> None:
     """Delete staged downloads of sources that are done (kept for resuming until then)."""
-    for path in fs.glob(fs.join(staging_dir, "*")):
+    for path in fs.list_dir(staging_dir):
         name = path.rsplit("/", 1)[-1]
         if name.split(".", 1)[0] in done:
             fs.delete(path)
@@ -94,10 +109,11 @@ def asr_padding_fraction(result) -> Optional[float]:
     return round(pad / (real + pad), 4) if real + pad else None
 
 
-def print_summary(title: str, report: dict) -> None:
+def print_summary(title: str, report: dict, output: Optional[str] = None) -> None:
     s = report["sources"]
     lines = [
-        f"{title}: sources {s['total']} ({s['ok']} ok, {s['failed']} failed, {s['rejected']} rejected)",
+        f"{title}: sources {s['total']} ({s['ok']} ok, {s['failed']} failed, {s['rejected']} rejected"
+        + (f", {s['deferred']} deferred to the next run" if s.get("deferred") else "") + ")",
         f"  hours in {report['hours_in']:.3f}, hours kept {report['hours_kept']:.3f} "
         f"({report['kept']} samples in {report['shards']} shards)",
         f"  segments {report['segments']}, rejected segments {report['rejected_segments']}",
@@ -108,82 +124,205 @@ def print_summary(title: str, report: dict) -> None:
         lines.append("  rejects by reason:")
         for reason, r in report["rejects_by_reason"].items():
             lines.append(f"    {reason:32s} {r['count']:6d}  ({r['hours']:.3f} h)")
+    examples = report.get("failed_examples") or []
+    if examples:
+        n_bad = s["failed"] + s["rejected"]
+        lines.append(f"  failed or rejected sources ({len(examples)} of {n_bad}"
+                     + (f"; all in {output}/sources/*.parquet and rejected/*.parquet" if output else "") + "):")
+        for e in examples:
+            lines.append(f"    {e['origin'] or '?'}: {safe(e['uri'] or '')[:90]} — {e['status']}, {e['reason']}")
+    if report.get("retried_next_run"):
+        lines.append(f"  {report['retried_next_run']} of them failed for reasons that are tried again on the next run")
     log("\n".join(lines))
 
 
+def _preflight_storage(settings: CorpusSettings, parsed_sources: List[Source]) -> None:
+    """Fail fast, with the options to set, when an object store cannot be reached with our credentials."""
+    paths = [settings.output + "/", settings.acquire.staging_dir + "/"]
+    if not fs.is_local(settings.sources):
+        paths.append(settings.sources)
+    buckets = {}
+    for s in parsed_sources:
+        if s.uri.split("://", 1)[0] in ("s3", "gs"):
+            buckets.setdefault(s.uri.split("/", 3)[2], s.uri)
+    paths += list(buckets.values())[:10]
+    for path in paths:
+        if fs.is_local(path):
+            continue
+        problem = object_store.check_access(path)
+        if problem:
+            raise OptionError(problem)
+
+
+def _redo_plan(state: CorpusState, settings: CorpusSettings) -> Tuple[Set[str], Set[str]]:
+    """(source ids to process again, source ids whose old samples may be replaced)."""
+    redo = state.select(settings.redo) if settings.redo else set()
+    retry = state.failed() if settings.retry_failed else set()
+    return redo | retry, redo
+
+
+def _replace_old_samples(layout: Layout, work: Layout, settings: CorpusSettings, replaced: Set[str],
+                         first_index: int) -> List[str]:
+    """Rewrite committed shards without the samples of ``replaced`` sources; returns paths to delete."""
+    names = [f"{settings.shard_prefix}-{i:06d}" for i in shard_indices(layout, settings.shard_prefix)]
+    affected = rewrite.shards_holding(layout.manifest_dir, names, replaced)
+    if not affected:
+        return []
+    result = rewrite.rewrite(layout.shards_dir, layout.manifest_dir, affected,
+                             lambda key, row: row["source_id"] not in replaced,
+                             work.shards_dir, work.manifest_dir, settings.shard_prefix, first_index,
+                             settings.samples_per_shard)
+    log(f"--redo: {result.dropped} old samples of reprocessed sources leave {len(affected)} shards, "
+        f"which are rewritten as {len(result.new_shards)}")
+    return [p for n in affected for p in (layout.path("shards", n + ".tar"), layout.path("manifest", n + ".parquet"))]
+
+
 def run(argv: Optional[List[str]] = None, test_pipeline: Optional[beam.Pipeline] = None) -> dict:
-    """Run one build; returns the whole corpus report. Raises ``SystemExit`` on bad options."""
+    """Run one build; returns the whole corpus report. Raises ``SystemExit(2)`` on bad options."""
     try:
         settings, beam_args = parse_args(argv)
-        # driver-side file access (sources file, done set, publishing) sees the same storage
-        # options (--s3_endpoint_url, GCS project ...) as the workers
-        FileSystems.set_options(PipelineOptions(beam_args))
+        beam_args = beam_quiet_args(beam_args, settings.verbose)
+        options = PipelineOptions(beam_args)
+        # driver-side file access (sources file, done set, publishing) sees the same storage options
+        FileSystems.set_options(options)
+        object_store.set_options(options)
+        from pipelines.options import check_output
+        check_output(settings.output)
         check_available(settings.asr)
         parsed = read_sources(settings.sources)
-    except (ValueError, ModelLoadError, SourcesFileError) as e:
+        _preflight_storage(settings, parsed.sources)
+    except (OptionError, ValueError, ModelLoadError, SourcesFileError) as e:
         log(f"error: {e}")
         raise SystemExit(2)
 
     layout = Layout(settings.output)
-    done = done_source_ids(layout)
-    pending = [s for s in parsed.sources if s.source_id not in done]
+    try:
+        lock = OutputLock(layout.root, "build_corpus", log=log).acquire()
+    except LockedError as e:
+        log(f"error: {e}")
+        raise SystemExit(2)
+    try:
+        return _run_locked(settings, beam_args, parsed, layout, lock, test_pipeline)
+    finally:
+        lock.release()
+
+
+def _run_locked(settings, beam_args, parsed, layout: Layout, lock: OutputLock, test_pipeline) -> dict:
+    commit.recover(layout.root, log)
+    state = CorpusState.read(layout)
+    try:
+        check_settings(state.shaping, settings.shaping(), settings.redo, settings.output)
+        again, replaced = _redo_plan(state, settings)
+    except (CorpusSettingsError, ValueError) as e:
+        log(f"error: {e}")
+        raise SystemExit(2)
+    done = state.done() - again
+    for sid in again:  # an alias of a source picked again must not keep it done
+        done.discard(next((r.get("alias") for r in state.rows if r["source_id"] == sid and r.get("alias")), None))
+
+    def is_done(s: Source) -> bool:
+        return s.source_id in done or (s.alias is not None and s.alias in done)
+
+    pending = [s for s in parsed.sources if not is_done(s)]
     bad_lines = [(s, r) for s, r in parsed.bad_lines if s.source_id not in done]
     log(f"{len(parsed.sources)} sources in {settings.sources} ({parsed.duplicates} duplicate lines "
         f"ignored, {len(parsed.bad_lines)} unusable lines); {len(parsed.sources) - len(pending)} already "
-        f"done in {settings.output}; {len(pending)} to process")
+        f"done in {settings.output}; {len(pending)} to process"
+        + (f"; {len(again)} picked again by --redo/--retry_failed" if again else ""))
     if not pending and not bad_lines:
+        clean_leftovers(layout, settings.acquire.staging_dir, log=log)
         report = corpus_report(layout)
-        print_summary("nothing to do; corpus", report)
+        write_report(layout, report)
+        print_summary("nothing to do; corpus", report, settings.output)
         return report
 
     first_index = next_shard_index(layout, settings.shard_prefix)
     ids = [s.source_id for s in pending + [s for s, _ in bad_lines]]
     tag = run_tag(ids, {**settings.fingerprint(), "first_shard": first_index,
-                        "done": stable_hash(",".join(sorted(done)))})
+                        "done": stable_hash(",".join(sorted(done))), "again": sorted(again)})
     work = layout.work(tag)
-    fs.delete_tree(work.root)
+    clean_leftovers(layout, settings.acquire.staging_dir, log=log)
     fs.mkdirs(work.root)
+    done_path = work.path("done.txt")
+    fs.atomic_write_bytes(done_path, "".join(f"{sid}\n" for sid in sorted(done)).encode())
     log(f"run {tag}: writing to {work.root}, shards from index {first_index}")
 
     started = time.monotonic()
     p = test_pipeline or beam.Pipeline(options=PipelineOptions(beam_args))
-    build(p, pending, bad_lines, settings, work, first_index, tag, done)
+    build(p, pending, bad_lines, settings, work, first_index, tag, done_path)
     result = p.run()
     result.wait_until_finish()
     elapsed = time.monotonic() - started
 
     summary = run_report(layout, tag)
-    if summary["sources"]["total"] == 0:
+    if summary["sources"]["total"] == 0 and not replaced:
         fs.delete_tree(work.root)
         report = corpus_report(layout)
-        print_summary(f"run {tag} ({elapsed:.1f} s) found nothing new; corpus", report)
+        write_report(layout, report)
+        print_summary(f"run {tag} ({elapsed:.1f} s) found nothing new; corpus", report, settings.output)
         return report
+    deletes = []
+    if replaced:
+        rows_path = work.path("sources.parquet")
+        processed = ({r["source_id"] for r in read_table([rows_path]).to_pylist()}
+                     if fs.exists(rows_path) else set())
+        deletes = _replace_old_samples(layout, work, settings, replaced & processed,
+                                       first_index + summary["shards"])
+        summary["shards"] = len([x for x in fs.list_dir(work.shards_dir, suffix=".tar") if not fs.is_temporary(x)])
     summary.update(elapsed_s=round(elapsed, 1), asr_model=settings.asr.label,
                    asr_padding_fraction=asr_padding_fraction(result),
-                   settings=json.loads(json.dumps(settings.fingerprint(), default=str)))
-    publish(layout, tag, summary)
+                   settings=json.loads(json.dumps(settings.fingerprint(), default=str)),
+                   shaping=json.loads(json.dumps(settings.shaping(), default=str)),
+                   redo=list(settings.redo), retry_failed=settings.retry_failed)
+    publish(layout, tag, summary, before_apply=lock.check, deletes=deletes)
     report = corpus_report(layout)
     write_report(layout, report)
-    clear_staging(settings.acquire.staging_dir, done_source_ids(layout))
+    clear_staging(settings.acquire.staging_dir, CorpusState.read(layout).done())
     if not settings.keep_work:
         fs.delete_tree(work.root)
-    print_summary(f"run {tag} ({elapsed:.1f} s)", summary)
-    print_summary("corpus", report)
+    print_summary(f"run {tag} ({elapsed:.1f} s)", summary, settings.output)
+    print_summary("corpus", report, settings.output)
     return report
 
 
+class _Interrupt:
+    """Ctrl-C: remember it, then let Python raise ``KeyboardInterrupt`` as usual."""
+
+    def __init__(self):
+        self.seen = False
+
+    def __call__(self, signum, frame):
+        self.seen = True
+        raise KeyboardInterrupt
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    try:
-        run(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
-    except KeyboardInterrupt:
-        log("interrupted; nothing of this run was published, rerun to resume")
-        return 130
-    except Exception as e:
-        log(f"failed: {type(e).__name__}: {e}")
-        log("nothing of this run was published; fix the cause and rerun to resume")
-        raise
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "--verbose" in argv
+    quiet_libraries(verbose)
+    interrupt = _Interrupt()
+    previous = signal.signal(signal.SIGINT, interrupt)
+    with FilteredStderr(passthrough=verbose) as console:
+        try:
+            run(argv)
+        except SystemExit as e:
+            return int(e.code or 0)
+        except BaseException as e:  # noqa: B902 - Ctrl-C surfaces as whatever Beam was doing
+            if interrupt.seen or isinstance(e, KeyboardInterrupt):
+                signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the message
+                console.write_visible("[speechmill] interrupted: nothing of this run was published (earlier runs "
+                                      "are intact); run the same command again to go on")
+                return 130
+            if isinstance(e, LockLost):
+                console.write_visible(f"[speechmill] error: {e}")
+                return 1
+            console.dump_hidden()
+            console.write_visible(f"[speechmill] failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            console.write_visible("[speechmill] nothing of this run was published; fix the cause and run again "
+                                  "(--verbose shows every log line)")
+            return 1
+        finally:
+            signal.signal(signal.SIGINT, previous)
     return 0
 
 

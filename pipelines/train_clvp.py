@@ -1,7 +1,9 @@
 """Train CLVP (text ↔ speech-code contrastive model) on speechmill shards.
 
     python -m pipelines.train_clvp --shards 'corpus/shards/*.tar' --dvae runs/dvae/model.pth --output runs/clvp \\
-        [--config tiny|released|FILE] [--max_steps N] [--init_from CKPT] [--resume]
+        [--config tiny|released|FILE] [--max_steps N] [--init_from CKPT] [--resume|--overwrite]
+
+An --output that already holds a trained model needs --resume (continue it) or --overwrite (start again).
 """
 from __future__ import annotations
 
@@ -17,9 +19,7 @@ from trainers.tasks import ClvpTask, load_config, load_dvae, save_config
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pipelines.train_clvp", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])
+    p = cli.parser("python -m pipelines.train_clvp", __doc__)
     p.add_argument("--dvae", required=True, help="the DVAE's model.pth whose codes CLVP reads")
     cli.add_common(p)
     return p
@@ -34,7 +34,10 @@ def main(argv=None):
     task = ClvpTask(cfg, args.dvae, shards, eval_shards, tok,
                     cli.loader_config(args, cfg.text_seq_len - 1, cfg.speech_seq_len), norms)
     save_config(cfg, args.output)
-    return train(task, cli.train_config(args), args.output, resume=args.resume, init_from=args.init_from)
+    result = train(task, cli.train_config(args), args.output, resume=args.resume, init_from=args.init_from)
+    cli.report(task, result, args, "use it as tortoise-tts's clvp2.pth (--config released), or continue with --resume "
+                                   "and more --max_steps")
+    return result
 
 
 if __name__ == "__main__":

@@ -2,13 +2,15 @@
 
     python -m pipelines.train_tortoise --stage dvae --shards 'corpus/shards/*.tar' --output runs/dvae
     python -m pipelines.train_tortoise --stage ar --shards 'corpus/shards/*.tar' --dvae runs/dvae/model.pth \\
-        --output runs/ar [--config tiny|released|FILE] [--max_steps N] [--init_from CKPT] [--resume]
+        --output runs/ar [--config tiny|released|FILE] [--max_steps N] [--init_from CKPT] [--resume|--overwrite]
 
+An --output that already holds a trained model needs --resume (continue it) or --overwrite (start again).
 Under ``torchrun --nproc_per_node N`` it trains with DDP (gloo on CPU, NCCL on GPU).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from trainers import cli
@@ -19,9 +21,7 @@ from trainers.tasks import ArTask, DvaeTask, load_config, load_dvae, save_config
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pipelines.train_tortoise", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])
+    p = cli.parser("python -m pipelines.train_tortoise", __doc__)
     p.add_argument("--stage", required=True, choices=["dvae", "ar"], help="dvae (mels → codes) or ar "
                    "(text + voice → codes; needs --dvae)")
     p.add_argument("--dvae", default=None, help="the trained DVAE's model.pth (its config.json beside it; "
@@ -49,10 +49,17 @@ def main(argv=None):
                       cli.loader_config(args, cfg.max_text_tokens, cfg.max_mel_tokens), norms)
     save_config(cfg, args.output)
     result = train(task, cli.train_config(args), args.output, resume=args.resume, init_from=args.init_from)
-    if task.train_loader is not None:
-        c = task.train_loader.counts
-        cli.log(f"samples read {c.read}, skipped {dict(c.skipped)}, conditioning from the same clip {c.cond_from_self}")
+    cli.report(task, result, args, next_step(args), conditioning=args.stage == "ar")
     return result
+
+
+def next_step(args) -> str:
+    """What the trained model is for: the DVAE feeds the later stages; the autoregressive model is an end product."""
+    model = os.path.join(args.output, "model.pth")
+    if args.stage == "dvae":
+        return (f"train the autoregressive model with --stage ar --dvae {model} "
+                f"(and CLVP with pipelines.train_clvp --dvae {model})")
+    return "use it as tortoise-tts's autoregressive.pth (--config released), or continue with --resume and more --max_steps"
 
 
 if __name__ == "__main__":

@@ -34,8 +34,12 @@ def _scheme_tag(uri: str) -> str:
 
 
 def source_id_for_uri(uri: str) -> str:
-    """``{scheme}-{sha1(uri)[:20]}`` for a normalised URI (``file``, ``http``, ``gs``, ``s3``)."""
-    return f"{_scheme_tag(uri)}-{stable_hash(uri)}"
+    """``{scheme}-{sha1(uri)[:20]}`` for a normalised URI (``file``, ``http``, ``gs``, ``s3``).
+
+    The hash is of the redacted URI (no credentials or tokens), so a rotated token is the same source.
+    """
+    from schemas.redact import redact_url
+    return f"{_scheme_tag(uri)}-{stable_hash(redact_url(uri))}"
 
 
 def source_id_for_extractor(extractor: str, item_id: str) -> str:

@@ -32,6 +32,8 @@ class Source:
     uploader: Optional[str] = None  # uploader, channel or podcast author: a speaker hint
     upload_date: Optional[str] = None  # YYYY-MM-DD when stated
     declared_duration_s: Optional[float] = None  # duration the site or feed states, before download
+    remote: bool = False  # named by remote content (feed, page, playlist): only http(s), never local or buckets
+    alias: Optional[str] = None  # an earlier id of the same source (a local file's path-based id)
 
     @property
     def speaker_id(self) -> str:
@@ -97,12 +99,13 @@ class Rejection:
     detail: str = ""
     key: Optional[str] = None
     duration_s: Optional[float] = None
-    retryable: bool = False  # a transient failure: the source is tried again on the next run
+    retryable: bool = False  # the source is tried again on the next run (see schemas.outcomes)
 
     @classmethod
-    def for_source(cls, source: Source, stage: str, reason: str, detail: str = "",
-                   retryable: bool = False) -> "Rejection":
-        return cls(source.source_id, source.uri, stage, reason, _clip(detail), retryable=retryable)
+    def for_source(cls, source: Source, stage: str, reason: str, detail: str = "") -> "Rejection":
+        """A source-level failure; whether the next run retries it follows ``schemas.outcomes``."""
+        from schemas.outcomes import retryable
+        return cls(source.source_id, source.uri, stage, reason, _clip(detail), retryable=retryable(reason))
 
     @classmethod
     def for_segment(cls, segment: Segment, stage: str, reason: str, detail: str = "") -> "Rejection":
@@ -115,11 +118,19 @@ class SourceResult:
     """One row per source per run: what became of it. A source with a row here is done."""
 
     source: Source
-    status: str  # "ok", "failed" or "rejected"
+    status: str  # "ok", "failed", "rejected" or "deferred"
     duration_s: float = 0.0
     n_segments: int = 0
     reason: str = ""
     retryable: bool = False
+
+    @classmethod
+    def of(cls, source: Source, status: str, reason: str = "", duration_s: float = 0.0,
+           n_segments: int = 0) -> "SourceResult":
+        """A source's outcome; failures and rejections are retryable unless their reason is final."""
+        from schemas.outcomes import retryable
+        return cls(source, status, duration_s, n_segments, reason,
+                   retryable=status != "ok" and retryable(reason))
 
 
 @dataclass(frozen=True)

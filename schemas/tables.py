@@ -8,6 +8,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from schemas.records import SCHEMA_VERSION, Rejection, Source, SourceResult, Transcript
+from schemas.redact import clean_text, safe
 
 MANIFEST = pa.schema([
     ("key", pa.string()),
@@ -65,6 +66,7 @@ SOURCES = pa.schema([
     ("duration_s", pa.float64()),
     ("n_segments", pa.int64()),
     ("run", pa.string()),
+    ("alias", pa.string()),
     ("schema_version", pa.int32()),
 ])
 
@@ -72,13 +74,13 @@ SOURCES = pa.schema([
 def source_metadata(src: Source) -> dict:
     """What a source says about itself, carried into every table row and sample of it."""
     return {
-        "title": src.title,
-        "license": src.license,
-        "uploader": src.uploader,
-        "upload_date": src.upload_date,
-        "original_url": src.webpage_url or src.uri,
-        "extractor": src.extractor,
-        "item_id": src.item_id,
+        "title": clean_text(src.title),
+        "license": clean_text(src.license),
+        "uploader": clean_text(src.uploader),
+        "upload_date": clean_text(src.upload_date),
+        "original_url": safe(src.webpage_url or src.uri),
+        "extractor": clean_text(src.extractor),
+        "item_id": clean_text(src.item_id),
     }
 
 
@@ -88,13 +90,13 @@ def manifest_row(t: Transcript, shard: str) -> dict:
         "key": seg.key,
         "shard": shard,
         "source_id": src.source_id,
-        "source_uri": src.uri,
-        "speaker": src.speaker_id,
+        "source_uri": safe(src.uri),
+        "speaker": clean_text(src.speaker_id),
         **source_metadata(src),
         "start_s": seg.start_s,
         "end_s": seg.end_s,
         "duration_s": round(seg.duration_s, 3),
-        "text": t.text,
+        "text": clean_text(t.text),
         "confidence": t.confidence,
         "chars_per_s": round(t.chars_per_s, 3),
         "asr_model": t.asr_model,
@@ -107,11 +109,11 @@ def manifest_row(t: Transcript, shard: str) -> dict:
 def rejected_row(r: Rejection, run: str = "") -> dict:
     return {
         "source_id": r.source_id,
-        "source_uri": r.source_uri,
+        "source_uri": safe(r.source_uri),
         "key": r.key,
         "stage": r.stage,
         "reason": r.reason,
-        "detail": r.detail,
+        "detail": safe(r.detail),
         "duration_s": r.duration_s,
         "retryable": r.retryable,
         "run": run,
@@ -123,9 +125,9 @@ def source_row(s: SourceResult, run: str = "") -> dict:
     src = s.source
     return {
         "source_id": src.source_id,
-        "uri": src.uri,
-        "speaker": src.speaker_id,
-        "origin": src.origin,
+        "uri": safe(src.uri),
+        "speaker": clean_text(src.speaker_id),
+        "origin": clean_text(src.origin),
         **source_metadata(src),
         "status": s.status,
         "reason": s.reason,
@@ -133,6 +135,7 @@ def source_row(s: SourceResult, run: str = "") -> dict:
         "duration_s": round(s.duration_s, 3),
         "n_segments": s.n_segments,
         "run": run,
+        "alias": src.alias,
         "schema_version": SCHEMA_VERSION,
     }
 
@@ -144,7 +147,7 @@ def sample_metadata(t: Transcript, shard: str) -> dict:
     if t.ctc_tokens is not None:
         meta["ctc_tokens"] = list(t.ctc_tokens)
         meta["ctc_frame_s"] = t.ctc_frame_s
-    extra = dict(t.segment.source.extra)
+    extra = {clean_text(k): safe(v) for k, v in t.segment.source.extra}
     if extra:
         meta["source_meta"] = extra
     return meta

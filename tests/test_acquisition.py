@@ -65,7 +65,7 @@ def test_redirect_to_private_address_is_refused(server, tmp_path, target):
     url = server.add("/go.wav", Route(status=302, headers={"Location": target}))
     r = acquire(src(url), cfg(tmp_path))
     assert isinstance(r, Rejection) and r.reason == "private_address"
-    assert target.split("/")[2] in r.detail and not r.retryable
+    assert target.split("/")[2] in r.detail and r.retryable  # a policy is a setting: the next run asks again
     assert staged_files(tmp_path) == []
 
 
@@ -108,7 +108,10 @@ def test_feed_newest_first_bounded_with_metadata(server, tmp_path):
              ("Ep 4", "g4", "Thu, 04 Jan 2024 10:00:00 GMT", f"{server.url}/e4.mp3", "90")]
     url = server.add("/feed", Route(rss(items), headers={"Content-Type": "application/rss+xml"}))
     got = expand_source(src(url), cfg(tmp_path, max_items_per_source=3))
-    assert [s.title for s in got] == ["Ep 4", "Ep 3", "Ep 2"]
+    assert [s.title for s in got] == ["Ep 4", "Ep 3", "Ep 2", "Ep 1"]  # listed whole; a run takes 3 (see below)
+    assert all(s.remote for s in got)  # named by remote content: only http(s) will be fetched
+    assert [s.title for s in expand_source(src(url), cfg(tmp_path, max_items_per_source=2, max_listed_items=2))] == [
+        "Ep 4", "Ep 3"]
     ep3 = got[1]
     assert (ep3.uploader, ep3.upload_date, ep3.declared_duration_s, ep3.license, ep3.item_id) == (
         "Alice Host", "2024-01-03", 3723.0, "CC BY 4.0", "g3")
@@ -130,7 +133,7 @@ def test_folder_expands_recursively_by_extension(tmp_path):
     root = tmp_path / "books"
     (root / "b" / "c").mkdir(parents=True)
     for name in ("a.mp3", "b/ch1.m4b", "b/c/x.FLAC", "notes.txt", "b/cover.jpg"):
-        (root / name).write_bytes(b"data")
+        (root / name).write_bytes(b"data of " + name.encode())
     items = expand_source(src(f"file://{root}"), cfg(tmp_path))
     assert [os.path.relpath(s.uri[7:], root) for s in items] == ["a.mp3", "b/c/x.FLAC", "b/ch1.m4b"]
     assert len({s.source_id for s in items}) == 3
@@ -160,14 +163,27 @@ def test_ytdlp_generic_page_expands_and_downloads(server, speech, bad_inputs, tm
     assert not [n for n in staged_files(tmp_path) if n.startswith(".")]  # no temporary dirs left
 
 
-def test_ytdlp_failures_are_classified(server, tmp_path):
+def test_ytdlp_failures_are_classified_by_type(server, tmp_path):
+    from acquisition import ytdlp
+    from acquisition.fetch import FetchError
     url = server.add("/page.html", Route(b"<html><body>no media here</body></html>",
                                          headers={"Content-Type": "text/html"}))
     [r] = list(expand(src(url), cfg(tmp_path)))
-    assert isinstance(r, Rejection) and r.stage == "expand" and not r.retryable
-    assert classify("HTTP Error 404: Not Found").reason == "unavailable"
-    assert classify("Private video. Sign in if you've been granted access").reason == "unavailable"
-    assert classify("Read timed out.").transient
+    assert isinstance(r, Rejection) and r.stage == "expand" and r.reason == "unsupported_url"
+    # a 503 whose reason phrase says "Unavailable" is a server hiccup, not a removed video
+    busy = server.add("/busy.html", Route(status=503))
+    gone = server.add("/gone.html", Route(status=404))
+    with pytest.raises(FetchError) as e:
+        ytdlp.expand(src(busy, kind="ytdlp"), cfg(tmp_path))
+    assert (e.value.reason, e.value.transient) == ("http_error", True) and "503" in e.value.detail
+    with pytest.raises(FetchError) as e:
+        ytdlp.expand(src(gone, kind="ytdlp"), cfg(tmp_path))
+    assert (e.value.reason, e.value.transient) == ("http_error", False) and "404" in e.value.detail
+    # the same words in a message decide nothing: only the exception's type and status do
+    from yt_dlp.utils import DownloadError, ExtractorError
+    assert classify(DownloadError("HTTP Error 503: Service Unavailable")).reason == "ytdlp_error"
+    assert classify(ExtractorError("This video is unavailable", expected=True)).reason == "unavailable"
+    assert classify(DownloadError("x", exc_info=(TimeoutError, TimeoutError("read timed out"), None))).transient
     refuse = _refuse(cfg(tmp_path, max_duration_s=600))
     assert "live" in refuse({"is_live": True}) and "too long" in refuse({"duration": 3600})
     assert refuse({"duration": 300}) is None
@@ -189,5 +205,5 @@ def test_live_stream_is_refused(server, tmp_path):
     [item] = expand_source(src(url), c)
     assert item.extractor == "generic"
     r = acquire(item, c)
-    assert isinstance(r, Rejection) and r.reason == "live_stream" and not r.retryable
+    assert isinstance(r, Rejection) and r.reason == "live_stream" and r.retryable  # a stream ends; ask again later
     assert staged_files(tmp_path) == [] and server.hits("/live/seg0.ts") == 0

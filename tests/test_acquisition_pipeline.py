@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import os
 
+import pyarrow.parquet as pq
+
 from pipelines.build_corpus import run
 from tests.conftest import Route, file_digests, permissive, rss
 from tests.test_build_corpus import read_shards, table, write_sources
@@ -62,11 +64,17 @@ def test_feed_and_page_through_the_whole_pipeline(server, tiny_model, speech, ba
     assert all(samples[m["key"]]["upload_date"] == "2024-01-02" for m in e2)
     assert report["sources"]["ok"] == 5 and not (out / "_staging").exists() or not os.listdir(out / "_staging")
 
-    # a rerun downloads nothing new and changes no byte
-    before, media_hits = file_digests(out), [p for p in server.log if p.startswith(("/ep/", "/m/"))]
+    # a rerun downloads nothing new and changes no sample: only the failures that depend on the world
+    # (the 404, the private redirect, the too-large file) are asked again, and recorded again
+    samples = lambda: {k: v for k, v in file_digests(out).items() if k.startswith(("shards/", "manifest/"))}  # noqa: E731
+    before, media_hits = samples(), [p for p in server.log if p.startswith(("/ep/", "/m/"))]
     run(args)
-    assert file_digests(out) == before
-    assert [p for p in server.log if p.startswith(("/ep/", "/m/"))] == media_hits
+    assert samples() == before
+    retried = [p for p in server.log if p.startswith(("/ep/", "/m/"))][len(media_hits):]
+    assert sorted(set(retried)) == ["/ep/e4.mp3", "/m/big.wav", "/m/redirect.wav"]
+    latest = sorted((out / "sources").glob("*.parquet"))[-1]
+    assert {r["status"] for r in pq.read_table(str(latest)).to_pylist()} == {"failed"}
+    media_hits = [p for p in server.log if p.startswith(("/ep/", "/m/"))]
 
     # a new episode in the feed: only it is fetched and added
     server.add("/ep/e5.wav", Route(wav))
@@ -74,7 +82,8 @@ def test_feed_and_page_through_the_whole_pipeline(server, tiny_model, speech, ba
         [(f"Episode {i + 1}", f"guid-{i + 1}", f"{DAYS[i]} 08:00:00 GMT", ep[n], "00:25") for i, n in enumerate(ep)]
         + [("Episode 5", "guid-5", f"{DAYS[4]} 08:00:00 GMT", f"{server.url}/ep/e5.wav", None)]))
     report2 = run(args)
-    assert [p for p in server.log if p.startswith(("/ep/", "/m/"))][len(media_hits):] == ["/ep/e5.wav"]
+    fetched = [p for p in server.log if p.startswith(("/ep/", "/m/"))][len(media_hits):]
+    assert [p for p in fetched if p not in ("/ep/e4.mp3", "/m/big.wav", "/m/redirect.wav")] == ["/ep/e5.wav"]
     assert report2["sources"]["ok"] == 6 and report2["kept"] > report["kept"]
     keys = [s["__key__"] for s in read_shards(out)]
     assert len(keys) == len(set(keys)) == len(table(out, "manifest"))

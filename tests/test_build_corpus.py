@@ -47,13 +47,13 @@ def test_mixed_input_every_source_accounted_for(tmp_path, tiny_model, speech, ba
     outcome = {int(o.split(":")[1]): (r["status"], r["reason"]) for o, r in rows.items()}
     assert outcome == {
         1: ("ok", ""), 2: ("failed", "undecodable"), 3: ("failed", "empty_file"),
-        4: ("failed", "undecodable"), 5: ("rejected", "silent"), 6: ("failed", "not_found"),
+        4: ("failed", "unknown_format"), 5: ("rejected", "silent"), 6: ("failed", "not_found"),
         7: ("failed", "http_error"), 8: ("ok", ""), 9: ("ok", ""), 10: ("failed", "bad_source_line")}
 
     rejected = table(out, "rejected")
     source_rejects = [r for r in rejected if r["key"] is None]
     assert sorted(r["reason"] for r in source_rejects) == sorted(
-        ["undecodable", "empty_file", "undecodable", "silent", "not_found", "http_error", "bad_source_line"])
+        ["undecodable", "empty_file", "unknown_format", "silent", "not_found", "http_error", "bad_source_line"])
     assert all(r["detail"] for r in rejected)  # each says why
     assert "404" in next(r["detail"] for r in rejected if r["reason"] == "http_error")
 

@@ -13,7 +13,7 @@ def test_stereo_48k_mp3_decodes_to_mono_at_the_asked_rate(bad_inputs, speech, tm
     rec, wav = speech["a"]
     with decode_to_scratch(str(bad_inputs / "stereo48k.mp3"), 16000, chunk_s=1.0) as d:
         n = d.n_samples
-        assert os.path.getsize(d.pcm_path) == 2 * n
+        assert os.fstat(d.scratch.fileno()).st_size == 2 * n
         assert abs(n / 16000 - rec.duration_s) < 0.1  # MP3 adds at most a frame or two of padding
         assert len(d.db) == int(np.ceil(n / d.hop))
         from_mp3 = d.read(0, n).astype(np.float64)
@@ -26,19 +26,21 @@ def test_stereo_48k_mp3_decodes_to_mono_at_the_asked_rate(bad_inputs, speech, tm
     assert r > 0.9
 
 
-def test_scratch_decode_round_trips_samples(tmp_path):
+def test_scratch_decode_round_trips_samples_and_leaves_no_file(tmp_path):
     x = (np.sin(np.arange(22050 * 3) * 0.05) * 10000).astype(np.int16)
     sf.write(str(tmp_path / "x.wav"), x, 22050, subtype="PCM_16")
-    with decode_to_scratch(str(tmp_path / "x.wav"), 22050) as d:
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    with decode_to_scratch(str(tmp_path / "x.wav"), 22050, scratch_dir=str(scratch)) as d:
         assert d.n_samples == len(x)
         np.testing.assert_array_equal(d.read(1000, 5000), x[1000:5000])
         assert len(d.db) == int(np.ceil(len(x) / d.hop))
-        path = d.pcm_path
-    assert not os.path.exists(path)  # the scratch file goes away
+        assert list(scratch.iterdir()) == []  # the scratch file has no name: a killed worker leaves nothing
+    assert d.closed
 
 
 @pytest.mark.parametrize("name,reason", [
-    ("corrupt.flac", "undecodable"), ("notes.wav", "undecodable"), ("empty.wav", "undecodable"),
+    ("corrupt.flac", "undecodable"), ("notes.wav", "unknown_format"), ("empty.wav", "unknown_format"),
 ])
 def test_bad_files_raise_clear_errors(bad_inputs, name, reason, tmp_path):
     with pytest.raises(DecodeError) as e:

@@ -9,6 +9,9 @@ Files in the output directory:
   model.pth        the model's state dict alone (TorToiSe's format; loads with weights_only=True)
   train_state.pth  optimizer, step, RNG states and loss history (plain values and tensors)
   log.jsonl        one line per logged step; loss.png: train and eval loss curves
+
+Before training, one line says how much disk a checkpoint takes when that is over ``LARGE_CHECKPOINT_BYTES``;
+a resume drops the log lines past the checkpoint's step, so log.jsonl and train_state.pth agree.
 """
 from __future__ import annotations
 
@@ -25,6 +28,8 @@ from typing import Dict, Iterator, Optional, Protocol, Tuple
 import numpy as np
 import torch
 import torch.distributed as dist
+
+LARGE_CHECKPOINT_BYTES = 10 ** 9  # above this, say how much disk each checkpoint takes before training
 
 
 @dataclass
@@ -87,6 +92,48 @@ def load_state_dict(path: str) -> Dict[str, torch.Tensor]:
         return load_file(path)
     sd = torch.load(path, map_location="cpu", weights_only=True)
     return sd.get("model", sd) if isinstance(sd, dict) and "model" in sd and isinstance(sd["model"], dict) else sd
+
+
+def checkpoint_bytes(model: torch.nn.Module) -> Tuple[int, int]:
+    """(model.pth, optimizer state) bytes on disk: the state dict, and AdamW's two moments per trainable parameter."""
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    moments = 2 * sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    return weights, moments
+
+
+def human_bytes(n: float) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def checkpoint_size_note(model: torch.nn.Module, out_dir: str, threshold: float = LARGE_CHECKPOINT_BYTES) -> Optional[str]:
+    """A warning for checkpoints over ``threshold`` bytes: a released-size model writes gigabytes at its first save."""
+    weights, moments = checkpoint_bytes(model)
+    if weights + moments <= threshold:
+        return None
+    return (f"checkpoints here take about {human_bytes(weights + moments)} ({human_bytes(weights)} weights + "
+            f"{human_bytes(moments)} optimizer state) in {out_dir}")
+
+
+def _logged_step(line: str) -> Optional[int]:
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):  # a line cut short when the run was killed
+        return None
+
+
+def trim_log(path: str, step: int) -> None:
+    """Drop log lines past ``step``: a run stopped between checkpoints logged steps that the resume repeats."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        kept = [line for line in f if (logged := _logged_step(line)) is not None and logged <= step]
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.writelines(kept)
+    os.replace(tmp, path)
 
 
 def rng_state() -> dict:
@@ -159,9 +206,14 @@ def train(task: Task, cfg: TrainConfig, out_dir: str, resume: bool = False, init
         model.load_state_dict(load_state_dict(init_from), strict=True)
     state_path, model_path = os.path.join(out_dir, "train_state.pth"), os.path.join(out_dir, "model.pth")
     state = None
-    if resume and os.path.exists(state_path):
+    if resume:
+        if not os.path.exists(state_path):
+            raise FileNotFoundError(f"nothing to resume: {state_path} does not exist")
         model.load_state_dict(load_state_dict(model_path), strict=True)
         state = torch.load(state_path, map_location="cpu", weights_only=True)
+    note = checkpoint_size_note(model, out_dir, LARGE_CHECKPOINT_BYTES)
+    if main and note and cfg.max_steps > 0:
+        print(f"[train] {note}", file=sys.stderr, flush=True)
     model.to(device)
     if cfg.max_steps == 0:
         if main:
@@ -181,6 +233,8 @@ def train(task: Task, cfg: TrainConfig, out_dir: str, resume: bool = False, init
         opt.load_state_dict(state["optimizer"])
         step, history = state["step"], state["history"]
         set_rng_state(state["rng"])
+        if main:
+            trim_log(os.path.join(out_dir, "log.jsonl"), step)
         print(f"[{task.name}] resumed at step {step}", file=sys.stderr)
 
     # 3. the data: a seeded stream, fast-forwarded past what earlier steps consumed
@@ -244,4 +298,4 @@ def train(task: Task, cfg: TrainConfig, out_dir: str, resume: bool = False, init
             save()
     if world > 1:
         dist.barrier()
-    return {**last, "history": history}
+    return {"step": step, **last, "history": history}

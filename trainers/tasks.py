@@ -50,6 +50,7 @@ def load_dvae(path: str, device: torch.device) -> DiscreteVAE:
 
 class _ShardTask:
     name = "task"
+    title = "model"  # how the end-of-run lines name it
 
     def __init__(self, shards: List[str], eval_shards: Optional[List[str]], tokenize, loader: LoaderConfig,
                  mel_norms: Optional[torch.Tensor]):
@@ -80,6 +81,7 @@ class _ShardTask:
 
 class DvaeTask(_ShardTask):
     name = "dvae"
+    title = "DVAE"
 
     def __init__(self, cfg: DvaeConfig, *args):
         super().__init__(*args)
@@ -109,6 +111,7 @@ class _CodesTask(_ShardTask):
 
 class ArTask(_CodesTask):
     name = "ar"
+    title = "autoregressive model"
 
     def build_model(self):
         return UnifiedVoice(self.cfg)
@@ -124,6 +127,7 @@ class ArTask(_CodesTask):
 
 class ClvpTask(_CodesTask):
     name = "clvp"
+    title = "CLVP"
 
     def build_model(self):
         return CLVP(self.cfg)

@@ -110,7 +110,7 @@ def train_tokenizer(texts: Iterable[str], out_path: str, vocab_size: int = 255) 
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     tok = Tokenizer(models.BPE(unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    trainer = trainers.BpeTrainer(special_tokens=SPECIAL_TOKENS, vocab_size=vocab_size)
+    trainer = trainers.BpeTrainer(special_tokens=SPECIAL_TOKENS, vocab_size=vocab_size, show_progress=False)
     tok.train_from_iterator((clean_text(t) for t in texts), trainer)
     tmp = f"{out_path}.tmp-{os.getpid()}"
     tok.save(tmp)

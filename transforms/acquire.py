@@ -1,14 +1,20 @@
-"""Acquire stage: Source → AudioFile (main) or Rejection (``failed``)."""
+"""Acquire stage: Source → AudioFile (main), Rejection (``rejected``), SourceResult (``sources``)."""
 from __future__ import annotations
 
 import apache_beam as beam
 
 from acquisition.fetch import AcquireConfig, acquire
-from corpus.progress import progress
 from schemas.records import AudioFile, SourceResult
+from transforms.routing import route, with_outputs
 
-FAILED = "failed"
-SOURCES = "sources"
+
+def acquire_records(source, cfg: AcquireConfig):
+    out = acquire(source, cfg)
+    if isinstance(out, AudioFile):
+        yield out
+    else:
+        yield out
+        yield SourceResult.of(source, "failed", out.reason)
 
 
 class _AcquireFn(beam.DoFn):
@@ -16,14 +22,7 @@ class _AcquireFn(beam.DoFn):
         self.cfg = cfg
 
     def process(self, source):
-        out = acquire(source, self.cfg)
-        if isinstance(out, AudioFile):
-            yield out
-        else:
-            progress().add(sources_failed=1)
-            yield beam.pvalue.TaggedOutput(FAILED, out)
-            yield beam.pvalue.TaggedOutput(SOURCES, SourceResult(source, "failed", reason=out.reason,
-                                                                 retryable=out.retryable))
+        yield from route(acquire_records(source, self.cfg))
 
 
 class Acquire(beam.PTransform):
@@ -32,4 +31,4 @@ class Acquire(beam.PTransform):
         self.cfg = cfg.validate()
 
     def expand(self, sources):
-        return sources | "Fetch" >> beam.ParDo(_AcquireFn(self.cfg)).with_outputs(FAILED, SOURCES, main="audio")
+        return sources | "Fetch" >> with_outputs(beam.ParDo(_AcquireFn(self.cfg)), main="audio")

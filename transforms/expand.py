@@ -2,9 +2,14 @@
 
 Expansion is its own step so that a channel with 2,000 videos is listed on one worker but
 downloaded on many: items are shuffled (grouped by source id, which also drops duplicates that two
-feeds or playlists share) before the acquire stage. Items already done in earlier runs are dropped
-here; with ``--max_hours_total`` the remaining items are taken in sources-file order until their
-stated durations fill the budget, and the rest are deferred to a later run.
+feeds or playlists share) before the acquire stage.
+
+The set of done sources arrives as data (a side input read from the run's work area), not as a
+constant in the job graph. Per source, the items not done yet are taken in listing order up to
+``--max_items_per_source``; every other pending item gets a ``deferred`` row and is picked up by a
+later run, so a 10,000-episode feed is worked through 1,000 at a time and nothing is silently left
+out. With ``--max_hours_total`` the taken items are then budgeted in sources-file order by their
+stated durations, and the rest are deferred the same way.
 """
 from __future__ import annotations
 
@@ -15,11 +20,9 @@ import apache_beam as beam
 
 from acquisition.expand import expand
 from acquisition.fetch import AcquireConfig
-from corpus.progress import progress
 from schemas.records import Rejection, Source, SourceResult
+from transforms.routing import OUTPUTS, REJECTED, SOURCES, route, with_outputs
 
-FAILED = "failed"
-SOURCES = "sources"
 STAGE = "expand"
 
 
@@ -44,19 +47,47 @@ def within_budget(items: Iterable[Source], max_hours: Optional[float],
     return taken, deferred
 
 
-class _ExpandFn(beam.DoFn):
-    def __init__(self, cfg: AcquireConfig, done: frozenset):
-        self.cfg, self.done = cfg, done
+def deferred(item: Source, reason: str, detail: str):
+    yield Rejection.for_source(item, STAGE, reason, detail)
+    yield SourceResult.of(item, "deferred", reason)
 
-    def process(self, source: Source):
-        for out in expand(source, self.cfg):
-            if isinstance(out, Rejection):
-                progress().add(sources_failed=1)
-                yield beam.pvalue.TaggedOutput(FAILED, out)
-                yield beam.pvalue.TaggedOutput(SOURCES, SourceResult(
-                    source, "failed", reason=out.reason, retryable=out.retryable))
-            elif out.source_id not in self.done:
-                yield out.source_id, out
+
+def is_done(item: Source, done) -> bool:
+    return item.source_id in done or (item.alias is not None and item.alias in done)
+
+
+def expand_records(source: Source, cfg: AcquireConfig, done) -> Iterable:
+    """Items to fetch (as ``(id, item)``), and rows for failures and deferred items."""
+    items = []
+    for out in expand(source, cfg):
+        if isinstance(out, Rejection):
+            failed = source if out.source_id == source.source_id else None
+            yield out
+            yield SourceResult.of(failed or _item_of(out, source), "failed", out.reason)
+        else:
+            items.append(out)
+    pending = [i for i in items if not is_done(i, done)]
+    limit = cfg.max_items_per_source
+    for item in pending[:limit]:
+        yield item.source_id, item
+    for item in pending[limit:]:
+        yield from deferred(item, "over_items_limit",
+                            f"--max_items_per_source {limit}: a run takes {limit} of the {len(pending)} "
+                            f"items not done yet; the rest follow in later runs")
+
+
+def _item_of(rejection: Rejection, parent: Source) -> Source:
+    """A minimal record of an item that was refused before it became a source of its own."""
+    return Source(uri=rejection.source_uri, source_id=rejection.source_id, origin=parent.origin + " > ?",
+                  remote=True, speaker=parent.speaker, title=parent.title)
+
+
+class _ExpandFn(beam.DoFn):
+    def __init__(self, cfg: AcquireConfig):
+        self.cfg = cfg
+
+    def process(self, source: Source, done):
+        yield from route(expand_records(source, self.cfg, done))
 
 
 def _first(kv):
@@ -66,36 +97,34 @@ def _first(kv):
 
 
 def _budget(items: List[Source], cfg: AcquireConfig):
-    taken, deferred = within_budget(items, cfg.max_hours_total, cfg.max_duration_s or 0.0)
-    for s in taken:
-        yield s
-    for s in deferred:
-        yield beam.pvalue.TaggedOutput(FAILED, Rejection.for_source(
-            s, STAGE, "over_hours_budget", f"--max_hours_total {cfg.max_hours_total:g} h is used up",
-            retryable=True))
-        yield beam.pvalue.TaggedOutput(SOURCES, SourceResult(s, "deferred", reason="over_hours_budget",
-                                                             retryable=True))
+    taken, rest = within_budget(items, cfg.max_hours_total, cfg.max_duration_s or 0.0)
+    yield from taken
+    for s in rest:
+        yield from route(deferred(s, "over_hours_budget", f"--max_hours_total {cfg.max_hours_total:g} h is used up"))
 
 
 class Expand(beam.PTransform):
-    """Source → item Source (main), Rejection (``failed``), SourceResult (``sources``)."""
+    """Source → item Source (main), Rejection (``rejected``), SourceResult (``sources``).
 
-    def __init__(self, cfg: AcquireConfig, done: Iterable[str] = ()):
+    ``done`` is a PCollection of source ids already finished (one element each).
+    """
+
+    def __init__(self, cfg: AcquireConfig, done: beam.PCollection):
         super().__init__()
-        self.cfg, self.done = cfg.validate(), frozenset(done)
+        self.cfg, self.done = cfg.validate(), done
 
     def expand(self, sources):
-        listed = sources | "List" >> beam.ParDo(_ExpandFn(self.cfg, self.done)).with_outputs(
-            FAILED, SOURCES, main="items")
+        done = self.done | "DoneSet" >> beam.Map(lambda sid: (sid, True))
+        listed = sources | "List" >> with_outputs(
+            beam.ParDo(_ExpandFn(self.cfg), done=beam.pvalue.AsDict(done)), main="items")
         items = (listed.items
                  | "ById" >> beam.GroupByKey()
                  | "Dedupe" >> beam.Map(_first))
         if self.cfg.max_hours_total is None:
-            return {"items": items, FAILED: listed[FAILED], SOURCES: listed[SOURCES]}
+            return {"items": items, REJECTED: listed[REJECTED], SOURCES: listed[SOURCES]}
         budgeted = (items
                     | "AllItems" >> beam.combiners.ToList()
-                    | "Budget" >> beam.FlatMap(_budget, self.cfg).with_outputs(FAILED, SOURCES, main="items"))
+                    | "Budget" >> with_outputs(beam.FlatMap(_budget, self.cfg), main="items"))
         spread = budgeted.items | "Spread" >> beam.Reshuffle()
         return {"items": spread,
-                FAILED: (listed[FAILED], budgeted[FAILED]) | "AllFailed" >> beam.Flatten(),
-                SOURCES: (listed[SOURCES], budgeted[SOURCES]) | "AllResults" >> beam.Flatten()}
+                **{tag: (listed[tag], budgeted[tag]) | f"All{tag.title()}" >> beam.Flatten() for tag in OUTPUTS}}

@@ -13,9 +13,9 @@ import apache_beam as beam
 
 from corpus.progress import progress
 from schemas.records import Rejection, Transcript
+from transforms.routing import route, with_outputs
 
 STAGE = "quality"
-REJECTED = "rejected"
 
 
 @dataclass(frozen=True)
@@ -65,8 +65,7 @@ class _JudgeFn(beam.DoFn):
             progress().add(kept=1)
             yield t
         else:
-            progress().add(rejected=1)
-            yield beam.pvalue.TaggedOutput(REJECTED, Rejection.for_segment(t.segment, STAGE, *verdict))
+            yield from route([Rejection.for_segment(t.segment, STAGE, *verdict)])
 
 
 class Quality(beam.PTransform):
@@ -77,4 +76,4 @@ class Quality(beam.PTransform):
         self.cfg = cfg.validate()
 
     def expand(self, transcripts):
-        return transcripts | "Judge" >> beam.ParDo(_JudgeFn(self.cfg)).with_outputs(REJECTED, main="kept")
+        return transcripts | "Judge" >> with_outputs(beam.ParDo(_JudgeFn(self.cfg)), main="kept")

@@ -9,6 +9,7 @@ audio ever crosses a shuffle.
 """
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass, field
 from typing import Iterator, List, Optional, Union
 
@@ -17,17 +18,16 @@ import numpy as np
 import soxr
 
 from audio.decoded import decode_to_scratch
-from audio.ffmpeg import DecodeError
+from audio.ffmpeg import DecodeError, DecodeLimits
 from audio.flac import encode_flac
 from audio.silence import SplitParams, split_on_silence
 from corpus import fs
 from corpus.progress import progress
 from schemas.keys import segment_key
 from schemas.records import AsrBatch, AudioFile, Rejection, Segment, SourceResult
+from transforms.routing import route, with_outputs
 
 STAGE = "segment"
-REJECTED = "rejected"
-SOURCES = "sources"
 
 
 @dataclass(frozen=True)
@@ -40,17 +40,28 @@ class SegmentConfig:
     asr_max_batch: int = 64
     decode_timeout_s: float = 3600.0
     max_duration_s: Optional[float] = None
+    max_scratch_bytes: int = 4 << 30
+    scratch_dir: Optional[str] = None
 
     def validate(self) -> "SegmentConfig":
         self.split.validate()
         if not 8000 <= self.output_sample_rate <= 192000:
-            raise ValueError(f"output_sample_rate must be 8000..192000, got {self.output_sample_rate}")
+            raise ValueError(f"--output_sample_rate must be 8000..192000, got {self.output_sample_rate}")
         if self.asr_batch_seconds < self.split.max_clip_s:
-            raise ValueError(f"asr_batch_seconds ({self.asr_batch_seconds}) must be at least "
-                             f"max_clip_s ({self.split.max_clip_s})")
+            raise ValueError(f"--asr_batch_seconds ({self.asr_batch_seconds:g}) must be at least "
+                             f"--max_clip_s ({self.split.max_clip_s:g}): a clip must fit in one model call")
         if self.asr_max_batch < 1:
             raise ValueError(f"asr_max_batch must be >= 1, got {self.asr_max_batch}")
+        if self.decode_timeout_s <= 0:
+            raise ValueError(f"--decode_timeout_s must be > 0, got {self.decode_timeout_s:g}")
+        if self.max_scratch_bytes < 1 << 20:
+            raise ValueError(f"--max_scratch_gb must be at least 0.001 (1 MiB), got {self.max_scratch_bytes / 2 ** 30:g}")
         return self
+
+    @property
+    def limits(self) -> DecodeLimits:
+        return DecodeLimits(timeout_s=self.decode_timeout_s, max_duration_s=self.max_duration_s,
+                            max_bytes=self.max_scratch_bytes)
 
 
 def plan_batches(durations: List[float], batch_seconds: float, max_batch: int) -> List[List[int]]:
@@ -80,24 +91,25 @@ def segment_source(audio: AudioFile, cfg: SegmentConfig) -> Iterator[Union[AsrBa
     src = audio.source
     try:
         with fs.local_copy(audio.path) as local:
-            decoded = decode_to_scratch(local, cfg.output_sample_rate, timeout_s=cfg.decode_timeout_s)
+            decoded = decode_to_scratch(local, cfg.output_sample_rate, scratch_dir=cfg.scratch_dir,
+                                        limits=cfg.limits)
     except DecodeError as e:
         yield Rejection.for_source(src, STAGE, e.reason, e.detail)
-        yield SourceResult(src, "failed", reason=e.reason)
+        yield SourceResult.of(src, "rejected" if e.reason == "too_long" else "failed", e.reason)
+        return
+    except OSError as e:  # the scratch disk (or a copy from an object store) failed: not the source's fault
+        reason = "scratch_full" if e.errno == errno.ENOSPC else "scratch_error"
+        yield Rejection.for_source(src, STAGE, reason, f"{type(e).__name__}: {e}")
+        yield SourceResult.of(src, "failed", reason)
         return
     with decoded:
         sr, hop = decoded.sample_rate, decoded.hop
-        if cfg.max_duration_s and decoded.duration_s > cfg.max_duration_s:
-            detail = f"{decoded.duration_s:.0f} s decoded, over --max_duration_s {cfg.max_duration_s:g} s"
-            yield Rejection.for_source(src, STAGE, "too_long", detail)
-            yield SourceResult(src, "rejected", decoded.duration_s, 0, "too_long")
-            return
         result = split_on_silence(decoded.db, decoded.hop_s, cfg.split)
         if result.file_reason:
             detail = (f"level {result.level_db:.1f} dBFS over {decoded.duration_s:.1f} s"
                       if result.file_reason != "no_audio" else "no samples")
             yield Rejection.for_source(src, STAGE, result.file_reason, detail)
-            yield SourceResult(src, "rejected", decoded.duration_s, 0, result.file_reason)
+            yield SourceResult.of(src, "rejected", result.file_reason, decoded.duration_s)
             return
 
         def span(piece):
@@ -134,7 +146,7 @@ def segment_source(audio: AudioFile, cfg: SegmentConfig) -> Iterator[Union[AsrBa
                 sample_rate=cfg.asr_sample_rate)
         n = len(spans) + len(result.too_short)
         progress().add(sources=1, audio_s=decoded.duration_s, segments=n)
-        yield SourceResult(src, "ok", decoded.duration_s, n)
+        yield SourceResult.of(src, "ok", duration_s=decoded.duration_s, n_segments=n)
 
 
 class _SegmentFn(beam.DoFn):
@@ -142,17 +154,7 @@ class _SegmentFn(beam.DoFn):
         self.cfg = cfg
 
     def process(self, audio: AudioFile):
-        for out in segment_source(audio, self.cfg):
-            if isinstance(out, AsrBatch):
-                yield out
-            elif isinstance(out, Rejection):
-                if out.key is None:
-                    progress().add(sources_failed=1)
-                else:
-                    progress().add(rejected=1)
-                yield beam.pvalue.TaggedOutput(REJECTED, out)
-            else:
-                yield beam.pvalue.TaggedOutput(SOURCES, out)
+        yield from route(segment_source(audio, self.cfg))
 
 
 class SegmentAudio(beam.PTransform):
@@ -163,6 +165,5 @@ class SegmentAudio(beam.PTransform):
         self.cfg = cfg.validate()
 
     def expand(self, audio_files):
-        return audio_files | "SplitOnSilence" >> beam.ParDo(_SegmentFn(self.cfg)).with_outputs(
-            REJECTED, SOURCES, main="batches")
+        return audio_files | "SplitOnSilence" >> with_outputs(beam.ParDo(_SegmentFn(self.cfg)), main="batches")
 

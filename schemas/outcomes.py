@@ -1,0 +1,30 @@
+"""The rerun contract: which failures are final and which are tried again on the next run.
+
+A source's outcome is final when it says something about the content itself: the file is not
+audio, holds no audio stream, is empty, or is silence. Everything else depends on the world or on
+settings — a file that is not there yet, a network policy, a timeout, a full disk, a size or
+duration limit, a feed that was briefly broken — and the next run tries the source again. A run
+with ``--retry_failed`` tries every failed source again, final or not.
+"""
+from __future__ import annotations
+
+FINAL_REASONS = frozenset({
+    "is_directory",      # a folder where a media file was expected
+    "empty_file",        # 0 bytes
+    "undecodable",       # ffmpeg cannot read it as media
+    "unknown_format",    # the bytes are not an accepted audio/video container
+    "no_audio_stream",   # a container without audio
+    "no_audio",          # decoded to zero samples
+    "silent",            # decoded to silence
+    "no_dynamics",       # decoded to a steady tone or hum: no speech
+    "bad_source_line",   # the sources file line itself is unusable (a fixed line is a new line)
+})
+
+
+def is_final(reason: str) -> bool:
+    """True when a source failed or was rejected for a reason a rerun cannot change."""
+    return reason in FINAL_REASONS
+
+
+def retryable(reason: str) -> bool:
+    return not is_final(reason)
