@@ -17,11 +17,12 @@ failure that persists is tried again on the next run follows ``schemas.outcomes`
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Iterator, Optional, Union
 from urllib.parse import urljoin, urlparse
 
 import requests
@@ -183,9 +184,20 @@ def find_staged(source: Source, staging_dir: str) -> Optional[str]:
     return found[0] if found else None
 
 
-def open_checked(url: str, cfg: AcquireConfig, stream: bool = True) -> requests.Response:
-    """GET ``url``, following redirects by hand; every hop's connection is checked and pinned."""
-    http = guarded_http.session(cfg.policy)
+@contextlib.contextmanager
+def open_checked(url: str, cfg: AcquireConfig, stream: bool = True) -> Iterator[requests.Response]:
+    """GET ``url``, following redirects by hand; every hop's connection is checked and pinned.
+
+    Each call has its own session, closed on exit, so no connection outlives the download (and its
+    deadline) that opened it.
+    """
+    with guarded_http.session(cfg.policy) as http:
+        resp = _get_following(http, url, cfg, stream)
+        with resp:
+            yield resp
+
+
+def _get_following(http: requests.Session, url: str, cfg: AcquireConfig, stream: bool) -> requests.Response:
     for _ in range(MAX_REDIRECTS + 1):
         parse_checked(url)  # scheme, and a URL every parser reads the same way
         try:

@@ -15,7 +15,7 @@ import contextlib
 import socket
 import threading
 import time
-from typing import Dict, Iterator, List, Optional
+from typing import Iterator, List, Optional
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -111,22 +111,13 @@ def _adapter_for(policy: NetworkPolicy) -> HTTPAdapter:
     return PinnedAdapter(max_retries=0)
 
 
-_sessions: Dict[tuple, requests.Session] = {}
-_sessions_lock = threading.Lock()
-
-
 def session(policy: NetworkPolicy) -> requests.Session:
-    """A shared session (per policy, per process) whose every connection is checked and pinned."""
-    key = (policy, threading.get_ident())
-    with _sessions_lock:
-        s = _sessions.get(key)
-        if s is None:
-            s = requests.Session()
-            s.trust_env = False
-            s.mount("http://", _adapter_for(policy))
-            s.mount("https://", _adapter_for(policy))
-            _sessions[key] = s
-        return s
+    """A new session whose every connection is checked and pinned; close it (``with``) when done."""
+    s = requests.Session()
+    s.trust_env = False
+    s.mount("http://", _adapter_for(policy))
+    s.mount("https://", _adapter_for(policy))
+    return s
 
 
 @contextlib.contextmanager

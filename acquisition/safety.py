@@ -110,7 +110,7 @@ def resolve_checked(host: str, port: int, policy: NetworkPolicy):
     host = (host or "").lower().rstrip(".")
     if not host:
         raise UnsafeURL("bad_url", "no host")
-    if host in METADATA_HOSTS and not policy.allowed:
+    if host in METADATA_HOSTS and not policy.permits(ipaddress.ip_address("169.254.169.254")):
         raise UnsafeURL("private_address", f"{host} is a cloud metadata host")
     literal = _literal(host)
     if literal is not None:

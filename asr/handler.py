@@ -4,7 +4,8 @@ Each element is an ``AsrBatch``: the segment stage already grouped one source's 
 so every element is one model call, and the batch composition (with it every floating-point
 result) is the same on every rerun. Up to four elements reach ``run_inference`` together so that
 on CUDA the next one is prepared while the current one runs. The model is loaded once per worker
-process (``load_model``) and shared between that process's threads.
+process (``load_model``) and shared between that process's threads, so the padding counters take
+each call's own counts from ``Transcriber.many`` rather than differences of the shared totals.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from asr.model import AsrModelSpec, load_ctc_model
-from asr.transcriber import TranscribeOptions, Transcriber
+from asr.transcriber import AsrStats, TranscribeOptions, Transcriber
 from schemas.records import AsrBatch
 
 
@@ -30,10 +31,10 @@ class CtcModelHandler(ModelHandler[AsrBatch, PredictionResult, Transcriber]):
 
     def run_inference(self, batch: Sequence[AsrBatch], model: Transcriber,
                       inference_args: Optional[dict[str, Any]] = None) -> Iterable[PredictionResult]:
-        before = (model.stats.samples, model.stats.padded)
-        outputs = model.many([list(b.audio) for b in batch])
-        self._samples.inc(model.stats.samples - before[0])
-        self._padded.inc(model.stats.padded - before[1])
+        call = AsrStats()
+        outputs = model.many([list(b.audio) for b in batch], stats=call)
+        self._samples.inc(call.samples)
+        self._padded.inc(call.padded)
         return [PredictionResult(b, out, model.m.label) for b, out in zip(batch, outputs)]
 
     def get_num_bytes(self, batch: Sequence[AsrBatch]) -> int:

@@ -9,6 +9,8 @@
   bounded by the window, not the clip.
 * A CUDA out-of-memory error halves the batch and retries; any other error splits the batch until
   the failing clip is alone, so only that clip fails.
+* Counts (samples, padding, splits) are kept per call and added to the shared ``stats`` under a lock,
+  so threads that share one model each get their own exact figures.
 * Only one label id and one log-probability per 20 ms frame come back from the device. Batches are
   pipelined: the next one is queued on the device before the host waits for the current one, so
   decoding on the host overlaps the model's work.
@@ -17,6 +19,7 @@
 """
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
@@ -63,6 +66,19 @@ class AsrStats:
         total = self.samples + self.padded
         return self.padded / total if total else 0.0
 
+    def count(self, samples: int, padded: int) -> None:
+        """One model call's input: ``samples`` real, ``padded`` zeros."""
+        self.batches += 1
+        self.samples += samples
+        self.padded += padded
+
+    def add(self, other: "AsrStats") -> None:
+        self.samples += other.samples
+        self.padded += other.padded
+        self.batches += other.batches
+        self.oom_splits += other.oom_splits
+        self.failed += other.failed
+
 
 def is_oom(err: BaseException) -> bool:
     return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower()
@@ -105,7 +121,8 @@ class Transcriber:
         cfg = getattr(loaded.model, "config", None)
         self.stride = int(np.prod(getattr(cfg, "conv_stride", (320,)))) if cfg is not None else 320
         self.frame_s = self.stride / loaded.sample_rate
-        self.stats = AsrStats()
+        self.stats = AsrStats()  # every call's counts; see ``many(stats=...)`` for one call's alone
+        self._stats_lock = threading.Lock()
         delimiter = getattr(loaded.tokenizer, "word_delimiter_token", None) or " "
         special = set(getattr(loaded.tokenizer, "all_special_tokens", [])) - {delimiter}
         self.vocab = Vocabulary({i: t for t, i in loaded.tokenizer.get_vocab().items()}, delimiter, special)
@@ -196,27 +213,29 @@ class Transcriber:
         if f.ready is not None:
             f.ready.synchronize()
         labels, logp = f.labels.numpy(), f.logp.numpy()
-        self.stats.batches += 1
-        self.stats.samples += f.samples
-        self.stats.padded += f.padded
         return [(labels[i, :n], logp[i, :n]) for i, n in enumerate(f.frames.tolist())]
 
-    def _isolated(self, pieces: List[_Piece], error: Optional[BaseException] = None) -> Rows:
+    def _collect_counted(self, f: _InFlight, stats: AsrStats) -> Rows:
+        rows = self.collect(f)
+        stats.count(f.samples, f.padded)
+        return rows
+
+    def _isolated(self, pieces: List[_Piece], stats: AsrStats, error: Optional[BaseException] = None) -> Rows:
         """Run ``pieces`` synchronously; on failure halve until the failing piece is alone."""
         if error is None:
             try:
-                return self.collect(self.launch(self.prepare(pieces)))
+                return self._collect_counted(self.launch(self.prepare(pieces)), stats)
             except Exception as e:  # noqa: BLE001 - any failure is isolated to the element that causes it
                 error = e
         if len(pieces) == 1:
-            self.stats.failed += 1
+            stats.failed += 1
             return [error]
         if is_oom(error):
-            self.stats.oom_splits += 1
+            stats.oom_splits += 1
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
         half = len(pieces) // 2
-        return self._isolated(pieces[:half]) + self._isolated(pieces[half:])
+        return self._isolated(pieces[:half], stats) + self._isolated(pieces[half:], stats)
 
     # -- decode ---------------------------------------------------------------------------------
     def decode(self, n_clips: int, pieces: List[_Piece], rows: Rows) -> List[AsrOutput]:
@@ -250,9 +269,23 @@ class Transcriber:
         """Transcripts of clips at ``sample_rate`` (one model call, split only on failure)."""
         return self.many([audio])[0]
 
-    def many(self, batches: Sequence[Sequence[np.ndarray]]) -> List[List[AsrOutput]]:
+    def many(self, batches: Sequence[Sequence[np.ndarray]],
+             stats: Optional[AsrStats] = None) -> List[List[AsrOutput]]:
         """Several batches in turn, pipelined: batch k+1 is queued on the device before the host
-        waits for batch k and decodes it, and on CUDA batch k+2 is prepared on a thread meanwhile."""
+        waits for batch k and decodes it, and on CUDA batch k+2 is prepared on a thread meanwhile.
+
+        ``stats``, when given, receives this call's counts alone: ``self.stats`` is shared by every
+        thread using this transcriber, so a difference of two readings of it is not one call's."""
+        call = AsrStats()
+        try:
+            return self._many(batches, call)
+        finally:
+            with self._stats_lock:
+                self.stats.add(call)
+            if stats is not None:
+                stats.add(call)
+
+    def _many(self, batches: Sequence[Sequence[np.ndarray]], stats: AsrStats) -> List[List[AsrOutput]]:
         plans = [self.pieces(b) for b in batches]
         todo = [k for k, p in enumerate(plans) if p]
         results: List[List[AsrOutput]] = [[] for _ in batches]
@@ -280,11 +313,11 @@ class Transcriber:
             rows, error = None, current if isinstance(current, BaseException) else None
             if error is None:
                 try:
-                    rows = self.collect(current)
+                    rows = self._collect_counted(current, stats)
                 except Exception as e:  # noqa: BLE001
                     error = e
             if rows is None:
-                rows = self._isolated(plans[k], error)
+                rows = self._isolated(plans[k], stats, error)
             results[k] = self.decode(len(batches[k]), plans[k], rows)
             current = following
         return results

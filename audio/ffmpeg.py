@@ -8,16 +8,14 @@ file (``file`` protocol only), so a downloaded playlist cannot make it fetch any
 
 The decode itself is bounded: by wall-clock time, by decoded duration (``-t``) and by bytes of
 output (``-fs``), so a small file that decodes to days of silence costs at most the limit. ffmpeg
-is started so that it dies with the worker thread that started it (Linux ``PR_SET_PDEATHSIG``).
+is started so that it dies with the worker thread that started it (Linux ``PR_SET_PDEATHSIG``,
+through util-linux's ``setpriv``).
 """
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -60,22 +58,20 @@ def ffmpeg_binary() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
-def _die_with_parent():
-    """A ``preexec_fn`` that makes the child get SIGKILL when the thread that started it dies."""
+def die_with_parent_prefix() -> list:
+    """A command prefix that makes the child get SIGKILL when the thread that started it dies.
+
+    util-linux's ``setpriv --pdeathsig`` sets it and then execs the command. A ``preexec_fn`` would
+    do the same, but forces a plain ``fork()`` of a process full of threads (gRPC's, in Beam's
+    workers), whose fork handlers can abort the child before it ever runs ffmpeg.
+    """
     if not sys.platform.startswith("linux"):
-        return None
-    libc_name = ctypes.util.find_library("c")
-    if not libc_name:
-        return None
-    prctl = ctypes.CDLL(libc_name, use_errno=True).prctl
-    pr_set_pdeathsig = 1
-
-    def preexec():
-        prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
-    return preexec
+        return []
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
 
 
-_PREEXEC = _die_with_parent()
+_GUARD = die_with_parent_prefix()
 
 
 def sniff_container(path: str) -> str:
@@ -123,7 +119,7 @@ def classify_error(stderr: str, fmt: str = "media", rc: int = 1):
     last = stderr.strip().splitlines()[-1] if stderr.strip() else ""
     for marker, reason, text in _READABLE:
         if marker in low:
-            return reason, text.format(fmt=fmt) + (f" (ffmpeg: {last[:200]})" if last else "")
+            return reason, text.format(fmt=fmt)
     if rc < 0:
         return "decode_failed", f"ffmpeg was killed by signal {-rc}"
     return "decode_failed", f"ffmpeg failed (exit {rc})" + (f": {last[:300]}" if last else " without a message")
@@ -141,8 +137,8 @@ def decode_into(path: str, out_fd: int, sample_rate: int, limits: DecodeLimits =
     cmd = decode_command(path, sample_rate, fmt, f"pipe:{out_fd}", limits)
     with tempfile.TemporaryFile() as err:
         try:
-            rc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                                pass_fds=(out_fd,), timeout=limits.timeout_s, preexec_fn=_PREEXEC).returncode
+            rc = subprocess.run(_GUARD + cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                                pass_fds=(out_fd,), timeout=limits.timeout_s).returncode
         except subprocess.TimeoutExpired:
             raise DecodeError("decode_timeout", f"decoding took longer than --decode_timeout_s "
                               f"{limits.timeout_s:g} s") from None

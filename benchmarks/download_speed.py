@@ -7,18 +7,18 @@ A local HTTP server (127.0.0.1) serves a podcast feed whose episodes are ``--mb`
 ``--throttle_mb_s`` per connection (a stand-in for a remote host's per-connection speed). The real
 expand and acquire stages run on the DirectRunner with 1, 2, 4 … worker processes; the table gives
 MB/s and the speed-up over one worker. Then a ``--fanout_items`` feed is expanded and its items are
-counted per worker process.
+counted per worker process. Defaults take about a minute.
 """
 from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import http.server
 import json
 import os
 import shutil
 import sys
-import tempfile
 import threading
 import time
 
@@ -26,6 +26,8 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from acquisition.fetch import AcquireConfig, acquire
+from benchmarks import scratch_dir
+from pipelines.console import FilteredStderr, beam_quiet_args, quiet_libraries
 from schemas.keys import source_id_for_uri
 from schemas.records import AudioFile, Source
 from transforms.expand import Expand
@@ -80,21 +82,32 @@ class _Fetch(beam.DoFn):
         yield size
 
 
+def read_json(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
 def run_once(feed_url: str, workers: int, tmp: str, max_items: int) -> dict:
     staging, reports = os.path.join(tmp, "staging"), os.path.join(tmp, "reports")
     for d in (staging, reports):
         shutil.rmtree(d, ignore_errors=True)
         os.makedirs(d)
     cfg = AcquireConfig(staging_dir=staging, allow_private_networks="127.0.0.0/8", max_items_per_source=max_items)
-    opts = PipelineOptions([f"--direct_num_workers={workers}"] +
-                           (["--direct_running_mode=multi_processing"] if workers > 1 else []))
+    opts = PipelineOptions(beam_quiet_args([f"--direct_num_workers={workers}"] +
+                                           (["--direct_running_mode=multi_processing"] if workers > 1 else [])))
     src = Source(feed_url, source_id_for_uri(feed_url), origin="bench:1")
     t0 = time.perf_counter()
-    with beam.Pipeline(options=opts) as p:
-        expanded = p | beam.Create([src]) | Expand(cfg)
-        _ = expanded["items"] | beam.ParDo(_Fetch(cfg, reports))
+    with FilteredStderr() as err:  # worker processes log their start-up before they read the log level
+        try:
+            with beam.Pipeline(options=opts) as p:
+                nothing_done = p | "NothingDone" >> beam.Create([])
+                expanded = p | beam.Create([src]) | Expand(cfg, nothing_done)
+                _ = expanded["items"] | beam.ParDo(_Fetch(cfg, reports))
+        except BaseException:
+            err.dump_hidden()
+            raise
     wall = time.perf_counter() - t0
-    rows = [json.load(open(os.path.join(reports, f))) for f in os.listdir(reports)]
+    rows = [read_json(os.path.join(reports, f)) for f in os.listdir(reports)]
     return {"wall_s": wall, "bytes": sum(r["bytes"] for r in rows), "items": len(rows),
             "ok": sum(r["ok"] for r in rows), "per_pid": collections.Counter(r["pid"] for r in rows)}
 
@@ -108,33 +121,52 @@ def main(argv=None) -> int:
     p.add_argument("--fanout_items", type=int, default=500, help="items in the fan-out feed (default 500)")
     p.add_argument("--fanout_workers", type=int, default=4, help="workers for the fan-out run (default 4)")
     args = p.parse_args(argv)
+    quiet_libraries()
+    with scratch_dir("speechmill-dl-") as tmp:
+        rows = throughput(args, tmp)
+        fanout = fan_out(args, tmp)
+    print(f"\ndownloads: {args.items} x {args.mb:g} MB, {args.throttle_mb_s:g} MB/s per connection "
+          f"(127.0.0.1), DirectRunner")
+    print(f"{'workers':>8s} {'wall s':>8s} {'MB/s':>8s} {'speed-up':>9s}")
+    base_rate = rows[0][1]["bytes"] / rows[0][1]["wall_s"]
+    for w, r in rows:
+        rate = r["bytes"] / r["wall_s"]
+        speedup = f"{rate / base_rate:8.2f}x" if base_rate else f"{'n/a':>9s}"
+        print(f"{w:8d} {r['wall_s']:8.1f} {rate / 1e6:8.1f} {speedup}")
+    if not base_rate:
+        print(f"(the {rows[0][0]}-worker run downloaded nothing: no speed-up against it)")
+    counts = sorted(fanout["per_pid"].values(), reverse=True)
+    print(f"\nfan-out: a {args.fanout_items}-item feed on {args.fanout_workers} workers: "
+          f"{fanout['ok']} items fetched in {fanout['wall_s']:.1f} s by {len(counts)} processes, "
+          f"items per process {counts}")
+    return 0
 
-    httpd, base = start_server(int(args.mb * 1e6), args.throttle_mb_s)
-    tmp = tempfile.mkdtemp(prefix="speechmill-dl-")
+
+@contextlib.contextmanager
+def serving(size: int, throttle: float):
+    """The local server for the block, stopped and its socket closed after it."""
+    httpd, base = start_server(size, throttle)
     try:
-        rows = []
+        yield base
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def throughput(args, tmp: str) -> list:
+    """(workers, result) of downloading the ``--items`` feed with each worker count."""
+    rows = []
+    with serving(int(args.mb * 1e6), args.throttle_mb_s) as base:
         for w in args.workers:
             r = run_once(f"{base}/feed/{args.items}", w, tmp, args.items)
             rows.append((w, r))
             print(f"  {w} worker(s): {r['ok']}/{r['items']} downloaded in {r['wall_s']:.1f} s", file=sys.stderr)
-        print(f"\ndownloads: {args.items} x {args.mb:g} MB, {args.throttle_mb_s:g} MB/s per connection "
-              f"(127.0.0.1), DirectRunner")
-        print(f"{'workers':>8s} {'wall s':>8s} {'MB/s':>8s} {'speed-up':>9s}")
-        base_rate = rows[0][1]["bytes"] / rows[0][1]["wall_s"]
-        for w, r in rows:
-            rate = r["bytes"] / r["wall_s"]
-            print(f"{w:8d} {r['wall_s']:8.1f} {rate / 1e6:8.1f} {rate / base_rate:8.2f}x")
+    return rows
 
-        httpd.shutdown()
-        httpd, base = start_server(10_000, 0)
-        r = run_once(f"{base}/feed/{args.fanout_items}", args.fanout_workers, tmp, args.fanout_items)
-        counts = sorted(r["per_pid"].values(), reverse=True)
-        print(f"\nfan-out: a {args.fanout_items}-item feed on {args.fanout_workers} workers: "
-              f"{r['ok']} items fetched in {r['wall_s']:.1f} s by {len(counts)} processes, items per process {counts}")
-    finally:
-        httpd.shutdown()
-        shutil.rmtree(tmp, ignore_errors=True)
-    return 0
+
+def fan_out(args, tmp: str) -> dict:
+    with serving(10_000, 0) as base:
+        return run_once(f"{base}/feed/{args.fanout_items}", args.fanout_workers, tmp, args.fanout_items)
 
 
 if __name__ == "__main__":

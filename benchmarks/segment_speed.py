@@ -1,12 +1,14 @@
 """Speed and memory of the non-ASR stages (decode, split, clip packs, ASR-rate audio, shard write).
 
-    python -m benchmarks.segment_speed [--minutes 10] [--long_minutes 120] [--format mp3]
+    python -m benchmarks.segment_speed [--minutes 10] [--long_minutes 120] [--format mp3] [--cache DIR]
 
-Pinned to one CPU core (ffmpeg included), it prints:
+Each measurement runs in its own process pinned to one CPU core (ffmpeg included); it prints:
   * speechmill's non-ASR chain on a long recording, as seconds of audio per second of wall time;
   * pydub's ``split_on_silence`` (the recipe's splitter) on the same file, and the ratio;
   * peak memory (RSS) of the chain for the long input against the short one.
-The inputs are espeak-ng speech with pauses, looped and encoded like a podcast download.
+The inputs are espeak-ng speech with pauses, looped and encoded like a podcast download (about
+125 MB for the defaults), in a temporary directory removed afterwards unless ``--cache`` names one
+to keep them in. Defaults take about two minutes.
 """
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ import time
 from audio.ffmpeg import ffmpeg_binary
 from audio.silence import SplitParams
 from audio.synth import SENTENCES, build_recording
+from benchmarks import scratch_dir
+from pipelines.console import quiet_libraries
 
 
 def make_input(path: str, minutes: float, fmt: str, base_wav: str) -> str:
@@ -89,7 +93,9 @@ def run_pydub(path: str) -> dict:
 def in_subprocess(what: str, path: str) -> dict:
     """Run one measurement in a fresh process so its peak RSS is its own."""
     out = subprocess.run([sys.executable, "-m", "benchmarks.segment_speed", "--_one", what, path],
-                         capture_output=True, text=True, check=True)
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"the {what} measurement failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -98,30 +104,40 @@ def main(argv=None) -> int:
     p.add_argument("--minutes", type=float, default=10.0, help="short input length (default 10)")
     p.add_argument("--long_minutes", type=float, default=120.0, help="long input length (default 120)")
     p.add_argument("--format", default="mp3", choices=["mp3", "flac", "wav", "m4a"], help="input encoding")
-    p.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "speechmill-bench"),
-                   help="where the generated inputs are kept between runs")
+    p.add_argument("--cache", default=None, help="keep the generated inputs here between runs "
+                   "(default: a temporary directory, removed afterwards)")
     p.add_argument("--skip_pydub", action="store_true", help="skip the pydub baseline")
     p.add_argument("--_one", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    pin_one_core()
-
     if args._one:
-        what, path = args._one
-        with tempfile.TemporaryDirectory() as work:
-            if what == "chain":  # warm up once (library init, first-call costs), as a worker would be
-                run_chain(os.path.join(os.path.dirname(path), "base.wav"), os.path.join(work, "warm"))
-                res = run_chain(path, work)
-            else:
-                res = run_pydub(path)
-        res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(json.dumps(res))
-        return 0
+        return measure_one(*args._one)
+    with scratch_dir("speechmill-bench-") as tmp:
+        cache = args.cache or tmp
+        os.makedirs(cache, exist_ok=True)
+        return compare(args, cache)
 
-    os.makedirs(args.cache, exist_ok=True)
-    base = base_recording(os.path.join(args.cache, "base.wav"))
-    print(f"preparing inputs in {args.cache} ...", file=sys.stderr)
-    short = make_input(os.path.join(args.cache, f"short-{args.minutes:g}m.{args.format}"), args.minutes, args.format, base)
-    long = make_input(os.path.join(args.cache, f"long-{args.long_minutes:g}m.{args.format}"), args.long_minutes,
+
+def measure_one(what: str, path: str) -> int:
+    """One measurement on one core, printed as a JSON line for the parent."""
+    pin_one_core()
+    with tempfile.TemporaryDirectory() as work:
+        if what == "chain":  # warm up once (library init, first-call costs), as a worker would be
+            run_chain(os.path.join(os.path.dirname(path), "base.wav"), os.path.join(work, "warm"))
+            res = run_chain(path, work)
+        else:
+            res = run_pydub(path)
+    res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(res))
+    return 0
+
+
+def compare(args, cache: str) -> int:
+    # here, not in the measured processes: it imports transformers, which their peak memory would count
+    quiet_libraries()
+    base = base_recording(os.path.join(cache, "base.wav"))
+    print(f"preparing inputs in {cache} ...", file=sys.stderr)
+    short = make_input(os.path.join(cache, f"short-{args.minutes:g}m.{args.format}"), args.minutes, args.format, base)
+    long = make_input(os.path.join(cache, f"long-{args.long_minutes:g}m.{args.format}"), args.long_minutes,
                       args.format, base)
 
     rows = []

@@ -7,7 +7,8 @@ Batches have the shapes real ones have (``--seconds`` of 22 050 Hz audio → DVA
 characters per second of text, a 6 s conditioning clip); mel and codes are computed on the device
 as in training. Prints steps/s, samples/s, tokens/s (text + mel tokens through the GPT) and, for
 the autoregressive model, the model FLOPs utilisation against ``--peak_tflops`` (6 × parameters ×
-tokens per second; H200 bf16 dense ≈ 989 TFLOP/s).
+tokens per second; H200 bf16 dense ≈ 989 TFLOP/s), on CUDA only. The defaults (tiny models) take
+seconds on a CPU.
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import time
 
 import torch
 
+from benchmarks import scratch_dir
+from pipelines.console import quiet_libraries
 from trainers.autoregressive import ArConfig, UnifiedVoice
 from trainers.clvp import CLVP, ClvpConfig
 from trainers.dvae import DiscreteVAE, DvaeConfig
@@ -31,6 +34,12 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=float, default=10.0, help="audio per sample")
     p.add_argument("--peak_tflops", type=float, default=989.0, help="the device's peak for MFU (H200 bf16: 989)")
     args = p.parse_args(argv)
+    quiet_libraries()
+    with scratch_dir("speechmill-train-bench-"):
+        return measure(args)
+
+
+def measure(args) -> int:
     dev = torch.device(args.device)
     cuda = dev.type == "cuda"
     dvae = DiscreteVAE(DvaeConfig.preset(args.config)).to(dev)

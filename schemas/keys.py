@@ -20,7 +20,7 @@ _ID_HASH_CHARS = 20
 
 def stable_hash(text: str, n: int = _ID_HASH_CHARS) -> str:
     """First ``n`` hex digits of the SHA-1 of ``text``: the same in every process and run."""
-    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:n]
+    return hashlib.sha1(text.encode("utf-8", "surrogateescape")).hexdigest()[:n]
 
 
 def is_valid_key(key: str) -> bool:

@@ -11,4 +11,4 @@ python -m pipelines.make_demo demo
 python -m pipelines.build_corpus --sources demo/sources.txt --output demo/corpus \
   --asr_model demo/tiny-wav2vec2 --min_confidence 0 --min_chars_per_s 0 --max_chars_per_s 1000 \
   --samples_per_shard 8 "$@"
-echo "[demo] corpus in demo/corpus: shards/*.tar, manifest/*.parquet, rejected/, report.json"
+echo "[demo] corpus in demo/corpus: shards/*.tar, manifest/*.parquet, sources/*.parquet, report.json (rejected/*.parquet when something was rejected)"

@@ -5,8 +5,10 @@ import functools
 import http.server
 import os
 import shutil
+import socket
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -108,17 +110,20 @@ class Route:
     """What the test server answers for one path."""
 
     def __init__(self, body: bytes = b"", status: int = 200, headers=None, drop_after=None, fail_first=0,
-                 fail_status=500):
+                 fail_status=500, trickle_s=None):
         self.body, self.status, self.headers = body, status, dict(headers or {})
         self.drop_after = drop_after  # send this many bytes of the body, then cut the connection (once)
         self.fail_first, self.fail_status = fail_first, fail_status
+        self.trickle_s = trickle_s  # send the body one byte at a time, this many seconds apart
 
 
 class ScriptedServer:
-    """An HTTP server on 127.0.0.1 whose answers the test sets per path, with a log of requests."""
+    """An HTTP server on ``host`` (127.0.0.1 by default) whose answers the test sets per path, with a
+    log of requests. ``default`` answers every path no route names (a canary answers everything)."""
 
-    def __init__(self):
+    def __init__(self, host: str = "127.0.0.1", default: "Route" = None):
         self.routes, self.log = {}, []
+        self.default = default
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -127,7 +132,7 @@ class ScriptedServer:
             def do_GET(self):
                 path = self.path.split("?", 1)[0]
                 server.log.append(path)
-                route = server.routes.get(path)
+                route = server.routes.get(path, server.default)
                 if route is None:
                     self.send_error(404)
                     return
@@ -140,6 +145,15 @@ class ScriptedServer:
                     self.send_header(k, v)
                 self.send_header("Content-Length", str(len(route.body)))
                 self.end_headers()
+                if route.trickle_s is not None:
+                    for i in range(len(route.body)):
+                        try:
+                            self.wfile.write(route.body[i:i + 1])
+                            self.wfile.flush()
+                        except OSError:
+                            return
+                        time.sleep(route.trickle_s)
+                    return
                 if route.drop_after is not None:
                     self.wfile.write(route.body[: route.drop_after])
                     self.wfile.flush()
@@ -153,12 +167,17 @@ class ScriptedServer:
                 pass
 
         class Server(http.server.ThreadingHTTPServer):
+            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            daemon_threads = True
+
             def handle_error(self, request, client_address):
                 pass  # clients that hang up early (probes, dropped downloads) are expected here
 
-        self.httpd = Server(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.httpd = Server((host, 0), Handler)
+        self.host = host
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
     def add(self, path: str, route: Route) -> str:
         self.routes[path] = route
@@ -177,6 +196,24 @@ def server():
     s = ScriptedServer()
     yield s
     s.close()
+
+
+@pytest.fixture()
+def canaries(speech):
+    """Servers on 127.0.0.2 and [::1] that answer every path with real audio: any request one of them
+    logs got past the network policy (tests allow only 127.0.0.1/32)."""
+    wav = open(speech["a"][1], "rb").read()
+    found = [ScriptedServer("127.0.0.2", default=Route(wav, headers={"Content-Type": "audio/wav"}))]
+    try:
+        found.append(ScriptedServer("::1", default=Route(wav, headers={"Content-Type": "audio/wav"})))
+    except OSError:  # no IPv6 loopback here
+        pass
+    yield found
+    for c in found:
+        c.close()
+
+
+ONLY_LOCALHOST = "127.0.0.1/32"
 
 
 def rss(items, title="Test Pod", author="Alice Host") -> bytes:

@@ -72,8 +72,9 @@ def test_feed_and_page_through_the_whole_pipeline(server, tiny_model, speech, ba
     assert samples() == before
     retried = [p for p in server.log if p.startswith(("/ep/", "/m/"))][len(media_hits):]
     assert sorted(set(retried)) == ["/ep/e4.mp3", "/m/big.wav", "/m/redirect.wav"]
-    latest = sorted((out / "sources").glob("*.parquet"))[-1]
-    assert {r["status"] for r in pq.read_table(str(latest)).to_pylist()} == {"failed"}
+    runs = [json.loads(p.read_text()) for p in (out / "runs").glob("*.json")]
+    latest = max(runs, key=lambda r: r["published_at"])["run"]
+    assert {r["status"] for r in pq.read_table(str(out / "sources" / f"run-{latest}.parquet")).to_pylist()} == {"failed"}
     media_hits = [p for p in server.log if p.startswith(("/ep/", "/m/"))]
 
     # a new episode in the feed: only it is fetched and added

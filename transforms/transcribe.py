@@ -28,11 +28,38 @@ def to_transcripts(result: PredictionResult):
 
 
 def to_failures(failed):
-    batch, exc = failed if isinstance(failed, tuple) else (failed, "unknown error")
-    items = batch if isinstance(batch, (list, tuple)) else [batch]
-    for b in items:
+    """One failure row per clip of a batch ``RunInference`` failed on as a whole.
+
+    Beam's dead-letter element is ``(batch, (exception type, repr, traceback lines))``, the batch
+    being the list of ``AsrBatch`` that ``BatchElements`` handed to one ``run_inference`` call.
+    """
+    batch, error = failed
+    detail = error_detail(error)
+    for b in batch if isinstance(batch, (list, tuple)) else [batch]:
         for seg in b.segments:
-            yield Rejection.for_segment(seg, STAGE, "asr_error", f"{type(exc).__name__}: {exc}")
+            yield Rejection.for_segment(seg, STAGE, "asr_error", detail)
+        progress().add(rejected=len(b))
+
+
+def error_detail(error) -> str:
+    """``Type: message`` for an exception or Beam's ``(type, repr, traceback lines)`` of one."""
+    if isinstance(error, BaseException):
+        name, message = type(error).__name__, str(error)
+    else:
+        exc_type, exc_repr, lines = error
+        name, message = exc_type.__name__, _message(exc_type, exc_repr, lines)
+    return f"{name}: {message}" if message else name
+
+
+def _message(exc_type: type, exc_repr: str, lines) -> str:
+    """The exception's text: the traceback's last ``[module.]Type: message`` entry without its
+    prefix (as ``str(exc)`` was), else the repr."""
+    names = {exc_type.__qualname__, f"{exc_type.__module__}.{exc_type.__qualname__}"}
+    for line in reversed(list(lines or ())):
+        head, _, rest = line.rstrip("\n").partition(": ")
+        if head in names:
+            return rest
+    return exc_repr
 
 
 class Transcribe(beam.PTransform):

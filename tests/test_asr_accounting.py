@@ -1,0 +1,108 @@
+"""What the transcribe stage reports: failure rows for a batch the model handler failed on, and
+padding counters that stay exact when threads share one model."""
+import threading
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from asr.handler import CtcModelHandler
+from asr.model import AsrModelSpec
+from schemas.records import AsrBatch, Segment, Source
+from transforms.transcribe import Transcribe, error_detail
+
+
+class BatchRefused(RuntimeError):
+    pass
+
+
+def asr_batch(source_id, lengths, seed=0):
+    rng = np.random.default_rng(seed)
+    src = Source(f"file:///{source_id}.wav", source_id)
+    segs = tuple(Segment(f"{source_id}_{i:09d}", src, i, i + 1, 22050, "p", 0, 1) for i in range(len(lengths)))
+    return AsrBatch(segs, tuple(rng.standard_normal(n).astype(np.float32) * 0.1 for n in lengths))
+
+
+def test_a_batch_the_handler_fails_on_becomes_one_readable_row_per_clip(tiny_model):
+    good, bad = asr_batch("good", [16000, 20000]), asr_batch("bad", [16000, 24000, 12000], seed=1)
+
+    class RefusingHandler(CtcModelHandler):
+        def batch_elements_kwargs(self):
+            return {"min_batch_size": 1, "max_batch_size": 1}  # each AsrBatch fails or passes alone
+
+        def run_inference(self, batch, model, inference_args=None):
+            if any(b.segments[0].source.source_id == "bad" for b in batch):
+                raise BatchRefused(f"model refused {sum(len(b) for b in batch)} clips")
+            return super().run_inference(batch, model, inference_args)
+
+    with BeamTestPipeline() as p:
+        out = p | beam.Create([good, bad]) | Transcribe(AsrModelSpec(model=tiny_model), handler_cls=RefusingHandler)
+        assert_that(out["failed"] | "Rows" >> beam.Map(lambda r: (r.key, r.stage, r.reason, r.detail)),
+                    equal_to([(s.key, "transcribe", "asr_error", "BatchRefused: model refused 3 clips")
+                              for s in bad.segments]), label="failures")
+        assert_that(out["transcripts"] | "Keys" >> beam.Map(lambda t: t.key),
+                    equal_to([s.key for s in good.segments]), label="transcripts")
+
+
+def test_error_detail_takes_the_message_from_the_traceback_not_the_repr():
+    import traceback
+    try:
+        try:
+            raise KeyError("inner")
+        except KeyError as inner:
+            raise BatchRefused("line one\nline two: more") from inner
+    except BatchRefused as e:
+        lines = traceback.format_exception(e)
+        assert error_detail((BatchRefused, repr(e), lines)) == "BatchRefused: line one\nline two: more"
+        assert error_detail(e) == "BatchRefused: line one\nline two: more"
+    assert error_detail((ValueError, "ValueError()", ["ValueError\n"])) == "ValueError"
+    assert error_detail((ValueError, "ValueError('x')", [])) == "ValueError: ValueError('x')"
+
+
+class Tally:
+    """A thread-safe stand-in for a Beam counter."""
+
+    def __init__(self):
+        self.total, self._lock = 0, threading.Lock()
+
+    def inc(self, n=1):
+        with self._lock:
+            self.total += n
+
+
+def expected_counts(batches):
+    """(samples, padding) of AsrBatches that are each one model call, zero-padded to their longest clip."""
+    lengths = [[len(a) for a in b.audio] for b in batches]
+    return sum(sum(ls) for ls in lengths), sum(len(ls) * max(ls) - sum(ls) for ls in lengths)
+
+
+def test_padding_counters_are_exact_when_threads_share_one_model(tiny_model, threads=4):
+    handler = CtcModelHandler(AsrModelSpec(model=tiny_model))
+    handler._samples, handler._padded = Tally(), Tally()
+    model = handler.load_model()
+    rng = np.random.default_rng(2)
+    calls = [[asr_batch(f"t{t}c{c}b{b}", rng.integers(4000, 40000, rng.integers(1, 5)).tolist(), seed=t * 100 + c)
+              for b in range(2)] for t in range(threads) for c in range(4)]
+    start = threading.Barrier(threads)
+    errors = []
+
+    def work(mine):
+        try:
+            start.wait()
+            for batch in mine:
+                out = handler.run_inference(batch, model)
+                assert [len(r.inference) for r in out] == [len(b) for b in batch]
+        except Exception as e:  # noqa: BLE001 - reported by the main thread
+            errors.append(e)
+
+    pool = [threading.Thread(target=work, args=(calls[t::threads],)) for t in range(threads)]
+    for th in pool:
+        th.start()
+    for th in pool:
+        th.join()
+    assert not errors
+    samples, padding = expected_counts([b for call in calls for b in call])
+    assert padding > 0
+    assert (handler._samples.total, handler._padded.total) == (samples, padding)
+    assert (model.stats.samples, model.stats.padded, model.stats.batches) == (samples, padding, 2 * len(calls))
