@@ -18,7 +18,7 @@ http(s) is ever fetched for them.
 from __future__ import annotations
 
 import os
-from typing import Iterator, List, Union
+from typing import Iterator, List, Tuple, Union
 
 from acquisition.feeds import FeedError, feed_items, looks_like_feed
 from acquisition.fetch import AcquireConfig, FetchError, check_remote_item, open_checked
@@ -122,9 +122,9 @@ def expand_source(source: Source, cfg: AcquireConfig) -> List[Source]:
     return _probe_http(source, cfg)
 
 
-def expand(source: Source, cfg: AcquireConfig) -> Iterator[Union[Source, Rejection]]:
-    """``expand_source`` that turns failures into rejections; a remote item that is not http(s)
-    becomes its own rejection (the rest of the feed goes on)."""
+def expand(source: Source, cfg: AcquireConfig) -> Iterator[Union[Source, Rejection, Tuple[Source, Rejection]]]:
+    """``expand_source`` that turns failures into rejections of ``source``; a remote item that is not
+    http(s) comes as ``(item, its rejection)`` (the rest of the feed goes on)."""
     try:
         items = expand_source(source, cfg)
     except FetchError as e:
@@ -143,7 +143,7 @@ def expand(source: Source, cfg: AcquireConfig) -> Iterator[Union[Source, Rejecti
         try:
             check_remote_item(item)
         except UnsafeURL as e:
-            yield Rejection.for_source(item, STAGE, e.reason, e.detail)
+            yield item, Rejection.for_source(item, STAGE, e.reason, e.detail)
             continue
         yield item
 

@@ -64,8 +64,13 @@ def create_if_absent(path: str, data: bytes) -> bool:
     raise ValueError(f"no conditional create for {scheme}://")
 
 
+class NoCredentials(str):
+    """A reason that is about the credentials themselves (every object of the store would fail)."""
+
+
 def check_access(path: str) -> Optional[str]:
-    """None when ``path``'s bucket can be listed with the credentials at hand, else a one-line reason."""
+    """None when ``path``'s bucket can be listed with the credentials at hand, else a one-line reason
+    (a ``NoCredentials`` when the credentials themselves are missing or refused)."""
     scheme, bucket, key = _split(path)
     from corpus.fs import credentials_hint
     if scheme == "s3":
@@ -73,11 +78,13 @@ def check_access(path: str) -> Optional[str]:
         try:
             s3_client().list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
         except (bx.NoCredentialsError, bx.PartialCredentialsError):
-            return credentials_hint(path)
+            return NoCredentials(credentials_hint(path))
         except bx.ClientError as e:
             code = e.response.get("Error", {}).get("Code", "")
-            if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "ExpiredToken"):
-                return f"{credentials_hint(path)} (the store answered {code})"
+            if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"):
+                return NoCredentials(f"{credentials_hint(path)} (the store answered {code})")
+            if code == "AccessDenied":
+                return f"access denied to s3://{bucket}: {credentials_hint(path)}"
             if code == "NoSuchBucket":
                 return f"no such bucket: s3://{bucket}"
             return f"cannot list s3://{bucket}: {code or e}"
@@ -88,13 +95,15 @@ def check_access(path: str) -> Optional[str]:
         try:
             from google.cloud import storage
         except ImportError:
-            return ("gs:// needs Google Cloud's client libraries: pip install 'apache-beam[gcp]==2.77.0'")
+            return NoCredentials("gs:// needs Google Cloud's client libraries: pip install 'apache-beam[gcp]==2.77.0'")
         try:
             next(iter(storage.Client().list_blobs(bucket, prefix=key, max_results=1)), None)
         except Exception as e:
             name = type(e).__name__
-            if name in ("DefaultCredentialsError", "RefreshError", "Forbidden", "Unauthorized"):
-                return f"{credentials_hint(path)} ({name})"
+            if name in ("DefaultCredentialsError", "RefreshError", "Unauthorized"):
+                return NoCredentials(f"{credentials_hint(path)} ({name})")
+            if name == "Forbidden":
+                return f"access denied to gs://{bucket}: {credentials_hint(path)}"
             return f"cannot list gs://{bucket}: {name}: {e}"
         return None
     return None

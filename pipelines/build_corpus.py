@@ -138,20 +138,23 @@ def print_summary(title: str, report: dict, output: Optional[str] = None) -> Non
 
 
 def _preflight_storage(settings: CorpusSettings, parsed_sources: List[Source]) -> None:
-    """Fail fast, with the options to set, when an object store cannot be reached with our credentials."""
-    paths = [settings.output + "/", settings.acquire.staging_dir + "/"]
-    if not fs.is_local(settings.sources):
-        paths.append(settings.sources)
+    """Fail fast, with the options to set, when an object store cannot be used with our credentials.
+
+    The output and staging stores must work; for sources only missing or refused credentials stop
+    the run (they would fail every object alike) — a missing bucket or object is that source's row.
+    """
+    for path in (settings.output + "/", settings.acquire.staging_dir + "/"):
+        if not fs.is_local(path):
+            problem = object_store.check_access(path)
+            if problem:
+                raise OptionError(problem)
     buckets = {}
     for s in parsed_sources:
         if s.uri.split("://", 1)[0] in ("s3", "gs"):
             buckets.setdefault(s.uri.split("/", 3)[2], s.uri)
-    paths += list(buckets.values())[:10]
-    for path in paths:
-        if fs.is_local(path):
-            continue
+    for path in list(buckets.values())[:10]:
         problem = object_store.check_access(path)
-        if problem:
+        if isinstance(problem, object_store.NoCredentials):
             raise OptionError(problem)
 
 
@@ -190,6 +193,10 @@ def run(argv: Optional[List[str]] = None, test_pipeline: Optional[beam.Pipeline]
         from pipelines.options import check_output
         check_output(settings.output)
         check_available(settings.asr)
+        if not fs.is_local(settings.sources):
+            problem = object_store.check_access(settings.sources)
+            if problem:
+                raise OptionError(f"--sources {settings.sources}: {problem}")
         parsed = read_sources(settings.sources)
         _preflight_storage(settings, parsed.sources)
     except (OptionError, ValueError, ModelLoadError, SourcesFileError) as e:

@@ -60,10 +60,14 @@ def expand_records(source: Source, cfg: AcquireConfig, done) -> Iterable:
     """Items to fetch (as ``(id, item)``), and rows for failures and deferred items."""
     items = []
     for out in expand(source, cfg):
-        if isinstance(out, Rejection):
-            failed = source if out.source_id == source.source_id else None
+        if isinstance(out, Rejection):  # the source itself failed
             yield out
-            yield SourceResult.of(failed or _item_of(out, source), "failed", out.reason)
+            yield SourceResult.of(source, "failed", out.reason)
+        elif isinstance(out, tuple):  # an item refused before it could be fetched
+            item, rejection = out
+            if not is_done(item, done):
+                yield rejection
+                yield SourceResult.of(item, "failed", rejection.reason)
         else:
             items.append(out)
     pending = [i for i in items if not is_done(i, done)]
@@ -74,12 +78,6 @@ def expand_records(source: Source, cfg: AcquireConfig, done) -> Iterable:
         yield from deferred(item, "over_items_limit",
                             f"--max_items_per_source {limit}: a run takes {limit} of the {len(pending)} "
                             f"items not done yet; the rest follow in later runs")
-
-
-def _item_of(rejection: Rejection, parent: Source) -> Source:
-    """A minimal record of an item that was refused before it became a source of its own."""
-    return Source(uri=rejection.source_uri, source_id=rejection.source_id, origin=parent.origin + " > ?",
-                  remote=True, speaker=parent.speaker, title=parent.title)
 
 
 class _ExpandFn(beam.DoFn):
