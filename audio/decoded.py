@@ -2,9 +2,10 @@
 
 ffmpeg decodes once, straight into a scratch file that has no name (created and unlinked before
 ffmpeg starts, written through an inherited descriptor): if the worker is killed, the kernel
-frees it, so no scratch file ever stays behind. The energies are computed in fixed-size chunks
-from that file, which is still in the page cache; clips are then read back by offset, as often as
-needed, without a second decode. Memory stays flat in the length of the input; scratch disk is 2
+frees it, so no scratch file ever stays behind. The energies — and, with ``vad``, Silero VAD's
+speech probabilities on the audio resampled to 16 kHz as it streams past — are computed in
+fixed-size chunks from that file, which is still in the page cache; clips are then read back by
+offset, as often as needed, without a second decode. Memory stays flat in the length of the input; scratch disk is 2
 bytes a sample, bounded by ``DecodeLimits.max_bytes``.
 """
 from __future__ import annotations
@@ -29,6 +30,7 @@ class DecodedSource:
     n_samples: int
     hop: int  # samples per energy frame
     db: np.ndarray  # frame energies, dBFS
+    speech_probs: Optional[np.ndarray] = None  # per 32 ms frame (audio.vad), when asked for
 
     @property
     def duration_s(self) -> float:
@@ -62,7 +64,7 @@ class DecodedSource:
 
 def decode_to_scratch(path: str, sample_rate: int, scratch_dir: Optional[str] = None,
                       timeout_s: float = 3600.0, chunk_s: float = 30.0,
-                      limits: Optional[DecodeLimits] = None) -> DecodedSource:
+                      limits: Optional[DecodeLimits] = None, vad: bool = False) -> DecodedSource:
     """Decode ``path`` to mono int16 at ``sample_rate`` into anonymous scratch; raises ``DecodeError``."""
     limits = limits or DecodeLimits(timeout_s=timeout_s)
     hop = max(1, int(round(sample_rate * HOP_S)))
@@ -70,12 +72,35 @@ def decode_to_scratch(path: str, sample_rate: int, scratch_dir: Optional[str] = 
     try:
         n = decode_into(path, scratch.fileno(), sample_rate, limits)
         energy = FrameEnergy(hop)
+        speech = _SpeechStream(sample_rate) if vad else None
         chunk = hop * max(1, int(chunk_s / HOP_S))
         fd = scratch.fileno()
         for start in range(0, n, chunk):
-            data = os.pread(fd, 2 * min(chunk, n - start), 2 * start)
-            energy.push(np.frombuffer(data, dtype="<i2"))
+            data = np.frombuffer(os.pread(fd, 2 * min(chunk, n - start), 2 * start), dtype="<i2")
+            energy.push(data)
+            if speech is not None:
+                speech.push(data, last=start + chunk >= n)
     except BaseException:
         scratch.close()
         raise
-    return DecodedSource(scratch, sample_rate, n, hop, energy.db())
+    return DecodedSource(scratch, sample_rate, n, hop, energy.db(), speech.finish() if speech else None)
+
+
+class _SpeechStream:
+    """int16 chunks at any rate → 16 kHz float32 (soxr, streaming) → Silero VAD."""
+
+    def __init__(self, sample_rate: int):
+        import soxr
+        from audio.vad import RATE, VadStream
+        self.vad = VadStream()
+        self.resampler = None if sample_rate == RATE else soxr.ResampleStream(sample_rate, RATE, 1, dtype="float32",
+                                                                              quality="HQ")
+
+    def push(self, data: np.ndarray, last: bool) -> None:
+        x = data.astype(np.float32) / 32768.0
+        if self.resampler is not None:
+            x = self.resampler.resample_chunk(x, last=last)
+        self.vad.push(x)
+
+    def finish(self) -> np.ndarray:
+        return self.vad.finish()

@@ -1,15 +1,19 @@
-"""Split a recording into clips at silences, from its frame energies alone.
+"""Split a recording into clips at pauses, from its frame energies and (when given) its speech frames.
 
 The recipe (pydub ``split_on_silence(min_silence_len=600, silence_thresh=-40)``) used an absolute
 threshold; here silence is judged against the file's own level (its 95th-percentile frame energy),
-so the same speech recorded 40 dB quieter splits the same way.
+so the same speech recorded 40 dB quieter splits the same way. With a speech mask from a voice
+activity detector, a pause is also any frame that is not speech, so music or hum under the pauses
+no longer hides them, and a file with no speech at all gives no clips (``no_speech``).
 
 Rules, in order:
-1. Frames quieter than ``level - silence_rel_db`` are silent; silent runs of at least
-   ``min_silence_ms`` (and any silence at either end of the file) separate speech regions.
-2. Each region keeps up to ``keep_silence_ms`` of the silence on each side.
-3. A region longer than ``max_clip_s`` is cut at its quietest point (lowest smoothed energy) among
-   the places that leave a left piece of ``min_clip_s``..``max_clip_s``; repeated until it fits.
+1. A frame is a pause when it is quieter than ``level - silence_rel_db`` or is not speech; pause
+   runs of at least ``min_silence_ms`` (and any pause at either end of the file) separate regions.
+2. Each region keeps up to ``keep_silence_ms`` of the pause on each side.
+3. A region longer than ``max_clip_s`` is cut in the middle of its longest pause among the places
+   that leave a left piece of ``min_clip_s``..``max_clip_s`` (the pauses between sentences, which
+   are longer than those between words); only where that window holds no pause at all is it cut
+   at its quietest point (lowest smoothed energy). Repeated until it fits.
 4. A piece shorter than ``min_clip_s`` is merged with the neighbour across the smaller gap when the
    result fits in ``max_clip_s`` and the gap is at most ``max_merge_gap_s``; what still is too
    short is rejected.
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -36,6 +40,8 @@ class SplitParams:
     silent_file_db: float = -85.0  # a file whose level is below this is silence, whatever its shape
     min_dynamic_range_db: float = 3.0  # level minus 10th percentile: below this there is no speech
     smooth_ms: float = 150.0
+    min_speech_s: float = 0.5  # a file with less speech than this (by the speech mask) has none
+    speech_threshold: float = 0.5  # VAD probability where speech starts (it ends 0.15 below)
 
     def validate(self) -> "SplitParams":
         if not 0 < self.min_clip_s <= self.max_clip_s:
@@ -62,7 +68,7 @@ class Piece:
 class SplitResult:
     clips: Tuple[Piece, ...]
     too_short: Tuple[Piece, ...]
-    file_reason: str = ""  # set when the whole file is rejected ("silent", "no_dynamics", "no_audio")
+    file_reason: str = ""  # set when the whole file is rejected ("silent", "no_dynamics", "no_speech", "no_audio")
     level_db: float = float("nan")
     threshold_db: float = float("nan")
 
@@ -83,14 +89,42 @@ def _smoothed(db: np.ndarray, width: int) -> np.ndarray:
     return 10.0 * np.log10(np.convolve(power, kernel, mode="same") + 1e-30)
 
 
-def _split_long(p: Piece, smooth: np.ndarray, min_f: int, max_f: int) -> List[Piece]:
+def _quiet_part(s: int, e: int, quiet: np.ndarray) -> Tuple[int, int]:
+    """A pause narrowed to its longest run of quiet frames, when it has one: the voice detector is
+    unsure at the soft start and end of speech, and the quiet frames say where the pause really is."""
+    runs = _runs(quiet[s:e])
+    if not runs:
+        return s, e
+    a, b = max(runs, key=lambda r: (r[1] - r[0], -r[0]))
+    return s + a, s + b
+
+
+def _longest_pause(pause: np.ndarray, lo: int, hi: int):
+    """Middle frame of the longest pause run whose middle lies in [lo, hi] (ties: nearest the
+    window's centre, then earliest), or None when the window holds no pause."""
+    best = None
+    centre = (lo + hi) / 2
+    for a, b in _runs(pause[max(0, lo - 200):hi + 201]):
+        a, b = a + max(0, lo - 200), b + max(0, lo - 200)
+        mid = (a + b) // 2
+        if not lo <= mid <= hi:
+            continue
+        key = (b - a, -abs(mid - centre), -mid)
+        if best is None or key > best[0]:
+            best = (key, mid)
+    return None if best is None else best[1]
+
+
+def _split_long(p: Piece, smooth: np.ndarray, pause: np.ndarray, min_f: int, max_f: int) -> List[Piece]:
     out = []
     s, e = p.start, p.end
     while e - s > max_f:
         lo, hi = s + min_f, min(s + max_f, e - min_f)
         if lo > hi:  # cannot leave a valid piece on both sides: keep the left piece valid
             lo, hi = max(s + 1, e - max_f), s + max_f
-        cut = lo + int(np.argmin(smooth[lo:hi + 1]))
+        cut = _longest_pause(pause, lo, hi)
+        if cut is None:
+            cut = lo + int(np.argmin(smooth[lo:hi + 1]))
         out.append(Piece(s, cut))
         s = cut
     out.append(Piece(s, e))
@@ -121,8 +155,14 @@ def _merge_short(pieces: List[Piece], min_f: int, max_f: int, max_gap_f: int) ->
     return pieces
 
 
-def split_on_silence(db: np.ndarray, hop_s: float, params: SplitParams = SplitParams()) -> SplitResult:
-    """Clips (frame ranges) of a file given its frame energies in dBFS on a ``hop_s`` grid."""
+def split_on_silence(db: np.ndarray, hop_s: float, params: SplitParams = SplitParams(),
+                     speech_prob: Optional[np.ndarray] = None) -> SplitResult:
+    """Clips (frame ranges) of a file given its frame energies in dBFS on a ``hop_s`` grid and,
+    optionally, each frame's speech probability (on the same grid)."""
+    speech = None
+    if speech_prob is not None:
+        from audio.vad import speech_mask
+        speech = speech_mask(speech_prob, params.speech_threshold)
     n = len(db)
     if n == 0:
         return SplitResult((), (), "no_audio")
@@ -133,6 +173,8 @@ def split_on_silence(db: np.ndarray, hop_s: float, params: SplitParams = SplitPa
         return SplitResult((), (), "silent", level, threshold)
     if level - floor < params.min_dynamic_range_db:
         return SplitResult((), (), "no_dynamics", level, threshold)
+    if speech is not None and np.count_nonzero(speech) * hop_s < params.min_speech_s:
+        return SplitResult((), (), "no_speech", level, threshold)
 
     min_f = max(1, int(round(params.min_clip_s / hop_s)))
     max_f = max(min_f, int(math.floor(params.max_clip_s / hop_s + 1e-9)))
@@ -140,8 +182,13 @@ def split_on_silence(db: np.ndarray, hop_s: float, params: SplitParams = SplitPa
     pad_f = int(round(params.keep_silence_ms / 1000.0 / hop_s))
     max_gap_f = int(round(params.max_merge_gap_s / hop_s))
 
-    silent = db < threshold
-    cuts = [(s, e) for s, e in _runs(silent) if e - s >= min_sil_f or s == 0 or e == n]
+    quiet = silent = db < threshold
+    # where a long region may be cut: quiet frames (half the silence margin) or frames not clearly speech
+    soft = db < level - params.silence_rel_db / 2
+    if speech is not None:
+        silent = silent | ~speech
+        soft = soft | (speech_prob < params.speech_threshold)
+    cuts = [_quiet_part(s, e, quiet) for s, e in _runs(silent) if e - s >= min_sil_f or s == 0 or e == n]
     bounds = [0] + [x for run in cuts for x in run] + [n]
     regions = []
     for i in range(0, len(bounds), 2):
@@ -150,7 +197,7 @@ def split_on_silence(db: np.ndarray, hop_s: float, params: SplitParams = SplitPa
             regions.append(Piece(max(0, s - pad_f), min(n, e + pad_f)))
 
     smooth = _smoothed(db, int(round(params.smooth_ms / 1000.0 / hop_s)))
-    pieces = [q for r in regions for q in _split_long(r, smooth, min_f, max_f)]
+    pieces = [q for r in regions for q in _split_long(r, smooth, silent | soft, min_f, max_f)]
     pieces = _merge_short(pieces, min_f, max_f, max_gap_f)
     clips = tuple(p for p in pieces if p.end - p.start >= min_f)
     short = tuple(p for p in pieces if p.end - p.start < min_f)

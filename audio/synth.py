@@ -98,3 +98,47 @@ def build_recording(texts: Sequence[str], pauses_s: Sequence[float], sample_rate
     audio = audio + rng.standard_normal(len(audio)).astype(np.float32) * (10 ** (noise_db / 20))
     audio = audio * (10 ** (gain_db / 20))
     return Recording(np.clip(audio, -1, 1).astype(np.float32), sample_rate, tuple(spans), tuple(texts))
+
+
+def music(duration_s: float, sample_rate: int = 22050, seed: int = 0) -> np.ndarray:
+    """Steady background music: a chord of harmonic tones with soft attacks, changing every half second."""
+    rng = np.random.default_rng(seed)
+    n = int(round(duration_s * sample_rate))
+    t = np.arange(n) / sample_rate
+    out = np.zeros(n, dtype=np.float64)
+    step = int(0.5 * sample_rate)
+    roots = 220.0 * 2 ** (rng.integers(-5, 7, size=n // step + 1) / 12)
+    env = np.minimum(1.0, np.arange(step) / (0.02 * sample_rate)) * np.exp(-np.arange(step) / (0.6 * sample_rate))
+    for k, root in enumerate(roots):
+        a, b = k * step, min(n, (k + 1) * step)
+        if a >= n:
+            break
+        for ratio in (1.0, 1.25, 1.5, 2.0):  # a major chord and its octave
+            for h, amp in ((1, 1.0), (2, 0.5), (3, 0.25)):
+                out[a:b] += amp * env[: b - a] * np.sin(2 * np.pi * root * ratio * h * t[a:b])
+    return (out / (np.max(np.abs(out)) or 1.0) * 0.5).astype(np.float32)
+
+
+def pink_noise(duration_s: float, sample_rate: int = 22050, seed: int = 0) -> np.ndarray:
+    """Noise with a 1/f spectrum (like room and street noise), peak-normalised to 0.5."""
+    n = int(round(duration_s * sample_rate))
+    rng = np.random.default_rng(seed)
+    spec = np.fft.rfft(rng.standard_normal(n))
+    f = np.arange(len(spec))
+    spec[1:] /= np.sqrt(f[1:])
+    x = np.fft.irfft(spec, n)
+    return (x / np.max(np.abs(x)) * 0.5).astype(np.float32)
+
+
+def mix(rec: Recording, bed: np.ndarray, snr_db: float) -> Recording:
+    """``rec`` over ``bed`` (looped to length) so that speech power over its spans / bed power = ``snr_db``."""
+    x = rec.audio.astype(np.float64)
+    bed = np.resize(bed.astype(np.float64), len(x))
+    sr = rec.sample_rate
+    speech = np.concatenate([x[int(a * sr):int(b * sr)] for a, b in rec.spans])
+    gain = np.sqrt(np.mean(speech ** 2) / (np.mean(bed ** 2) * 10 ** (snr_db / 10)))
+    y = x + gain * bed
+    peak = np.max(np.abs(y))
+    if peak > 0.99:
+        y = y * (0.99 / peak)
+    return Recording(y.astype(np.float32), sr, rec.spans, rec.texts)

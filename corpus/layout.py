@@ -33,6 +33,9 @@ from schemas.records import SCHEMA_VERSION
 
 WORK = "_work"
 STAGING = "_staging"
+REJECTED_SHARDS = "rejected_shards"
+REJECTED_MANIFEST = "rejected_manifest"
+AUDIO_GATE_REASONS = ("not_speech", "low_bandwidth", "clipped", "noisy", "low_dnsmos")
 
 
 @dataclass(frozen=True)
@@ -142,13 +145,13 @@ def done_source_ids(layout: Layout, rows: Optional[List[dict]] = None) -> Set[st
 _SHARD_INDEX = re.compile(r"-(\d{6,})\.tar$")
 
 
-def shard_indices(layout: Layout, prefix: str) -> List[int]:
-    return sorted(int(m.group(1)) for p in fs.list_dir(layout.shards_dir, prefix=prefix + "-", suffix=".tar")
+def shard_indices(layout: Layout, prefix: str, folder: str = "shards") -> List[int]:
+    return sorted(int(m.group(1)) for p in fs.list_dir(layout.path(folder), prefix=prefix + "-", suffix=".tar")
                   if (m := _SHARD_INDEX.search(p)) and p.rsplit("/", 1)[-1][len(prefix) + 1:-4].isdigit())
 
 
-def next_shard_index(layout: Layout, prefix: str) -> int:
-    indices = shard_indices(layout, prefix)
+def next_shard_index(layout: Layout, prefix: str, folder: str = "shards") -> int:
+    indices = shard_indices(layout, prefix, folder)
     return indices[-1] + 1 if indices else 0
 
 
@@ -162,8 +165,8 @@ def publish(layout: Layout, tag: str, summary: dict, before_apply=lambda: None,
             deletes: Iterable[str] = ()) -> dict:
     """Commit a finished run's work area into the corpus (see ``corpus.commit``)."""
     work = layout.work(tag)
-    moves, files = [], {"shards": [], "manifest": [], "tables": []}
-    for sub in ("shards", "manifest"):
+    moves, files = [], {"shards": [], "manifest": [], "tables": [], REJECTED_SHARDS: [], REJECTED_MANIFEST: []}
+    for sub in ("shards", "manifest", REJECTED_SHARDS, REJECTED_MANIFEST):
         for src in fs.list_dir(work.path(sub)):
             if fs.is_temporary(src):
                 continue
@@ -206,6 +209,9 @@ def summarise(sources: List[dict], manifest: pa.Table, rejected: List[dict], n_s
         "kept": manifest.num_rows,
         "hours_kept": round(sum(durations) / 3600, 4),
         "rejected_segments": sum(1 for r in rejected if r["key"] is not None),
+        "asr_hours_saved": round(sum((r["duration_s"] or 0.0) for r in rejected
+                                     if r["key"] is not None and r["stage"] == "quality"
+                                     and r["reason"] in AUDIO_GATE_REASONS) / 3600, 4),
         "rejects_by_reason": dict(sorted(reasons.items())),
         "shards": n_shards,
     }
@@ -264,7 +270,8 @@ def clean_leftovers(layout: Layout, staging_dir: str, keep_work: Iterable[str] =
             if tag not in keep:
                 fs.delete_if_exists(p)
                 removed += 1
-    for sub in ("", "shards", "manifest", "rejected", "sources", "runs", commit.JOURNAL):
+    for sub in ("", "shards", "manifest", "rejected", "sources", "runs", REJECTED_SHARDS, REJECTED_MANIFEST,
+                commit.JOURNAL):
         for p in fs.list_dir(layout.path(sub) if sub else layout.root):
             if fs.is_temporary(p):
                 fs.delete_if_exists(p)

@@ -73,8 +73,25 @@ def table_bytes(rows: List[dict], schema: pa.Schema) -> bytes:
 
 def write_shard(shards_dir: str, manifest_dir: str, name: str,
                 transcripts: Sequence[Transcript]) -> ShardInfo:
-    items = sorted(transcripts, key=lambda t: t.key)
-    keys = [t.key for t in items]
+    """A shard of kept samples and its manifest part."""
+    entries = [(t.key, t.segment, t.text, tables.sample_metadata(t, name), tables.manifest_row(t, name))
+               for t in transcripts]
+    return _write_entries(shards_dir, manifest_dir, name, entries, tables.MANIFEST)
+
+
+def write_rejected_shard(shards_dir: str, manifest_dir: str, name: str, rejections: Sequence) -> ShardInfo:
+    """A shard of rejected clips (``--keep_rejected_audio``): the same layout, the rejected row as metadata."""
+    entries = []
+    for r in rejections:
+        row = {**tables.rejected_row(r, run=""), "shard": name}
+        row.pop("run")
+        entries.append((r.key, r.segment, r.text or "", row, row))
+    return _write_entries(shards_dir, manifest_dir, name, entries, tables.REJECTED_MANIFEST)
+
+
+def _write_entries(shards_dir: str, manifest_dir: str, name: str, entries, schema: pa.Schema) -> ShardInfo:
+    items = sorted(entries, key=lambda e: e[0])
+    keys = [e[0] for e in items]
     if len(set(keys)) != len(keys):
         raise ValueError(f"shard {name} would hold duplicate keys")
     tar_path = fs.join(shards_dir, name + ".tar")
@@ -85,13 +102,12 @@ def write_shard(shards_dir: str, manifest_dir: str, name: str,
         counting = _Counting(f)
         tw = wds.TarWriter(counting, user=TAR_USER, group=TAR_USER, mtime=TAR_MTIME)
         try:
-            for t in items:
-                seg = t.segment
+            for key, seg, text, meta, _ in items:
                 tw.write({
-                    "__key__": t.key,
+                    "__key__": key,
                     "flac": reader.read(seg.pack_path, seg.pack_offset, seg.pack_length),
-                    "txt": t.text.encode("utf-8"),
-                    "json": json_bytes(tables.sample_metadata(t, name)),
+                    "txt": text.encode("utf-8"),
+                    "json": json_bytes(meta),
                 })
         finally:
             tw.close()
@@ -101,9 +117,9 @@ def write_shard(shards_dir: str, manifest_dir: str, name: str,
         fs.atomic_write(tar_path, write_tar)
     finally:
         reader.close()
-    rows = [tables.manifest_row(t, name) for t in items]
-    fs.atomic_write_bytes(fs.join(manifest_dir, name + ".parquet"), table_bytes(rows, tables.MANIFEST))
-    return ShardInfo(name, len(items), round(sum(t.segment.duration_s for t in items), 3), written["bytes"])
+    rows = [{k: e[4].get(k) for k in schema.names} for e in items]
+    fs.atomic_write_bytes(fs.join(manifest_dir, name + ".parquet"), table_bytes(rows, schema))
+    return ShardInfo(name, len(items), round(sum(e[1].duration_s for e in items), 3), written["bytes"])
 
 
 class _Counting:

@@ -20,8 +20,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from acquisition.sources_file import SourcesFileError, read_sources
 from asr.model import ModelLoadError, check_available
 from corpus import commit, fs, object_store, rewrite
-from corpus.layout import Layout, clean_leftovers, corpus_report, next_shard_index, publish, read_table, run_report, \
-    run_tag, shard_indices, write_report
+from corpus.layout import REJECTED_MANIFEST, REJECTED_SHARDS, Layout, clean_leftovers, corpus_report, \
+    next_shard_index, publish, read_table, run_report, run_tag, shard_indices, write_report
 from corpus.lock import LockedError, LockLost, OutputLock
 from corpus.state import CorpusSettingsError, CorpusState, check_settings
 from pipelines.console import FilteredStderr, beam_quiet_args, quiet_libraries
@@ -45,7 +45,8 @@ def log(msg: str) -> None:
 
 
 def build(p: beam.Pipeline, sources: List[Source], bad_lines: list, settings: CorpusSettings,
-          work: Layout, first_index: int, tag: str, done_path: Optional[str] = None) -> None:
+          work: Layout, first_index: int, tag: str, done_path: Optional[str] = None,
+          first_rejected_index: int = 0) -> None:
     """Add the corpus pipeline for ``sources`` to ``p``, writing into the run's work area.
 
     ``done_path`` is a text file of finished source ids (one per line) that reaches the workers as
@@ -57,7 +58,8 @@ def build(p: beam.Pipeline, sources: List[Source], bad_lines: list, settings: Co
                             decode_timeout_s=settings.decode_timeout_s,
                             max_duration_s=settings.acquire.max_duration_s,
                             max_scratch_bytes=int(settings.max_scratch_gb * 2 ** 30),
-                            scratch_dir=settings.scratch_dir)
+                            scratch_dir=settings.scratch_dir, vad=settings.vad == "silero", gates=settings.gates,
+                            dnsmos=settings.dnsmos, dnsmos_device=settings.asr.device)
     shard_cfg = ShardConfig(shards_dir=work.shards_dir, manifest_dir=work.manifest_dir,
                             prefix=settings.shard_prefix, samples_per_shard=settings.samples_per_shard,
                             first_index=first_index)
@@ -72,7 +74,7 @@ def build(p: beam.Pipeline, sources: List[Source], bad_lines: list, settings: Co
     segmented = acquired.audio | "Segment" >> SegmentAudio(seg_cfg)
     transcribed = segmented.batches | "Transcribe" >> Transcribe(settings.asr, settings.transcribe)
     judged = transcribed["transcripts"] | "Quality" >> Quality(settings.quality)
-    _ = judged.kept | "Shard" >> WriteShards(shard_cfg)
+    _ = judged["kept"] | "Shard" >> WriteShards(shard_cfg)
 
     bad_rows = p | "BadLines" >> beam.Create([r for _, r in bad_lines])
     bad_sources = p | "BadLineSources" >> beam.Create(
@@ -82,6 +84,13 @@ def build(p: beam.Pipeline, sources: List[Source], bad_lines: list, settings: Co
                 | "AllRejections" >> beam.Flatten())
     _ = rejected | "WriteRejected" >> WriteTable(work.path("rejected.parquet"), tables.REJECTED,
                                                  functools.partial(tables.rejected_row, run=tag))
+    if settings.keep_rejected_audio:
+        rejected_cfg = ShardConfig(shards_dir=work.path(REJECTED_SHARDS), manifest_dir=work.path(REJECTED_MANIFEST),
+                                   prefix=settings.shard_prefix, samples_per_shard=settings.samples_per_shard,
+                                   first_index=first_rejected_index, rejected=True)
+        _ = (rejected
+             | "WithAudio" >> beam.Filter(lambda r: r.segment is not None)
+             | "RejectedShards" >> WriteShards(rejected_cfg))
     results = ((expanded[SOURCES], acquired[SOURCES], segmented[SOURCES], bad_sources)
                | "AllSources" >> beam.Flatten())
     _ = results | "WriteSources" >> WriteTable(work.path("sources.parquet"), tables.SOURCES,
@@ -119,6 +128,8 @@ def print_summary(title: str, report: dict, output: Optional[str] = None) -> Non
         f"({report['kept']} samples in {report['shards']} shards)",
         f"  segments {report['segments']}, rejected segments {report['rejected_segments']}",
     ]
+    if report.get("asr_hours_saved"):
+        lines.append(f"  audio gates removed {report['asr_hours_saved']:.3f} h before transcription")
     if report.get("asr_padding_fraction") is not None:
         lines.append(f"  ASR input that was padding: {report['asr_padding_fraction']:.1%}")
     if report["rejects_by_reason"]:
@@ -245,6 +256,7 @@ def _run_locked(settings, beam_args, parsed, layout: Layout, lock: OutputLock, t
         return report
 
     first_index = next_shard_index(layout, settings.shard_prefix)
+    first_rejected = next_shard_index(layout, settings.shard_prefix, REJECTED_SHARDS)
     ids = [s.source_id for s in pending + [s for s, _ in bad_lines]]
     tag = run_tag(ids, {**settings.fingerprint(), "first_shard": first_index,
                         "done": stable_hash(",".join(sorted(done))), "again": sorted(again)})
@@ -257,7 +269,7 @@ def _run_locked(settings, beam_args, parsed, layout: Layout, lock: OutputLock, t
 
     started = time.monotonic()
     p = test_pipeline or beam.Pipeline(options=PipelineOptions(beam_args))
-    build(p, pending, bad_lines, settings, work, first_index, tag, done_path)
+    build(p, pending, bad_lines, settings, work, first_index, tag, done_path, first_rejected)
     result = p.run()
     result.wait_until_finish()
     elapsed = time.monotonic() - started

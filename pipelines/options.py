@@ -19,7 +19,7 @@ from asr.model import DEFAULT_ASR_MODEL, DEFAULT_FEATURE_EXTRACTOR, DEFAULT_TOKE
 from asr.transcriber import TranscribeOptions
 from audio.silence import SplitParams
 from corpus import fs
-from transforms.quality import QualityConfig
+from transforms.quality import AudioGates, QualityConfig
 
 DESCRIPTION = """\
 Build a transcribed speech corpus: acquire → split on silence → wav2vec2 CTC transcription →
@@ -56,14 +56,18 @@ differ from the corpus's is refused unless --redo says which sources to reproces
 """
 
 # settings that change what a given source yields: a corpus is built with one set of them
-SHAPING = ("split", "quality", "output_sample_rate", "asr", "asr_tokenizer", "asr_feature_extractor",
-           "asr_chunk_s", "keep_ctc_tokens", "ytdlp_format")
+SHAPING = ("split", "quality", "gates", "vad", "output_sample_rate", "asr", "asr_tokenizer",
+           "asr_feature_extractor", "asr_chunk_s", "keep_ctc_tokens", "ytdlp_format")
 OPTION_OF = {  # setting path → the option a user types
     "split.min_clip_s": "--min_clip_s", "split.max_clip_s": "--max_clip_s", "split.min_silence_ms": "--min_silence_ms",
     "split.keep_silence_ms": "--keep_silence_ms", "split.silence_rel_db": "--silence_rel_db",
     "split.max_merge_gap_s": "--max_merge_gap_s", "quality.min_confidence": "--min_confidence",
     "quality.min_chars_per_s": "--min_chars_per_s", "quality.max_chars_per_s": "--max_chars_per_s",
     "quality.min_clip_s": "--min_clip_s", "quality.max_clip_s": "--max_clip_s",
+    "quality.rate_outlier_iqr": "--rate_outlier_iqr", "quality.rate_outlier_min_clips": "--rate_outlier_iqr",
+    "gates.min_speech_ratio": "--min_speech_ratio", "gates.min_bandwidth_hz": "--min_bandwidth_hz",
+    "gates.max_clipping": "--max_clipping", "gates.min_snr_db": "--min_snr_db",
+    "gates.min_dnsmos_ovrl": "--min_dnsmos_ovrl", "vad": "--vad",
     "output_sample_rate": "--output_sample_rate", "asr": "--asr_model (and --asr_revision)",
     "asr_tokenizer": "--asr_tokenizer", "asr_feature_extractor": "--asr_feature_extractor",
     "asr_chunk_s": "--asr_chunk_s", "keep_ctc_tokens": "--keep_ctc_tokens", "ytdlp_format": "--ytdlp_format",
@@ -82,6 +86,10 @@ class CorpusSettings:
     split: SplitParams
     quality: QualityConfig
     acquire: AcquireConfig
+    gates: AudioGates = AudioGates()
+    vad: str = "silero"
+    dnsmos: bool = False
+    keep_rejected_audio: bool = False
     transcribe: TranscribeOptions = TranscribeOptions()
     output_sample_rate: int = 22050
     asr_batch_seconds: float = 160.0
@@ -98,7 +106,7 @@ class CorpusSettings:
     def fingerprint(self) -> dict:
         """The settings that change what a run writes (paths excluded), for the run tag."""
         d = dataclasses.asdict(self)
-        for k in ("sources", "output", "keep_work", "redo", "retry_failed", "verbose", "scratch_dir"):
+        for k in ("sources", "output", "keep_work", "redo", "retry_failed", "verbose", "scratch_dir", "dnsmos"):
             d.pop(k)
         d["acquire"] = {k: d["acquire"][k] for k in ("max_items_per_source", "max_duration_s", "max_hours_total",
                                                       "ytdlp_format")}
@@ -110,6 +118,8 @@ class CorpusSettings:
         return {
             "split": {k: v for k, v in dataclasses.asdict(self.split).items()},
             "quality": {k: v for k, v in dataclasses.asdict(self.quality).items() if k != "tolerance_s"},
+            "gates": dataclasses.asdict(self.gates),
+            "vad": self.vad,
             "output_sample_rate": self.output_sample_rate,
             "asr": self.asr.label,
             "asr_tokenizer": self.asr.tokenizer_id,
@@ -144,6 +154,16 @@ def shaping_differences(recorded: dict, current: dict) -> List[str]:
 
 def _show(v) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def float_or_none(text: str) -> Optional[float]:
+    """A number, or ``none`` to turn the gate off."""
+    if text.strip().lower() in ("none", "off"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -239,13 +259,36 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--keep_ctc_tokens", action="store_true",
                    help="store each clip's per-frame CTC label ids (20 ms frames) in its .json")
 
-    g = p.add_argument_group("quality filter")
-    g.add_argument("--min_confidence", type=float, default=0.6,
+    g = p.add_argument_group("audio gates (before transcription; 'none' turns a gate off)")
+    g.add_argument("--vad", choices=["silero", "energy"], default="silero",
+                   help="speech detection: Silero VAD together with frame energy (default), or energy alone")
+    g.add_argument("--min_speech_ratio", type=float_or_none, default=0.5,
+                   help="lowest share of a clip that the VAD calls speech (default 0.5)")
+    g.add_argument("--min_bandwidth_hz", type=float_or_none, default=4500.0,
+                   help="lowest audio bandwidth: drops telephone-band and 8 kHz audio (default 4500; 9000 also "
+                        "drops audio upsampled from 16 kHz)")
+    g.add_argument("--max_clipping", type=float_or_none, default=0.002,
+                   help="highest share of samples on a plateau at the clip's peak (default 0.002)")
+    g.add_argument("--min_snr_db", type=float_or_none, default=15.0,
+                   help="lowest speech-to-noise ratio in dB (default 15)")
+    g.add_argument("--dnsmos", choices=["auto", "on", "off"], default="auto",
+                   help="score DNSMOS P.835 (≈ 10-25x realtime per CPU core): auto runs it only with "
+                        "--asr_device cuda and onnxruntime's CUDA provider (default auto)")
+    g.add_argument("--min_dnsmos_ovrl", type=float_or_none, default=None,
+                   help="lowest DNSMOS overall quality, 1..5 (default 2.5 when DNSMOS runs, else none)")
+    g.add_argument("--keep_rejected_audio", action="store_true",
+                   help="write rejected clips to rejected_shards/ (same format as shards/) to listen to them")
+
+    g = p.add_argument_group("quality filter (after transcription; 'none' turns a rule off)")
+    g.add_argument("--min_confidence", type=float_or_none, default=0.6,
                    help="lowest ASR confidence kept, 0..1 (default 0.6; see README for the formula)")
-    g.add_argument("--min_chars_per_s", type=float, default=5.0,
+    g.add_argument("--min_chars_per_s", type=float_or_none, default=5.0,
                    help="slowest speaking rate kept, transcript characters per second (default 5)")
-    g.add_argument("--max_chars_per_s", type=float, default=25.0,
+    g.add_argument("--max_chars_per_s", type=float_or_none, default=25.0,
                    help="fastest speaking rate kept, transcript characters per second (default 25)")
+    g.add_argument("--rate_outlier_iqr", type=float_or_none, default=1.5,
+                   help="reject a clip whose speaking rate is outside Q1-k*IQR..Q3+k*IQR of its own source's "
+                        "clips (sources of 8 clips or more; default k=1.5)")
     return p
 
 
@@ -320,6 +363,8 @@ def parse_args(argv: Optional[List[str]]) -> Tuple[CorpusSettings, List[str]]:
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
     check_beam_args(beam_args, parser)
+    args._given = {a.split("=", 1)[0] for a in (argv if argv is not None else __import__("sys").argv[1:])
+                   if a.startswith("--")}
     try:
         return _settings(args), beam_args
     except OptionError:
@@ -350,7 +395,7 @@ def _settings(args) -> CorpusSettings:
                         silence_rel_db=args.silence_rel_db, max_merge_gap_s=args.max_merge_gap_s).validate()
     quality = QualityConfig(min_confidence=args.min_confidence, min_chars_per_s=args.min_chars_per_s,
                             max_chars_per_s=args.max_chars_per_s, min_clip_s=args.min_clip_s,
-                            max_clip_s=args.max_clip_s).validate()
+                            max_clip_s=args.max_clip_s, rate_outlier_iqr=args.rate_outlier_iqr).validate()
     acquire = AcquireConfig(staging_dir=args.staging_dir or fs.join(output, "_staging"),
                             max_download_mb=args.max_download_mb, http_timeout_s=args.http_timeout_s,
                             download_timeout_s=args.download_timeout_s,
@@ -363,11 +408,27 @@ def _settings(args) -> CorpusSettings:
                        feature_extractor=args.asr_feature_extractor, revision=args.asr_revision,
                        device=args.asr_device, dtype=args.asr_dtype).validate()
     transcribe = TranscribeOptions(chunk_s=args.asr_chunk_s, keep_ctc_tokens=args.keep_ctc_tokens).validate()
+    from audio import dnsmos
+    try:
+        dnsmos_on = dnsmos.resolve(args.dnsmos, asr.device)
+    except dnsmos.DnsmosUnavailable as e:
+        raise OptionError(f"--dnsmos on: {e}") from None
+    min_dnsmos = args.min_dnsmos_ovrl
+    if "--min_dnsmos_ovrl" not in (args._given or ()) and dnsmos_on:
+        min_dnsmos = 2.5
+    if min_dnsmos is not None and not dnsmos_on:
+        raise OptionError("--min_dnsmos_ovrl needs DNSMOS to run: add --dnsmos on (≈ 10-25x realtime per CPU core)")
+    if args.min_speech_ratio is not None and args.vad != "silero":
+        raise OptionError("--min_speech_ratio needs --vad silero (or --min_speech_ratio none)")
+    gates = AudioGates(min_speech_ratio=args.min_speech_ratio, min_bandwidth_hz=args.min_bandwidth_hz,
+                       max_clipping=args.max_clipping, min_snr_db=args.min_snr_db,
+                       min_dnsmos_ovrl=min_dnsmos).validate()
     from transforms.shard import ShardConfig
     ShardConfig(shards_dir="", manifest_dir="", prefix=args.shard_prefix).validate()
     return CorpusSettings(
         sources=args.sources, output=output, asr=asr, transcribe=transcribe, split=split, quality=quality,
-        acquire=acquire, output_sample_rate=args.output_sample_rate,
+        acquire=acquire, gates=gates, vad=args.vad, dnsmos=dnsmos_on, keep_rejected_audio=args.keep_rejected_audio,
+        output_sample_rate=args.output_sample_rate,
         asr_batch_seconds=args.asr_batch_seconds or (160.0 if asr.device.startswith("cuda") else args.max_clip_s),
         samples_per_shard=args.samples_per_shard, shard_prefix=args.shard_prefix,
         decode_timeout_s=args.decode_timeout_s, max_scratch_gb=args.max_scratch_gb, scratch_dir=args.scratch_dir,

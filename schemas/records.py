@@ -50,9 +50,28 @@ class AudioFile:
     size_bytes: int
 
 
+SCORE_FIELDS = ("speech_ratio", "bandwidth_hz", "clipping", "snr_db", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl")
+
+
+@dataclass(frozen=True)
+class ClipScores:
+    """A clip's audio scores (see ``audio.clip_scores``, ``audio.dnsmos``); None where not measured."""
+
+    speech_ratio: Optional[float] = None
+    bandwidth_hz: Optional[float] = None
+    clipping: Optional[float] = None
+    snr_db: Optional[float] = None
+    dnsmos_sig: Optional[float] = None
+    dnsmos_bak: Optional[float] = None
+    dnsmos_ovrl: Optional[float] = None
+
+    def as_dict(self) -> dict:
+        return {k: getattr(self, k) for k in SCORE_FIELDS}
+
+
 @dataclass(frozen=True)
 class Segment:
-    """One clip: times in the source, and where its encoded audio sits in the source's clip pack."""
+    """One clip: times in the source, where its encoded audio sits in the source's clip pack, its scores."""
 
     key: str
     source: Source
@@ -62,6 +81,7 @@ class Segment:
     pack_path: str
     pack_offset: int
     pack_length: int
+    scores: ClipScores = ClipScores()
 
     @property
     def duration_s(self) -> float:
@@ -100,6 +120,8 @@ class Rejection:
     key: Optional[str] = None
     duration_s: Optional[float] = None
     retryable: bool = False  # the source is tried again on the next run (see schemas.outcomes)
+    segment: Optional["Segment"] = field(default=None, repr=False, compare=False)  # a rejected clip's audio
+    text: Optional[str] = None  # its transcript, when it was transcribed
 
     @classmethod
     def for_source(cls, source: Source, stage: str, reason: str, detail: str = "") -> "Rejection":
@@ -108,9 +130,10 @@ class Rejection:
         return cls(source.source_id, source.uri, stage, reason, _clip(detail), retryable=retryable(reason))
 
     @classmethod
-    def for_segment(cls, segment: Segment, stage: str, reason: str, detail: str = "") -> "Rejection":
+    def for_segment(cls, segment: Segment, stage: str, reason: str, detail: str = "",
+                    text: Optional[str] = None) -> "Rejection":
         return cls(segment.source.source_id, segment.source.uri, stage, reason, _clip(detail),
-                   key=segment.key, duration_s=round(segment.duration_s, 3))
+                   key=segment.key, duration_s=round(segment.duration_s, 3), segment=segment, text=text)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from schemas.records import SCHEMA_VERSION, Rejection, Source, SourceResult, Transcript
+from schemas.records import SCHEMA_VERSION, SCORE_FIELDS, ClipScores, Rejection, Source, SourceResult, Transcript
 from schemas.redact import clean_text, safe
 
 MANIFEST = pa.schema([
@@ -32,6 +32,7 @@ MANIFEST = pa.schema([
     ("asr_model", pa.string()),
     ("sample_rate", pa.int32()),
     ("flac_bytes", pa.int64()),
+    *[(name, pa.float64()) for name in SCORE_FIELDS],
     ("schema_version", pa.int32()),
 ])
 
@@ -45,8 +46,13 @@ REJECTED = pa.schema([
     ("duration_s", pa.float64()),
     ("retryable", pa.bool_()),
     ("run", pa.string()),
+    ("text", pa.string()),
+    *[(name, pa.float64()) for name in SCORE_FIELDS],
     ("schema_version", pa.int32()),
 ])
+
+# the manifest of rejected_shards/ (--keep_rejected_audio): a rejected row and the shard it is in
+REJECTED_MANIFEST = pa.schema([("shard", pa.string())] + [f for f in REJECTED if f.name != "run"])
 
 SOURCES = pa.schema([
     ("source_id", pa.string()),
@@ -102,6 +108,7 @@ def manifest_row(t: Transcript, shard: str) -> dict:
         "asr_model": t.asr_model,
         "sample_rate": seg.sample_rate,
         "flac_bytes": seg.pack_length,
+        **seg.scores.as_dict(),
         "schema_version": SCHEMA_VERSION,
     }
 
@@ -117,6 +124,8 @@ def rejected_row(r: Rejection, run: str = "") -> dict:
         "duration_s": r.duration_s,
         "retryable": r.retryable,
         "run": run,
+        "text": clean_text(r.text),
+        **(r.segment.scores if r.segment is not None else ClipScores()).as_dict(),
         "schema_version": SCHEMA_VERSION,
     }
 

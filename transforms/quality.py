@@ -1,38 +1,91 @@
-"""Quality stage: keep a transcript or reject it with a reason.
+"""Quality: the gates every clip passes, each failure a row that names the gate and the value.
 
-``judge`` is the whole policy, a pure function: the first failing rule wins, in this order —
-empty transcript, duration out of bounds, confidence below the minimum, speaking rate (characters
-per second, spaces included) outside the bounds.
+Two sets of rules, both pure functions:
+
+* ``judge_audio`` — on the audio alone, run in the segment stage *before* transcription so a
+  rejected clip costs no ASR: speech ratio (``not_speech``), bandwidth (``low_bandwidth``),
+  clipping (``clipped``), speech-to-noise ratio (``noisy``), DNSMOS overall (``low_dnsmos``).
+* ``judge`` — on the transcript: empty, duration out of bounds, confidence below the minimum,
+  speaking rate (characters per second, spaces included) outside the bounds.
+
+Then, per source, Emilia's speaking-rate rule: a clip whose rate lies outside Q1 − k·IQR … Q3 +
+k·IQR of its own source's clips is rejected (``speaking_rate_outlier``), for sources with at
+least ``rate_outlier_min_clips`` clips. The first failing rule wins; every rule can be turned off
+(``None``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Iterable, List, Optional, Tuple
 
 import apache_beam as beam
+import numpy as np
 
 from corpus.progress import progress
-from schemas.records import Rejection, Transcript
+from schemas.records import ClipScores, Rejection, Transcript
 from transforms.routing import route, with_outputs
 
 STAGE = "quality"
+AUDIO_REASONS = ("not_speech", "low_bandwidth", "clipped", "noisy", "low_dnsmos")
+
+
+@dataclass(frozen=True)
+class AudioGates:
+    """Thresholds on a clip's audio scores (``None``: that gate is off). Defaults: see README."""
+
+    min_speech_ratio: Optional[float] = 0.5
+    min_bandwidth_hz: Optional[float] = 4500.0
+    max_clipping: Optional[float] = 0.002
+    min_snr_db: Optional[float] = 15.0
+    min_dnsmos_ovrl: Optional[float] = None
+
+    def validate(self) -> "AudioGates":
+        if self.min_speech_ratio is not None and not 0 <= self.min_speech_ratio <= 1:
+            raise ValueError(f"--min_speech_ratio must be within 0..1, got {self.min_speech_ratio:g}")
+        if self.min_bandwidth_hz is not None and self.min_bandwidth_hz < 0:
+            raise ValueError(f"--min_bandwidth_hz must be >= 0, got {self.min_bandwidth_hz:g}")
+        if self.max_clipping is not None and not 0 <= self.max_clipping <= 1:
+            raise ValueError(f"--max_clipping must be within 0..1, got {self.max_clipping:g}")
+        if self.min_dnsmos_ovrl is not None and not 1 <= self.min_dnsmos_ovrl <= 5:
+            raise ValueError(f"--min_dnsmos_ovrl must be within 1..5, got {self.min_dnsmos_ovrl:g}")
+        return self
+
+
+def judge_audio(s: ClipScores, g: AudioGates) -> Optional[Tuple[str, str]]:
+    """None to keep, else (reason, detail) naming the score and the threshold."""
+    if g.min_speech_ratio is not None and s.speech_ratio is not None and s.speech_ratio < g.min_speech_ratio:
+        return "not_speech", f"speech_ratio {s.speech_ratio:.2f} < {g.min_speech_ratio:.2f}"
+    if g.min_bandwidth_hz is not None and s.bandwidth_hz is not None and s.bandwidth_hz < g.min_bandwidth_hz:
+        return "low_bandwidth", f"bandwidth_hz {s.bandwidth_hz:.0f} < {g.min_bandwidth_hz:.0f}"
+    if g.max_clipping is not None and s.clipping is not None and s.clipping > g.max_clipping:
+        return "clipped", f"clipping {s.clipping:.4f} > {g.max_clipping:.4f}"
+    if g.min_snr_db is not None and s.snr_db is not None and s.snr_db < g.min_snr_db:
+        return "noisy", f"snr_db {s.snr_db:.1f} < {g.min_snr_db:.1f}"
+    if g.min_dnsmos_ovrl is not None and s.dnsmos_ovrl is not None and s.dnsmos_ovrl < g.min_dnsmos_ovrl:
+        return "low_dnsmos", f"dnsmos_ovrl {s.dnsmos_ovrl:.2f} < {g.min_dnsmos_ovrl:.2f}"
+    return None
 
 
 @dataclass(frozen=True)
 class QualityConfig:
-    min_confidence: float = 0.6
-    min_chars_per_s: float = 5.0
-    max_chars_per_s: float = 25.0
+    min_confidence: Optional[float] = 0.6
+    min_chars_per_s: Optional[float] = 5.0
+    max_chars_per_s: Optional[float] = 25.0
     min_clip_s: float = 4.0
     max_clip_s: float = 20.0
     tolerance_s: float = 0.05  # clip edges sit on a 10 ms grid
+    rate_outlier_iqr: Optional[float] = 1.5
+    rate_outlier_min_clips: int = 8
 
     def validate(self) -> "QualityConfig":
-        if not 0.0 <= self.min_confidence <= 1.0:
-            raise ValueError(f"min_confidence must be within 0..1, got {self.min_confidence}")
-        if not 0.0 <= self.min_chars_per_s <= self.max_chars_per_s:
-            raise ValueError("need 0 <= min_chars_per_s <= max_chars_per_s, got "
+        if self.min_confidence is not None and not 0.0 <= self.min_confidence <= 1.0:
+            raise ValueError(f"--min_confidence must be within 0..1, got {self.min_confidence}")
+        lo, hi = self.min_chars_per_s or 0.0, self.max_chars_per_s
+        if lo < 0 or (hi is not None and hi < lo):
+            raise ValueError("need 0 <= --min_chars_per_s <= --max_chars_per_s, got "
                              f"{self.min_chars_per_s} and {self.max_chars_per_s}")
+        if self.rate_outlier_iqr is not None and self.rate_outlier_iqr <= 0:
+            raise ValueError(f"--rate_outlier_iqr must be > 0 (or none), got {self.rate_outlier_iqr:g}")
         return self
 
 
@@ -45,14 +98,38 @@ def judge(t: Transcript, cfg: QualityConfig) -> Optional[Tuple[str, str]]:
         return "too_short", f"{d:.2f} s < {cfg.min_clip_s:g} s"
     if d > cfg.max_clip_s + cfg.tolerance_s:
         return "too_long", f"{d:.2f} s > {cfg.max_clip_s:g} s"
-    if t.confidence < cfg.min_confidence:
-        return "low_confidence", f"{t.confidence:.3f} < {cfg.min_confidence:g}"
+    if cfg.min_confidence is not None and t.confidence < cfg.min_confidence:
+        return "low_confidence", f"confidence {t.confidence:.3f} < {cfg.min_confidence:g}"
     rate = t.chars_per_s
-    if rate < cfg.min_chars_per_s:
-        return "speaking_rate_low", f"{rate:.1f} chars/s < {cfg.min_chars_per_s:g}"
-    if rate > cfg.max_chars_per_s:
-        return "speaking_rate_high", f"{rate:.1f} chars/s > {cfg.max_chars_per_s:g}"
+    if cfg.min_chars_per_s is not None and rate < cfg.min_chars_per_s:
+        return "speaking_rate_low", f"chars_per_s {rate:.1f} < {cfg.min_chars_per_s:g}"
+    if cfg.max_chars_per_s is not None and rate > cfg.max_chars_per_s:
+        return "speaking_rate_high", f"chars_per_s {rate:.1f} > {cfg.max_chars_per_s:g}"
     return None
+
+
+def rate_bounds(rates: List[float], k: float) -> Tuple[float, float]:
+    """(Q1 − k·IQR, Q3 + k·IQR) of a source's speaking rates."""
+    q1, q3 = np.percentile(np.asarray(rates, dtype=np.float64), [25, 75])
+    return float(q1 - k * (q3 - q1)), float(q3 + k * (q3 - q1))
+
+
+def rate_outliers(transcripts: List[Transcript], cfg: QualityConfig) -> Iterable:
+    """A source's transcripts, and a rejection for each whose rate is an outlier of that source."""
+    items = sorted(transcripts, key=lambda t: t.key)
+    if cfg.rate_outlier_iqr is None or len(items) < cfg.rate_outlier_min_clips:
+        yield from items
+        return
+    lo, hi = rate_bounds([t.chars_per_s for t in items], cfg.rate_outlier_iqr)
+    for t in items:
+        r = t.chars_per_s
+        if lo <= r <= hi:
+            yield t
+        else:
+            yield Rejection.for_segment(
+                t.segment, STAGE, "speaking_rate_outlier",
+                f"chars_per_s {r:.1f} outside {lo:.1f}..{hi:.1f} (this source's Q1-{cfg.rate_outlier_iqr:g}*IQR.."
+                f"Q3+{cfg.rate_outlier_iqr:g}*IQR over {len(items)} clips)", text=t.text)
 
 
 class _JudgeFn(beam.DoFn):
@@ -62,10 +139,20 @@ class _JudgeFn(beam.DoFn):
     def process(self, t: Transcript):
         verdict = judge(t, self.cfg)
         if verdict is None:
-            progress().add(kept=1)
             yield t
         else:
-            yield from route([Rejection.for_segment(t.segment, STAGE, *verdict)])
+            yield from route([Rejection.for_segment(t.segment, STAGE, *verdict, text=t.text)])
+
+
+class _OutliersFn(beam.DoFn):
+    def __init__(self, cfg: QualityConfig):
+        self.cfg = cfg
+
+    def process(self, kv):
+        for out in rate_outliers(list(kv[1]), self.cfg):
+            if isinstance(out, Transcript):
+                progress().add(kept=1)
+            yield from route([out])
 
 
 class Quality(beam.PTransform):
@@ -76,4 +163,10 @@ class Quality(beam.PTransform):
         self.cfg = cfg.validate()
 
     def expand(self, transcripts):
-        return transcripts | "Judge" >> with_outputs(beam.ParDo(_JudgeFn(self.cfg)), main="kept")
+        judged = transcripts | "Judge" >> with_outputs(beam.ParDo(_JudgeFn(self.cfg)), main="kept")
+        per_source = (judged.kept
+                      | "BySource" >> beam.Map(lambda t: (t.segment.source.source_id, t))
+                      | "GroupBySource" >> beam.GroupByKey()
+                      | "RateOutliers" >> with_outputs(beam.ParDo(_OutliersFn(self.cfg)), main="kept"))
+        rejected = (judged["rejected"], per_source["rejected"]) | "AllRejected" >> beam.Flatten()
+        return {"kept": per_source.kept, "rejected": rejected}

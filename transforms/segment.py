@@ -1,11 +1,13 @@
-"""Segment stage: decode each source once, split it on silence, pack its clips, batch them for ASR.
+"""Segment stage: decode each source once, find its speech, cut clips, score and gate them, batch for ASR.
 
 Per source, one ffmpeg process decodes to mono 16-bit at the output rate into a scratch file while
-frame energies are computed. The clip plan comes from the energies alone; then every clip is read
-back twice from scratch: FLAC-encoded at the output rate into the source's clip pack (one file per
-source, which the shard writer later reads by offset), and resampled to the ASR rate into
-length-sorted ``AsrBatch``es that flow straight into the transcriber in the same fused stage. No
-audio ever crosses a shuffle.
+frame energies and Silero VAD's speech probabilities are computed. The clip plan comes from those
+(``audio.silence``); then every clip is read back from scratch, FLAC-encoded at the output rate
+into the source's clip pack (one file per source, which the shard writer later reads by offset)
+and scored (``audio.clip_scores``, and DNSMOS when it runs). Clips that fail an audio gate
+(``transforms.quality.judge_audio``) become rejection rows here and are never transcribed; the
+rest are resampled to the ASR rate into length-sorted ``AsrBatch``es that flow straight into the
+transcriber in the same fused stage. No audio ever crosses a shuffle.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import apache_beam as beam
 import numpy as np
 import soxr
 
+from audio import clip_scores, dnsmos
 from audio.decoded import decode_to_scratch
 from audio.ffmpeg import DecodeError, DecodeLimits
 from audio.flac import encode_flac
@@ -24,7 +27,8 @@ from audio.silence import SplitParams, split_on_silence
 from corpus import fs
 from corpus.progress import progress
 from schemas.keys import segment_key
-from schemas.records import AsrBatch, AudioFile, Rejection, Segment, SourceResult
+from schemas.records import AsrBatch, AudioFile, ClipScores, Rejection, Segment, SourceResult
+from transforms.quality import STAGE as QUALITY, AudioGates, judge_audio
 from transforms.routing import route, with_outputs
 
 STAGE = "segment"
@@ -42,9 +46,18 @@ class SegmentConfig:
     max_duration_s: Optional[float] = None
     max_scratch_bytes: int = 4 << 30
     scratch_dir: Optional[str] = None
+    vad: bool = True
+    gates: AudioGates = AudioGates()
+    dnsmos: bool = False
+    dnsmos_device: str = "cpu"
 
     def validate(self) -> "SegmentConfig":
         self.split.validate()
+        self.gates.validate()
+        if self.gates.min_speech_ratio is not None and not self.vad:
+            raise ValueError("--min_speech_ratio needs the VAD (--vad silero), or set it to none")
+        if self.gates.min_dnsmos_ovrl is not None and not self.dnsmos:
+            raise ValueError("--min_dnsmos_ovrl needs DNSMOS to run (--dnsmos on), or set it to none")
         if not 8000 <= self.output_sample_rate <= 192000:
             raise ValueError(f"--output_sample_rate must be 8000..192000, got {self.output_sample_rate}")
         if self.asr_batch_seconds < self.split.max_clip_s:
@@ -92,7 +105,7 @@ def segment_source(audio: AudioFile, cfg: SegmentConfig) -> Iterator[Union[AsrBa
     try:
         with fs.local_copy(audio.path) as local:
             decoded = decode_to_scratch(local, cfg.output_sample_rate, scratch_dir=cfg.scratch_dir,
-                                        limits=cfg.limits)
+                                        limits=cfg.limits, vad=cfg.vad)
     except DecodeError as e:
         yield Rejection.for_source(src, STAGE, e.reason, e.detail)
         yield SourceResult.of(src, "rejected" if e.reason == "too_long" else "failed", e.reason)
@@ -103,50 +116,92 @@ def segment_source(audio: AudioFile, cfg: SegmentConfig) -> Iterator[Union[AsrBa
         yield SourceResult.of(src, "failed", reason)
         return
     with decoded:
-        sr, hop = decoded.sample_rate, decoded.hop
-        result = split_on_silence(decoded.db, decoded.hop_s, cfg.split)
-        if result.file_reason:
-            detail = (f"level {result.level_db:.1f} dBFS over {decoded.duration_s:.1f} s"
-                      if result.file_reason != "no_audio" else "no samples")
-            yield Rejection.for_source(src, STAGE, result.file_reason, detail)
-            yield SourceResult.of(src, "rejected", result.file_reason, decoded.duration_s)
-            return
+        yield from _clips_of(src, decoded, cfg)
 
-        def span(piece):
-            a, b = piece.start * hop, min(piece.end * hop, decoded.n_samples)
-            return a, b, segment_key(src.source_id, int(round(a * 1000 / sr)))
 
-        for piece in result.too_short:
-            a, b, key = span(piece)
-            yield Rejection(src.source_id, src.uri, STAGE, "too_short",
-                            f"{(b - a) / sr:.2f} s after merging, minimum {cfg.split.min_clip_s:g} s",
-                            key=key, duration_s=round((b - a) / sr, 3))
+def _clips_of(src, decoded, cfg: SegmentConfig):
+    sr, hop = decoded.sample_rate, decoded.hop
+    prob = None
+    if decoded.speech_probs is not None:
+        from audio.vad import on_grid
+        prob = on_grid(decoded.speech_probs, len(decoded.db), decoded.hop_s)
+    result = split_on_silence(decoded.db, decoded.hop_s, cfg.split, prob)
+    if result.file_reason:
+        detail = (f"level {result.level_db:.1f} dBFS over {decoded.duration_s:.1f} s"
+                  if result.file_reason not in ("no_audio", "no_speech") else
+                  "no samples" if result.file_reason == "no_audio" else
+                  f"the voice detector found under {cfg.split.min_speech_s:g} s of speech in {decoded.duration_s:.1f} s")
+        yield Rejection.for_source(src, STAGE, result.file_reason, detail)
+        yield SourceResult.of(src, "rejected", result.file_reason, decoded.duration_s)
+        return
+    speech = None
+    if prob is not None:
+        from audio.vad import speech_mask
+        speech = speech_mask(prob, cfg.split.speech_threshold)
 
-        spans = [span(p) for p in result.clips]
-        pack_path = fs.join(cfg.pack_dir, src.source_id + ".clips")
-        segments: List[Segment] = []
+    def span(piece):
+        a, b = piece.start * hop, min(piece.end * hop, decoded.n_samples)
+        return a, b, segment_key(src.source_id, int(round(a * 1000 / sr)))
 
-        def write_pack(f):
-            offset = 0
-            for a, b, key in spans:
-                data = encode_flac(decoded.read(a, b), sr)
-                f.write(data)
-                segments.append(Segment(key, src, round(a / sr, 3), round(b / sr, 3), sr,
-                                        pack_path, offset, len(data)))
-                offset += len(data)
+    for piece in result.too_short:
+        a, b, key = span(piece)
+        yield Rejection(src.source_id, src.uri, STAGE, "too_short",
+                        f"{(b - a) / sr:.2f} s after merging, minimum {cfg.split.min_clip_s:g} s",
+                        key=key, duration_s=round((b - a) / sr, 3))
 
-        if spans:
-            fs.atomic_write(pack_path, write_pack)
-        for group in plan_batches([s.duration_s for s in segments], cfg.asr_batch_seconds,
-                                  cfg.asr_max_batch):
-            yield AsrBatch(
-                segments=tuple(segments[i] for i in group),
-                audio=tuple(to_asr_audio(decoded.read(spans[i][0], spans[i][1]), sr,
-                                         cfg.asr_sample_rate) for i in group),
-                sample_rate=cfg.asr_sample_rate)
-        n = len(spans) + len(result.too_short)
-        progress().add(sources=1, audio_s=decoded.duration_s, segments=n)
-        yield SourceResult.of(src, "ok", duration_s=decoded.duration_s, n_segments=n)
+    spans = [span(p) for p in result.clips]
+    pack_path = fs.join(cfg.pack_dir, src.source_id + ".clips")
+    segments: List[Segment] = []
+
+    def write_pack(f):
+        offset = 0
+        for piece, (a, b, key) in zip(result.clips, spans):
+            samples = decoded.read(a, b)
+            data = encode_flac(samples, sr)
+            f.write(data)
+            frames = slice(piece.start, piece.end)
+            scores = ClipScores(
+                speech_ratio=clip_scores.speech_ratio(speech[frames]) if speech is not None else None,
+                bandwidth_hz=clip_scores.bandwidth_hz(samples.astype(np.float32) / 32768.0, sr),
+                clipping=clip_scores.clipping(samples),
+                snr_db=clip_scores.snr_db(decoded.db[frames], speech[frames] if speech is not None else None))
+            segments.append(Segment(key, src, round(a / sr, 3), round(b / sr, 3), sr, pack_path, offset,
+                                    len(data), scores))
+            offset += len(data)
+
+    if spans:
+        fs.atomic_write(pack_path, write_pack)
+    if cfg.dnsmos:
+        segments = _with_dnsmos(segments, spans, decoded, cfg)
+    kept = []
+    for i, seg in enumerate(segments):
+        verdict = judge_audio(seg.scores, cfg.gates)
+        if verdict is None:
+            kept.append(i)
+        else:
+            yield Rejection.for_segment(seg, QUALITY, *verdict)
+    for group in plan_batches([segments[i].duration_s for i in kept], cfg.asr_batch_seconds, cfg.asr_max_batch):
+        idx = [kept[j] for j in group]
+        yield AsrBatch(
+            segments=tuple(segments[i] for i in idx),
+            audio=tuple(to_asr_audio(decoded.read(spans[i][0], spans[i][1]), sr, cfg.asr_sample_rate) for i in idx),
+            sample_rate=cfg.asr_sample_rate)
+    n = len(spans) + len(result.too_short)
+    progress().add(sources=1, audio_s=decoded.duration_s, segments=n)
+    yield SourceResult.of(src, "ok", duration_s=decoded.duration_s, n_segments=n)
+
+
+def _with_dnsmos(segments: List[Segment], spans, decoded, cfg: SegmentConfig, group: int = 16) -> List[Segment]:
+    """Segments with their DNSMOS scores, scored a group of clips at a time (memory stays bounded)."""
+    import dataclasses
+    out = []
+    for g in range(0, len(segments), group):
+        part = segments[g:g + group]
+        audio = [to_asr_audio(decoded.read(a, b), decoded.sample_rate, dnsmos.RATE) for a, b, _ in spans[g:g + group]]
+        for seg, (sig, bak, ovrl) in zip(part, dnsmos.score(audio, cfg.dnsmos_device)):
+            out.append(dataclasses.replace(seg, scores=dataclasses.replace(
+                seg.scores, dnsmos_sig=sig, dnsmos_bak=bak, dnsmos_ovrl=ovrl)))
+    return out
 
 
 class _SegmentFn(beam.DoFn):

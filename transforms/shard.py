@@ -13,8 +13,8 @@ from typing import Dict, Iterable, List, Tuple
 import apache_beam as beam
 
 from corpus.progress import progress
-from corpus.shards import ShardInfo, shard_name, write_shard
-from schemas.records import Transcript
+from corpus.shards import ShardInfo, shard_name, write_rejected_shard, write_shard
+from schemas.records import Rejection, Transcript
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class ShardConfig:
     prefix: str = "shard"
     samples_per_shard: int = 1000
     first_index: int = 0
+    rejected: bool = False  # write rejected clips (Rejection records with audio) instead of kept samples
 
     def validate(self) -> "ShardConfig":
         if self.samples_per_shard < 1:
@@ -42,6 +43,10 @@ def source_offsets(counts: Iterable[Tuple[str, int]]) -> Dict[str, int]:
     return offsets
 
 
+def source_of(item) -> str:
+    return item.source_id if isinstance(item, Rejection) else item.segment.source.source_id
+
+
 def assign_shards(source_id: str, transcripts: Iterable[Transcript], offsets: Dict[str, int],
                   cfg: ShardConfig) -> List[Tuple[int, Transcript]]:
     base = offsets[source_id]
@@ -51,13 +56,15 @@ def assign_shards(source_id: str, transcripts: Iterable[Transcript], offsets: Di
 
 def _write(index_and_items, cfg: ShardConfig) -> ShardInfo:
     index, items = index_and_items
-    info = write_shard(cfg.shards_dir, cfg.manifest_dir, shard_name(cfg.prefix, index), list(items))
-    progress().add(shards=1)
+    write = write_rejected_shard if cfg.rejected else write_shard
+    info = write(cfg.shards_dir, cfg.manifest_dir, shard_name(cfg.prefix, index), list(items))
+    if not cfg.rejected:
+        progress().add(shards=1)
     return info
 
 
 class WriteShards(beam.PTransform):
-    """kept Transcript → ShardInfo, one per shard written."""
+    """kept Transcript (or, with ``rejected``, a Rejection with its clip) → ShardInfo, one per shard."""
 
     def __init__(self, cfg: ShardConfig):
         super().__init__()
@@ -66,7 +73,7 @@ class WriteShards(beam.PTransform):
     def expand(self, kept):
         cfg = self.cfg
         by_source = (kept
-                     | "BySource" >> beam.Map(lambda t: (t.segment.source.source_id, t))
+                     | "BySource" >> beam.Map(lambda t: (source_of(t), t))
                      | "GroupBySource" >> beam.GroupByKey()
                      | "Materialise" >> beam.MapTuple(lambda sid, ts: (sid, list(ts))))
         offsets = (by_source

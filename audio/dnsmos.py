@@ -1,0 +1,107 @@
+"""DNSMOS P.835 (signal, background, overall quality, 1–5) from the ONNX model in the ``speechmos`` wheel.
+
+The model (``sig_bak_ovr.onnx``, the one Emilia-Pipe gates on) scores 9.01 s windows of 16 kHz
+audio and takes a batch of windows in one call. ``speechmos``'s own ``dnsmos.run`` scores one
+clip at a time with a window every second and a second (P.808) model besides (under 10× realtime
+here); this scores the windows of many clips in one call, non-overlapping windows spread evenly
+over each clip (a clip shorter than a window is repeated to fill it, as the reference does), and
+maps the raw outputs through the published polynomials.
+
+On a CPU core it still runs at ≈ 25× realtime, far below the rest of the pipeline, so it is off
+by default there; with ``--asr_device cuda`` and onnxruntime's CUDA provider it runs beside the
+ASR model on the GPU.
+"""
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import threading
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+RATE = 16000
+WINDOW = int(9.01 * RATE)
+_POLY = {"sig": (-0.08397278, 1.22083953, 0.0052439), "bak": (-0.13166888, 1.60915514, -0.39604546),
+         "ovrl": (-0.06766283, 1.11546468, 0.04602535)}
+_sessions = {}
+_lock = threading.Lock()
+
+
+class DnsmosUnavailable(RuntimeError):
+    pass
+
+
+def model_path() -> str:
+    spec = importlib.util.find_spec("speechmos")
+    if spec is None or not spec.submodule_search_locations:
+        raise DnsmosUnavailable("DNSMOS needs the speechmos package (pip install speechmos onnxruntime)")
+    path = os.path.join(list(spec.submodule_search_locations)[0], "dnsmos_models", "sig_bak_ovr.onnx")
+    if not os.path.isfile(path):
+        raise DnsmosUnavailable(f"speechmos has no {path}")
+    return path
+
+
+def cuda_available() -> bool:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def session(device: str = "cpu"):
+    with _lock:
+        key = "cuda" if device.startswith("cuda") and cuda_available() else "cpu"
+        if key not in _sessions:
+            import onnxruntime as ort
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = 1
+            opts.inter_op_num_threads = 1
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if key == "cuda" else ["CPUExecutionProvider"]
+            _sessions[key] = ort.InferenceSession(model_path(), opts, providers=providers)
+        return _sessions[key]
+
+
+def windows(x: np.ndarray) -> np.ndarray:
+    """The 9.01 s windows DNSMOS scores for one clip: evenly spread, or the clip repeated to fill one."""
+    x = np.asarray(x, dtype=np.float32)
+    if not len(x):
+        return np.zeros((1, WINDOW), dtype=np.float32)
+    if len(x) <= WINDOW:
+        return np.resize(x, WINDOW)[None, :]
+    n = math.ceil(len(x) / WINDOW)
+    starts = np.linspace(0, len(x) - WINDOW, n).round().astype(np.int64)
+    return np.stack([x[s:s + WINDOW] for s in starts])
+
+
+def score(clips: Sequence[np.ndarray], device: str = "cpu", max_windows: int = 32) -> List[Tuple[float, float, float]]:
+    """(sig, bak, ovrl) per clip of 16 kHz float32 audio, every window of every clip in a few calls."""
+    wins = [windows(c) for c in clips]
+    owner = np.concatenate([np.full(len(w), i) for i, w in enumerate(wins)]) if wins else np.zeros(0, int)
+    batch = np.concatenate(wins) if wins else np.zeros((0, WINDOW), np.float32)
+    sess = session(device)
+    raw = [sess.run(None, {"input_1": batch[i:i + max_windows]})[0] for i in range(0, len(batch), max_windows)]
+    raw = np.concatenate(raw) if raw else np.zeros((0, 3), np.float32)
+    mapped = np.stack([np.polyval(_POLY[k], raw[:, j].astype(np.float64)) for j, k in enumerate(("sig", "bak", "ovrl"))],
+                      axis=1) if len(raw) else np.zeros((0, 3))
+    out = []
+    for i in range(len(clips)):
+        m = mapped[owner == i].mean(axis=0)
+        out.append(tuple(round(float(v), 3) for v in m))
+    return out
+
+
+def resolve(mode: str, device: str) -> bool:
+    """Whether DNSMOS runs: ``on``, ``off``, or ``auto`` (on when a CUDA provider is there for a CUDA run)."""
+    if mode == "on":
+        model_path()
+        return True
+    if mode == "off":
+        return False
+    return device.startswith("cuda") and cuda_available()
+
+
+def scores_or_none(clips: Sequence[np.ndarray], enabled: bool, device: str) -> List[Optional[Tuple[float, float, float]]]:
+    return score(clips, device) if enabled and len(clips) else [None] * len(clips)
