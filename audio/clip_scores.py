@@ -43,8 +43,8 @@ def bandwidth_hz(x: np.ndarray, sample_rate: int, nfft: int = 1024) -> float:
     hop = nfft // 2
     n = (len(x) - nfft) // hop + 1
     frames = np.lib.stride_tricks.as_strided(x, shape=(n, nfft), strides=(x.strides[0] * hop, x.strides[0]))
-    if n > 400:  # the long-term spectrum needs a few hundred frames at most
-        frames = frames[np.linspace(0, n - 1, 400).astype(np.int64)]
+    if n > 160:  # the long-term spectrum needs no more than a couple of hundred frames
+        frames = frames[np.linspace(0, n - 1, 160).astype(np.int64)]
     spec = np.fft.rfft(frames * _window(nfft), axis=1)
     power = np.mean(spec.real ** 2 + spec.imag ** 2, axis=0) + 1e-20
     db = 10 * np.log10(power)

@@ -2,10 +2,10 @@
 
 ffmpeg decodes once, straight into a scratch file that has no name (created and unlinked before
 ffmpeg starts, written through an inherited descriptor): if the worker is killed, the kernel
-frees it, so no scratch file ever stays behind. The energies — and, with ``vad``, Silero VAD's
-speech probabilities on the audio resampled to 16 kHz as it streams past — are computed in
-fixed-size chunks from that file, which is still in the page cache; clips are then read back by
-offset, as often as needed, without a second decode. Memory stays flat in the length of the input; scratch disk is 2
+frees it, so no scratch file ever stays behind. The energies — and then, with ``vad``, Silero
+VAD's speech probabilities on the audio brought to a speaking level and resampled to 8 kHz — are
+computed in fixed-size chunks from that file, which is still in the page cache; clips are then
+read back by offset, as often as needed, without a second decode. Memory stays flat in the length of the input; scratch disk is 2
 bytes a sample, bounded by ``DecodeLimits.max_bytes``.
 """
 from __future__ import annotations
@@ -72,32 +72,56 @@ def decode_to_scratch(path: str, sample_rate: int, scratch_dir: Optional[str] = 
     try:
         n = decode_into(path, scratch.fileno(), sample_rate, limits)
         energy = FrameEnergy(hop)
-        speech = _SpeechStream(sample_rate) if vad else None
         chunk = hop * max(1, int(chunk_s / HOP_S))
         fd = scratch.fileno()
-        for start in range(0, n, chunk):
-            data = np.frombuffer(os.pread(fd, 2 * min(chunk, n - start), 2 * start), dtype="<i2")
+
+        def chunks():
+            for start in range(0, n, chunk):
+                yield start, np.frombuffer(os.pread(fd, 2 * min(chunk, n - start), 2 * start), dtype="<i2")
+        for _, data in chunks():
             energy.push(data)
-            if speech is not None:
+        db = energy.db()
+        probs = None
+        if vad:  # a second pass, from the page cache: the VAD hears the file at a speaking level
+            speech = _SpeechStream(sample_rate, n, vad_gain(db))
+            for start, data in chunks():
                 speech.push(data, last=start + chunk >= n)
+            probs = speech.finish()
     except BaseException:
         scratch.close()
         raise
-    return DecodedSource(scratch, sample_rate, n, hop, energy.db(), speech.finish() if speech else None)
+    return DecodedSource(scratch, sample_rate, n, hop, db, probs)
+
+
+VAD_LEVEL_DB = -25.0  # the level Silero hears every file at
+VAD_MAX_GAIN_DB = 40.0
+
+
+def vad_gain(db: np.ndarray) -> float:
+    """Gain that brings a file's level (95th-percentile frame energy) to ``VAD_LEVEL_DB``: the voice
+    detector is less sure of quiet speech, and a recording 35 dB down is still speech."""
+    if not len(db):
+        return 1.0
+    level = float(np.percentile(db, 95))
+    return float(10 ** (min(VAD_MAX_GAIN_DB, max(0.0, VAD_LEVEL_DB - level)) / 20))
 
 
 class _SpeechStream:
-    """int16 chunks at any rate → 16 kHz float32 (soxr, streaming) → Silero VAD."""
+    """int16 chunks at any rate → 8 kHz float32 (soxr, streaming; its low-quality filter is plenty for
+    speech detection) → Silero VAD."""
 
-    def __init__(self, sample_rate: int):
+    def __init__(self, sample_rate: int, n_samples: int, gain: float = 1.0):
         import soxr
         from audio.vad import RATE, VadStream
-        self.vad = VadStream()
+        self.gain = gain
+        self.vad = VadStream(total_samples=int(n_samples * RATE / sample_rate))
         self.resampler = None if sample_rate == RATE else soxr.ResampleStream(sample_rate, RATE, 1, dtype="float32",
-                                                                              quality="HQ")
+                                                                              quality="LQ")
 
     def push(self, data: np.ndarray, last: bool) -> None:
-        x = data.astype(np.float32) / 32768.0
+        x = data.astype(np.float32) * (self.gain / 32768.0)
+        if self.gain > 1.0:
+            np.clip(x, -1.0, 1.0, out=x)
         if self.resampler is not None:
             x = self.resampler.resample_chunk(x, last=last)
         self.vad.push(x)

@@ -3,8 +3,8 @@
 The model (``sig_bak_ovr.onnx``, the one Emilia-Pipe gates on) scores 9.01 s windows of 16 kHz
 audio and takes a batch of windows in one call. ``speechmos``'s own ``dnsmos.run`` scores one
 clip at a time with a window every second and a second (P.808) model besides (under 10× realtime
-here); this scores the windows of many clips in one call, non-overlapping windows spread evenly
-over each clip (a clip shorter than a window is repeated to fill it, as the reference does), and
+here); this scores the windows of many clips in one call — one window per 9 s of clip, spread
+evenly over it (a clip shorter than a window is repeated to fill it, as the reference does) — and
 maps the raw outputs through the published polynomials.
 
 On a CPU core it still runs at ≈ 25× realtime, far below the rest of the pipeline, so it is off
@@ -14,7 +14,6 @@ ASR model on the GPU.
 from __future__ import annotations
 
 import importlib.util
-import math
 import os
 import threading
 from typing import List, Optional, Sequence, Tuple
@@ -71,13 +70,17 @@ def windows(x: np.ndarray) -> np.ndarray:
         return np.zeros((1, WINDOW), dtype=np.float32)
     if len(x) <= WINDOW:
         return np.resize(x, WINDOW)[None, :]
-    n = math.ceil(len(x) / WINDOW)
+    n = max(1, int(len(x) / WINDOW + 0.5))  # a 10 s clip: one window; 20 s: two
     starts = np.linspace(0, len(x) - WINDOW, n).round().astype(np.int64)
     return np.stack([x[s:s + WINDOW] for s in starts])
 
 
-def score(clips: Sequence[np.ndarray], device: str = "cpu", max_windows: int = 32) -> List[Tuple[float, float, float]]:
-    """(sig, bak, ovrl) per clip of 16 kHz float32 audio, every window of every clip in a few calls."""
+def score(clips: Sequence[np.ndarray], device: str = "cpu", max_windows: Optional[int] = None
+          ) -> List[Tuple[float, float, float]]:
+    """(sig, bak, ovrl) per clip of 16 kHz float32 audio. On a GPU the windows of many clips go in one
+    call (32 a call); on a CPU one window a call is faster (measured: 25 vs 21× realtime per core)."""
+    if max_windows is None:
+        max_windows = 32 if device.startswith("cuda") and cuda_available() else 1
     wins = [windows(c) for c in clips]
     owner = np.concatenate([np.full(len(w), i) for i, w in enumerate(wins)]) if wins else np.zeros(0, int)
     batch = np.concatenate(wins) if wins else np.zeros((0, WINDOW), np.float32)

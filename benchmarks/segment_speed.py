@@ -3,7 +3,8 @@
     python -m benchmarks.segment_speed [--minutes 10] [--long_minutes 120] [--format mp3] [--cache DIR]
 
 Each measurement runs in its own process pinned to one CPU core (ffmpeg included); it prints:
-  * speechmill's non-ASR chain on a long recording, as seconds of audio per second of wall time;
+  * speechmill's non-ASR chain (with its defaults: VAD and the audio gates) on a long recording, as
+    seconds of audio per second of wall time;
   * pydub's ``split_on_silence`` (the recipe's splitter) on the same file, and the ratio;
   * peak memory (RSS) of the chain for the long input against the short one.
 The inputs are espeak-ng speech with pauses, looped and encoded like a podcast download (about
@@ -53,16 +54,26 @@ def pin_one_core() -> None:
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
 
 
-def run_chain(path: str, work: str) -> dict:
+def chain_config(work: str, gates: bool = True):
+    """The segment stage's settings: the defaults (VAD and audio gates), or energy alone with no gates."""
+    from transforms.quality import AudioGates
+    from transforms.segment import SegmentConfig
+    if gates:
+        return SegmentConfig(pack_dir=os.path.join(work, "packs"), split=SplitParams())
+    return SegmentConfig(pack_dir=os.path.join(work, "packs"), split=SplitParams(), vad=False,
+                         gates=AudioGates(None, None, None, None, None))
+
+
+def run_chain(path: str, work: str, gates: bool = True) -> dict:
     """The segment stage (decode → split → clip pack → ASR-rate batches) and the shard writer."""
     from corpus.shards import write_shard
     from schemas.keys import source_id_for_uri
     from schemas.records import AsrBatch, AudioFile, Source, SourceResult, Transcript
-    from transforms.segment import SegmentConfig, segment_source
+    from transforms.segment import segment_source
 
     uri = "file://" + os.path.abspath(path)
     src = Source(uri, source_id_for_uri(uri))
-    cfg = SegmentConfig(pack_dir=os.path.join(work, "packs"), split=SplitParams())
+    cfg = chain_config(work, gates)
     t0 = time.perf_counter()
     segments, duration = [], 0.0
     for out in segment_source(AudioFile(src, path, os.path.getsize(path)), cfg):
@@ -90,9 +101,9 @@ def run_pydub(path: str) -> dict:
     return {"audio_s": len(audio) / 1000, "clips": len(chunks), "total_s": wall, "x_realtime": len(audio) / 1000 / wall}
 
 
-def in_subprocess(what: str, path: str) -> dict:
+def in_subprocess(what: str, path: str, module: str = "benchmarks.segment_speed") -> dict:
     """Run one measurement in a fresh process so its peak RSS is its own."""
-    out = subprocess.run([sys.executable, "-m", "benchmarks.segment_speed", "--_one", what, path],
+    out = subprocess.run([sys.executable, "-m", module, "--_one", what, path],
                          capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"the {what} measurement failed:\n{out.stderr[-3000:]}")
@@ -121,9 +132,9 @@ def measure_one(what: str, path: str) -> int:
     """One measurement on one core, printed as a JSON line for the parent."""
     pin_one_core()
     with tempfile.TemporaryDirectory() as work:
-        if what == "chain":  # warm up once (library init, first-call costs), as a worker would be
-            run_chain(os.path.join(os.path.dirname(path), "base.wav"), os.path.join(work, "warm"))
-            res = run_chain(path, work)
+        if what in ("chain", "chain_nogates"):  # warm up once (library init, first-call costs), as a worker would
+            run_chain(os.path.join(os.path.dirname(path), "base.wav"), os.path.join(work, "warm"), what == "chain")
+            res = run_chain(path, work, what == "chain")
         else:
             res = run_pydub(path)
     res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
