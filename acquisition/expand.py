@@ -49,9 +49,10 @@ def is_media_name(name: str) -> bool:
 
 
 def _child(parent: Source, uri: str, index: int, source_id: str = None, alias: str = None) -> Source:
+    from schemas.redact import redact_url
     return Source(uri=uri, source_id=source_id or source_id_for_uri(uri), speaker=parent.speaker,
                   title=parent.title, license=parent.license, origin=f"{parent.origin} > {index + 1}",
-                  extra=parent.extra, kind="direct", alias=alias)
+                  extra=parent.extra, kind="direct", alias=alias, parent=parent.parent or redact_url(parent.uri))
 
 
 def folder_items(parent: Source, max_items: int) -> List[Source]:

@@ -1,7 +1,8 @@
 """Podcast RSS/Atom feeds → one source per episode enclosure, newest first.
 
 Parsing is feedparser's (RSS 0.9x/1.0/2.0, Atom, iTunes tags). Each episode keeps what later stages
-and users need: title, the show's author (a speaker hint), publication date, stated duration,
+and users need: title, the show's author (``uploader``: where speaker ids are linked across
+episodes), publication date, stated duration,
 license or rights statement, the episode page and the feed's guid.
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ import feedparser
 
 from schemas.keys import source_id_for_uri
 from schemas.records import Source
-from schemas.redact import clean_text
+from schemas.redact import clean_text, redact_url
 
 MEDIA_TYPES = ("audio/", "video/")
 
@@ -84,7 +85,7 @@ def feed_items(body: bytes, feed_url: str, parent: Source, max_items: int) -> Li
         url = urljoin(feed_url, href)
         items.append(Source(
             uri=url, source_id=source_id_for_uri(url),
-            speaker=clean_text(parent.speaker or (entry.get("author") or show_author)),
+            speaker=parent.speaker, parent=parent.parent or redact_url(parent.uri),
             title=clean_text(entry.get("title") or parent.title),
             license=clean_text(parent.license or entry.get("license") or entry.get("rights") or show_rights),
             origin=f"{parent.origin} > {len(items) + 1}", extra=parent.extra, kind="direct",

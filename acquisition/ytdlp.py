@@ -26,7 +26,7 @@ from acquisition.safety import UnsafeURL, parse_checked
 from corpus import fs
 from schemas.keys import source_id_for_extractor, source_id_for_uri
 from schemas.records import AudioFile, Source
-from schemas.redact import clean_text
+from schemas.redact import clean_text, redact_url
 
 GENERIC = ("generic", "html5", "html5mediaembed")  # their ids ("page-1") are not unique
 WEB_PROTOCOLS = ("http", "https", "m3u8", "m3u8_native", "http_dash_segments")
@@ -143,10 +143,11 @@ def item_source(entry: dict, parent: Source, index: int, fallback_extractor: str
         sid = source_id_for_uri(url)
     else:
         sid = source_id_for_extractor(extractor, str(item_id))
-    uploader = clean_text(entry.get("channel") or entry.get("uploader") or entry.get("uploader_id"))
+    uploader = clean_text(entry.get("channel_id") or entry.get("channel") or entry.get("uploader")
+                          or entry.get("uploader_id"))
     date = entry.get("upload_date")
     return Source(
-        uri=url, source_id=sid, speaker=parent.speaker or clean_text(entry.get("channel_id")) or uploader,
+        uri=url, source_id=sid, speaker=parent.speaker, parent=parent.parent or redact_url(parent.uri),
         title=clean_text(entry.get("title")) or parent.title,
         license=parent.license or clean_text(entry.get("license")),
         origin=f"{parent.origin} > {index + 1}", extra=parent.extra, kind="ytdlp", extractor=extractor,

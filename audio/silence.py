@@ -21,7 +21,7 @@ Rules, in order:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
 import numpy as np
@@ -71,6 +71,7 @@ class SplitResult:
     file_reason: str = ""  # set when the whole file is rejected ("silent", "no_dynamics", "no_speech", "no_audio")
     level_db: float = float("nan")
     threshold_db: float = float("nan")
+    pause: Optional[np.ndarray] = field(default=None, compare=False, repr=False)  # frames that may hold a cut
 
 
 def _runs(mask: np.ndarray) -> List[Tuple[int, int]]:
@@ -201,4 +202,4 @@ def split_on_silence(db: np.ndarray, hop_s: float, params: SplitParams = SplitPa
     pieces = _merge_short(pieces, min_f, max_f, max_gap_f)
     clips = tuple(p for p in pieces if p.end - p.start >= min_f)
     short = tuple(p for p in pieces if p.end - p.start < min_f)
-    return SplitResult(clips, short, "", level, threshold)
+    return SplitResult(clips, short, "", level, threshold, silent | soft)

@@ -147,8 +147,9 @@ def main(argv=None) -> int:
         packaged = in_subprocess(f"packaged_vad:{min(120.0, args.minutes * 60)}", short, mod)
         dn = in_subprocess(f"dnsmos:{args.dnsmos_s}", short, mod)
         print("timing the chain ...", file=sys.stderr)
-        on = in_subprocess("chain", short, mod)
+        on = in_subprocess("chain_nospeakers", short, mod)
         off = in_subprocess("chain_nogates", short, mod)
+        full = in_subprocess("chain", short, mod)
         on_long = in_subprocess("chain", long, mod)
 
     print(f"\nclean-clip stage, one core, {args.minutes:g} min of speech (44.1 kHz stereo MP3)")
@@ -166,8 +167,10 @@ def main(argv=None) -> int:
     print(f"{'chain':34s} {'clips':>6s} {'x realtime':>11s} {'peak MB':>8s}")
     print(f"{'energy alone, no gates':34s} {off['clips']:6d} {off['x_realtime']:11.0f} {off['peak_rss_mb']:8.0f}")
     print(f"{'VAD + default gates (no DNSMOS)':34s} {on['clips']:6d} {on['x_realtime']:11.0f} {on['peak_rss_mb']:8.0f}")
+    print(f"{'  + speaker turns (the default)':34s} {full['clips']:6d} {full['x_realtime']:11.0f} "
+          f"{full['peak_rss_mb']:8.0f}")
     print(f"gates cost: {off['x_realtime'] / on['x_realtime']:.2f}x the time of the chain without them; "
-          f"peak memory {args.minutes * 3:g} min vs {args.minutes:g} min: {on_long['peak_rss_mb'] / on['peak_rss_mb']:.2f}x")
+          f"peak memory {args.minutes * 3:g} min vs {args.minutes:g} min: {on_long['peak_rss_mb'] / full['peak_rss_mb']:.2f}x")
     return 0
 
 

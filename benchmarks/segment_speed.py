@@ -54,17 +54,18 @@ def pin_one_core() -> None:
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
 
 
-def chain_config(work: str, gates: bool = True):
-    """The segment stage's settings: the defaults (VAD and audio gates), or energy alone with no gates."""
+def chain_config(work: str, gates: bool = True, speakers: bool = True):
+    """The segment stage's settings: the defaults (VAD, audio gates, speaker turns), the same without
+    speaker turns, or energy alone with no gates and no speakers."""
     from transforms.quality import AudioGates
     from transforms.segment import SegmentConfig
     if gates:
-        return SegmentConfig(pack_dir=os.path.join(work, "packs"), split=SplitParams())
+        return SegmentConfig(pack_dir=os.path.join(work, "packs"), split=SplitParams(), speakers=speakers)
     return SegmentConfig(pack_dir=os.path.join(work, "packs"), split=SplitParams(), vad=False,
-                         gates=AudioGates(None, None, None, None, None))
+                         gates=AudioGates(None, None, None, None, None), speakers=False)
 
 
-def run_chain(path: str, work: str, gates: bool = True) -> dict:
+def run_chain(path: str, work: str, gates: bool = True, speakers: bool = True) -> dict:
     """The segment stage (decode → split → clip pack → ASR-rate batches) and the shard writer."""
     from corpus.shards import write_shard
     from schemas.keys import source_id_for_uri
@@ -73,7 +74,7 @@ def run_chain(path: str, work: str, gates: bool = True) -> dict:
 
     uri = "file://" + os.path.abspath(path)
     src = Source(uri, source_id_for_uri(uri))
-    cfg = chain_config(work, gates)
+    cfg = chain_config(work, gates, speakers)
     t0 = time.perf_counter()
     segments, duration = [], 0.0
     for out in segment_source(AudioFile(src, path, os.path.getsize(path)), cfg):
@@ -132,9 +133,12 @@ def measure_one(what: str, path: str) -> int:
     """One measurement on one core, printed as a JSON line for the parent."""
     pin_one_core()
     with tempfile.TemporaryDirectory() as work:
-        if what in ("chain", "chain_nogates"):  # warm up once (library init, first-call costs), as a worker would
-            run_chain(os.path.join(os.path.dirname(path), "base.wav"), os.path.join(work, "warm"), what == "chain")
-            res = run_chain(path, work, what == "chain")
+        if what.startswith("chain"):  # warm up once (library init, first-call costs), as a worker would
+            import torch
+            torch.set_num_threads(1)
+            opts = dict(gates=what != "chain_nogates", speakers=what == "chain")
+            run_chain(os.path.join(os.path.dirname(path), "base.wav"), os.path.join(work, "warm"), **opts)
+            res = run_chain(path, work, **opts)
         else:
             res = run_pydub(path)
     res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -173,7 +173,7 @@ def publish(layout: Layout, tag: str, summary: dict, before_apply=lambda: None,
             name = src.rsplit("/", 1)[-1]
             moves.append((src, layout.path(sub, name)))
             files[sub].append(name)
-    for table in ("rejected", "sources"):
+    for table in ("rejected", "sources", "speakers"):
         src = work.path(f"{table}.parquet")
         if fs.exists(src):
             moves.append((src, layout.run_table(table, tag)))
@@ -270,7 +270,7 @@ def clean_leftovers(layout: Layout, staging_dir: str, keep_work: Iterable[str] =
             if tag not in keep:
                 fs.delete_if_exists(p)
                 removed += 1
-    for sub in ("", "shards", "manifest", "rejected", "sources", "runs", REJECTED_SHARDS, REJECTED_MANIFEST,
+    for sub in ("", "shards", "manifest", "rejected", "sources", "speakers", "runs", REJECTED_SHARDS, REJECTED_MANIFEST,
                 commit.JOURNAL):
         for p in fs.list_dir(layout.path(sub) if sub else layout.root):
             if fs.is_temporary(p):

@@ -33,7 +33,9 @@ class CorpusState:
         for r in committed_table(layout, "rejected", order).to_pylist():
             if (r["source_id"], r.get("run")) in current:
                 reasons.setdefault(r["source_id"], set()).update({r["reason"], f"{r['stage']}/{r['reason']}"})
-        return cls(runs, rows, reasons)
+        state = cls(runs, rows, reasons)
+        state._layout = layout
+        return state
 
     @property
     def latest_run(self) -> Optional[dict]:
@@ -72,6 +74,19 @@ class CorpusState:
                                  f"reason:R, a source id or a source URI)")
             picked |= hit
         return picked
+
+    def known_speakers(self) -> List[dict]:
+        """Each speaker's latest row (group, id, centroid, clip count), for the next run to link to."""
+        if not hasattr(self, "_layout"):
+            return []
+        order = run_order(self._layout, self.runs)
+        latest = {}
+        for r in committed_table(self._layout, "speakers", order).to_pylist():
+            cur = latest.get(r["speaker_id"])
+            if cur is None or order.get(r["run"], -1) >= order.get(cur["run"], -1):
+                latest[r["speaker_id"]] = r
+        return [{"group": r["group"], "speaker_id": r["speaker_id"], "n_clips": r["n_clips"],
+                 "centroid": [float(x) for x in r["centroid"]]} for _, r in sorted(latest.items())]
 
     def failed(self) -> Set[str]:
         return {r["source_id"] for r in self.rows if r["status"] in ("failed", "rejected")}

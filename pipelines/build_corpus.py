@@ -35,7 +35,10 @@ from transforms.expand import Expand
 from transforms.quality import Quality
 from transforms.routing import REJECTED, SOURCES
 from transforms.segment import SegmentAudio, SegmentConfig
+from speakers.cluster import ClusterParams
+from speakers.turns import TurnParams
 from transforms.shard import ShardConfig, WriteShards
+from transforms.speakers import SPEAKERS, AssignSpeakers
 from transforms.transcribe import Transcribe
 from transforms.write_table import WriteTable
 
@@ -46,7 +49,7 @@ def log(msg: str) -> None:
 
 def build(p: beam.Pipeline, sources: List[Source], bad_lines: list, settings: CorpusSettings,
           work: Layout, first_index: int, tag: str, done_path: Optional[str] = None,
-          first_rejected_index: int = 0) -> None:
+          first_rejected_index: int = 0, known_speakers_path: Optional[str] = None) -> None:
     """Add the corpus pipeline for ``sources`` to ``p``, writing into the run's work area.
 
     ``done_path`` is a text file of finished source ids (one per line) that reaches the workers as
@@ -59,7 +62,8 @@ def build(p: beam.Pipeline, sources: List[Source], bad_lines: list, settings: Co
                             max_duration_s=settings.acquire.max_duration_s,
                             max_scratch_bytes=int(settings.max_scratch_gb * 2 ** 30),
                             scratch_dir=settings.scratch_dir, vad=settings.vad == "silero", gates=settings.gates,
-                            dnsmos=settings.dnsmos, dnsmos_device=settings.asr.device)
+                            dnsmos=settings.dnsmos, dnsmos_device=settings.asr.device,
+                            speakers=settings.speakers, turns=TurnParams(device=settings.asr.device))
     shard_cfg = ShardConfig(shards_dir=work.shards_dir, manifest_dir=work.manifest_dir,
                             prefix=settings.shard_prefix, samples_per_shard=settings.samples_per_shard,
                             first_index=first_index)
@@ -74,7 +78,17 @@ def build(p: beam.Pipeline, sources: List[Source], bad_lines: list, settings: Co
     segmented = acquired.audio | "Segment" >> SegmentAudio(seg_cfg)
     transcribed = segmented.batches | "Transcribe" >> Transcribe(settings.asr, settings.transcribe)
     judged = transcribed["transcripts"] | "Quality" >> Quality(settings.quality)
-    _ = judged["kept"] | "Shard" >> WriteShards(shard_cfg)
+    kept = judged["kept"]
+    if settings.speakers:
+        known = (p | "KnownSpeakers" >> beam.io.ReadFromText(fs.escape_glob(known_speakers_path))
+                 | "ParseKnown" >> beam.Map(json.loads)
+                 | "KnownByGroup" >> beam.Map(lambda d: (d["group"], d))) if known_speakers_path \
+            else p | "NoKnownSpeakers" >> beam.Create([])
+        voiced = kept | "Speakers" >> AssignSpeakers(ClusterParams(similar_k=settings.similar_k), known)
+        kept = voiced.kept
+        _ = voiced[SPEAKERS] | "WriteSpeakers" >> WriteTable(work.path("speakers.parquet"), tables.SPEAKERS,
+                                                             functools.partial(tables.speaker_row, run=tag))
+    _ = kept | "Shard" >> WriteShards(shard_cfg)
 
     bad_rows = p | "BadLines" >> beam.Create([r for _, r in bad_lines])
     bad_sources = p | "BadLineSources" >> beam.Create(
@@ -265,11 +279,13 @@ def _run_locked(settings, beam_args, parsed, layout: Layout, lock: OutputLock, t
     fs.mkdirs(work.root)
     done_path = work.path("done.txt")
     fs.atomic_write_bytes(done_path, "".join(f"{sid}\n" for sid in sorted(done)).encode())
+    known_path = work.path("known_speakers.jsonl")
+    fs.atomic_write_bytes(known_path, "".join(json.dumps(k) + "\n" for k in state.known_speakers()).encode())
     log(f"run {tag}: writing to {work.root}, shards from index {first_index}")
 
     started = time.monotonic()
     p = test_pipeline or beam.Pipeline(options=PipelineOptions(beam_args))
-    build(p, pending, bad_lines, settings, work, first_index, tag, done_path, first_rejected)
+    build(p, pending, bad_lines, settings, work, first_index, tag, done_path, first_rejected, known_path)
     result = p.run()
     result.wait_until_finish()
     elapsed = time.monotonic() - started

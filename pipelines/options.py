@@ -67,7 +67,8 @@ OPTION_OF = {  # setting path → the option a user types
     "quality.rate_outlier_iqr": "--rate_outlier_iqr", "quality.rate_outlier_min_clips": "--rate_outlier_iqr",
     "gates.min_speech_ratio": "--min_speech_ratio", "gates.min_bandwidth_hz": "--min_bandwidth_hz",
     "gates.max_clipping": "--max_clipping", "gates.min_snr_db": "--min_snr_db",
-    "gates.min_dnsmos_ovrl": "--min_dnsmos_ovrl", "vad": "--vad",
+    "gates.min_dnsmos_ovrl": "--min_dnsmos_ovrl", "vad": "--vad", "speakers": "--speakers",
+    "similar_k": "--similar_k",
     "output_sample_rate": "--output_sample_rate", "asr": "--asr_model (and --asr_revision)",
     "asr_tokenizer": "--asr_tokenizer", "asr_feature_extractor": "--asr_feature_extractor",
     "asr_chunk_s": "--asr_chunk_s", "keep_ctc_tokens": "--keep_ctc_tokens", "ytdlp_format": "--ytdlp_format",
@@ -90,6 +91,8 @@ class CorpusSettings:
     vad: str = "silero"
     dnsmos: bool = False
     keep_rejected_audio: bool = False
+    speakers: bool = True
+    similar_k: int = 3
     transcribe: TranscribeOptions = TranscribeOptions()
     output_sample_rate: int = 22050
     asr_batch_seconds: float = 160.0
@@ -120,6 +123,8 @@ class CorpusSettings:
             "quality": {k: v for k, v in dataclasses.asdict(self.quality).items() if k != "tolerance_s"},
             "gates": dataclasses.asdict(self.gates),
             "vad": self.vad,
+            "speakers": self.speakers,
+            "similar_k": self.similar_k,
             "output_sample_rate": self.output_sample_rate,
             "asr": self.asr.label,
             "asr_tokenizer": self.asr.tokenizer_id,
@@ -279,6 +284,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--keep_rejected_audio", action="store_true",
                    help="write rejected clips to rejected_shards/ (same format as shards/) to listen to them")
 
+    g = p.add_argument_group("speakers")
+    g.add_argument("--speakers", choices=["on", "off"], default="on",
+                   help="tell voices apart: cut clips at speaker changes, cluster speakers per source and link them "
+                        "across a channel or feed, pick conditioning clips (default on); off: one speaker per source")
+    g.add_argument("--similar_k", type=int, default=3,
+                   help="conditioning candidates per clip: other clips of the same speaker, most similar first (default 3)")
+
     g = p.add_argument_group("quality filter (after transcription; 'none' turns a rule off)")
     g.add_argument("--min_confidence", type=float_or_none, default=0.6,
                    help="lowest ASR confidence kept, 0..1 (default 0.6; see README for the formula)")
@@ -388,6 +400,14 @@ def _settings(args) -> CorpusSettings:
     if args.asr_batch_seconds is not None and args.asr_batch_seconds < args.max_clip_s:
         raise OptionError(f"--asr_batch_seconds ({args.asr_batch_seconds:g}) must be at least --max_clip_s "
                           f"({args.max_clip_s:g}): a clip must fit in one model call")
+    if args.similar_k < 0:
+        raise OptionError(f"--similar_k must be >= 0, got {args.similar_k}")
+    if args.speakers == "on":
+        from speakers.encoder import EncoderUnavailable, weights_path
+        try:
+            weights_path()
+        except EncoderUnavailable as e:
+            raise OptionError(f"--speakers on: {e}") from None
     if args.scratch_dir and not os.path.isdir(args.scratch_dir):
         raise OptionError(f"--scratch_dir {args.scratch_dir} is not a folder")
     split = SplitParams(min_clip_s=args.min_clip_s, max_clip_s=args.max_clip_s,
@@ -428,6 +448,7 @@ def _settings(args) -> CorpusSettings:
     return CorpusSettings(
         sources=args.sources, output=output, asr=asr, transcribe=transcribe, split=split, quality=quality,
         acquire=acquire, gates=gates, vad=args.vad, dnsmos=dnsmos_on, keep_rejected_audio=args.keep_rejected_audio,
+        speakers=args.speakers == "on", similar_k=args.similar_k,
         output_sample_rate=args.output_sample_rate,
         asr_batch_seconds=args.asr_batch_seconds or (160.0 if asr.device.startswith("cuda") else args.max_clip_s),
         samples_per_shard=args.samples_per_shard, shard_prefix=args.shard_prefix,

@@ -34,11 +34,20 @@ class Source:
     declared_duration_s: Optional[float] = None  # duration the site or feed states, before download
     remote: bool = False  # named by remote content (feed, page, playlist): only http(s), never local or buckets
     alias: Optional[str] = None  # an earlier id of the same source (a local file's path-based id)
+    parent: Optional[str] = None  # the (redacted) sources-file entry an item was listed from: folder, feed, playlist
 
     @property
     def speaker_id(self) -> str:
-        """Every clip of a source shares one speaker id: the given speaker, else the source id."""
-        return self.speaker or self.source_id
+        """The speaker id when voices are not told apart: the given speaker, else the uploader, else the source."""
+        return self.speaker or self.uploader or self.source_id
+
+    @property
+    def voice_group(self) -> str:
+        """Where the same voice is looked for across sources: the uploader or channel, else the folder,
+        feed or playlist the source was listed from, else the source alone."""
+        if self.uploader:
+            return f"uploader:{self.extractor or ''}:{self.uploader}"
+        return f"parent:{self.parent}" if self.parent else f"source:{self.source_id}"
 
 
 @dataclass(frozen=True)
@@ -82,6 +91,7 @@ class Segment:
     pack_offset: int
     pack_length: int
     scores: ClipScores = ClipScores()
+    embedding: Optional[bytes] = field(default=None, repr=False)  # voice embedding, 256 float16 (speakers.turns)
 
     @property
     def duration_s(self) -> float:
@@ -97,6 +107,12 @@ class Transcript:
     words: tuple = ()  # (word, start_s, end_s, confidence), times from the clip's start
     ctc_tokens: Optional[tuple] = None  # per-frame argmax label ids, when kept
     ctc_frame_s: float = 0.02
+    speaker: Optional[str] = None  # the speaker id found by clustering (else the source's)
+    similar_keys: tuple = ()  # other clips of the same voice, most similar first
+
+    @property
+    def speaker_id(self) -> str:
+        return self.segment.source.speaker or self.speaker or self.segment.source.speaker_id
 
     @property
     def key(self) -> str:
@@ -154,6 +170,16 @@ class SourceResult:
         from schemas.outcomes import retryable
         return cls(source, status, duration_s, n_segments, reason,
                    retryable=status != "ok" and retryable(reason))
+
+
+@dataclass(frozen=True)
+class SpeakerRecord:
+    """A speaker of a voice group after a run: its id, centroid voice embedding (float16) and clip count."""
+
+    speaker_id: str
+    group: str
+    centroid: bytes
+    n_clips: int
 
 
 @dataclass(frozen=True)

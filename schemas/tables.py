@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from schemas.records import SCHEMA_VERSION, SCORE_FIELDS, ClipScores, Rejection, Source, SourceResult, Transcript
+import numpy as np
+
+from schemas.records import SCHEMA_VERSION, SCORE_FIELDS, ClipScores, Rejection, Source, SourceResult, SpeakerRecord, \
+    Transcript
 from schemas.redact import clean_text, safe
 
 MANIFEST = pa.schema([
@@ -33,6 +36,8 @@ MANIFEST = pa.schema([
     ("sample_rate", pa.int32()),
     ("flac_bytes", pa.int64()),
     *[(name, pa.float64()) for name in SCORE_FIELDS],
+    ("similar_keys", pa.list_(pa.string())),
+    ("speaker_embedding", pa.list_(pa.float16())),
     ("schema_version", pa.int32()),
 ])
 
@@ -53,6 +58,15 @@ REJECTED = pa.schema([
 
 # the manifest of rejected_shards/ (--keep_rejected_audio): a rejected row and the shard it is in
 REJECTED_MANIFEST = pa.schema([("shard", pa.string())] + [f for f in REJECTED if f.name != "run"])
+
+SPEAKERS = pa.schema([
+    ("speaker_id", pa.string()),
+    ("group", pa.string()),
+    ("n_clips", pa.int64()),
+    ("centroid", pa.list_(pa.float16())),
+    ("run", pa.string()),
+    ("schema_version", pa.int32()),
+])
 
 SOURCES = pa.schema([
     ("source_id", pa.string()),
@@ -97,7 +111,7 @@ def manifest_row(t: Transcript, shard: str) -> dict:
         "shard": shard,
         "source_id": src.source_id,
         "source_uri": safe(src.uri),
-        "speaker": clean_text(src.speaker_id),
+        "speaker": clean_text(t.speaker_id),
         **source_metadata(src),
         "start_s": seg.start_s,
         "end_s": seg.end_s,
@@ -109,8 +123,19 @@ def manifest_row(t: Transcript, shard: str) -> dict:
         "sample_rate": seg.sample_rate,
         "flac_bytes": seg.pack_length,
         **seg.scores.as_dict(),
+        "similar_keys": list(t.similar_keys),
+        "speaker_embedding": _halves(seg.embedding),
         "schema_version": SCHEMA_VERSION,
     }
+
+
+def _halves(b):
+    return None if b is None else np.frombuffer(b, dtype=np.float16)
+
+
+def speaker_row(s: SpeakerRecord, run: str = "") -> dict:
+    return {"speaker_id": s.speaker_id, "group": safe(s.group), "n_clips": s.n_clips, "centroid": _halves(s.centroid),
+            "run": run, "schema_version": SCHEMA_VERSION}
 
 
 def rejected_row(r: Rejection, run: str = "") -> dict:
@@ -152,6 +177,7 @@ def source_row(s: SourceResult, run: str = "") -> dict:
 def sample_metadata(t: Transcript, shard: str) -> dict:
     """The ``{key}.json`` of a sample: the manifest row plus the source's extra metadata."""
     meta = manifest_row(t, shard)
+    meta.pop("speaker_embedding")  # 256 numbers: kept in the manifest, not in every sample
     meta["words"] = [{"word": w, "start_s": a, "end_s": b, "confidence": c} for w, a, b, c in t.words]
     if t.ctc_tokens is not None:
         meta["ctc_tokens"] = list(t.ctc_tokens)

@@ -33,5 +33,8 @@ python -m pip install -q --upgrade pip setuptools wheel
 # torch first and pinned: on a CPU machine this is the CPU build; a looser pin would pull CUDA wheels.
 python -m pip install -q "torch==2.13.0"
 python -m pip install -q -r requirements-dev.txt
+# the speaker encoder's weights ship in resemblyzer's wheel; only the weights are read, so its
+# webrtcvad dependency (a C extension) is not needed
+python -m pip install -q --no-deps "resemblyzer==0.1.4"
 python -m pip install -q --no-deps --no-build-isolation -e .
 echo "[setup] ready: . .venv/bin/activate"

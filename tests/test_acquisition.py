@@ -116,7 +116,8 @@ def test_feed_newest_first_bounded_with_metadata(server, tmp_path):
     assert (ep3.uploader, ep3.upload_date, ep3.declared_duration_s, ep3.license, ep3.item_id) == (
         "Alice Host", "2024-01-03", 3723.0, "CC BY 4.0", "g3")
     assert ep3.uri == f"{server.url}/e3.mp3" and ep3.source_id == source_id_for_uri(ep3.uri)
-    assert ep3.speaker == "Alice Host" and ep3.webpage_url.endswith("e3.mp3.html")
+    assert ep3.speaker is None and ep3.speaker_id == "Alice Host"  # the author is a hint: voices decide speakers
+    assert ep3.webpage_url.endswith("e3.mp3.html") and ep3.voice_group == "uploader::Alice Host"
     assert ep3.origin == "s.txt:1 > 2"
     assert parse_duration("abc") is None and parse_duration("45") == 45.0
 

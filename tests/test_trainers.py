@@ -118,6 +118,10 @@ def test_loader_conditions_on_another_clip_of_the_same_speaker(corpus):
             assert owner and all(audio_of[k][0] == s.speaker and k != s.key for k in owner)
             checked += 1
     assert checked > 5 and loader.counts.cond_from_self <= 2
+    # most conditioning clips come from the sample's similar_keys (the same voice, picked by the corpus)
+    c = loader.counts
+    assert c.cond_from_similar > c.cond_from_speaker and c.cond_from_similar + c.cond_from_speaker + c.cond_from_self == (
+        c.read - sum(c.skipped.values()))
 
 
 def test_loader_skips_and_counts_over_limit_samples(corpus):

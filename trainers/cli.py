@@ -162,7 +162,8 @@ def data_summary(task, conditioning: bool) -> Optional[str]:
     if skipped:
         text += " (" + ", ".join(f"{k} {v}" for k, v in sorted(c.skipped.items())) + ")"
     if conditioning:
-        text += f", conditioning from the same clip {c.cond_from_self}"
+        text += (f", conditioning from a similar clip {c.cond_from_similar}, from another clip of the speaker "
+                 f"{c.cond_from_speaker}, from the same clip {c.cond_from_self}")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         text += " on rank 0"
     return text

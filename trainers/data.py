@@ -3,8 +3,10 @@
 Shards are split by node (``torchrun`` rank) and by dataloader worker; ``resampled`` draws shards
 with replacement forever (multi-node training); otherwise the shards are read in a seeded order,
 epoch after epoch. Samples are decoded (FLAC → float32 at 22 050 Hz), tokenised, given a
-conditioning clip from *another* sample of the same speaker (as TorToiSe's autoregressive model is
-trained), filtered by the model's limits (skips are counted), and batched by similar length.
+conditioning clip from *another* sample of the same voice (as TorToiSe's autoregressive model is
+trained) — one of the sample's ``similar_keys`` when one was read recently, else another recent
+clip of its speaker id, else (counted) itself — filtered by the model's limits (skips are
+counted), and batched by similar length.
 Mels are not computed here: the training step computes them on the device.
 """
 from __future__ import annotations
@@ -34,6 +36,7 @@ class Sample:
     speaker: str
     tokens: Optional[List[int]] = None
     cond: Optional[np.ndarray] = None
+    similar_keys: tuple = ()
 
 
 @dataclass
@@ -56,6 +59,8 @@ class LoaderConfig:
 class Counts:
     read: int = 0
     skipped: Dict[str, int] = field(default_factory=collections.Counter)
+    cond_from_similar: int = 0  # from one of the sample's similar_keys
+    cond_from_speaker: int = 0  # none of them at hand: another clip of the speaker id
     cond_from_self: int = 0
 
 
@@ -82,7 +87,8 @@ def decode(raw: dict) -> Sample:
     meta = json.loads(raw["json"]) if "json" in raw else {}
     text = raw["txt"].decode("utf-8") if "txt" in raw else meta.get("text", "")
     return Sample(raw["__key__"], audio if audio.ndim == 1 else audio.mean(1), text,
-                  str(meta.get("speaker") or meta.get("source_id") or raw["__key__"].rsplit("_", 1)[0]))
+                  str(meta.get("speaker") or meta.get("source_id") or raw["__key__"].rsplit("_", 1)[0]),
+                  similar_keys=tuple(meta.get("similar_keys") or ()))
 
 
 class ShardLoader(torch.utils.data.IterableDataset):
@@ -111,7 +117,7 @@ class ShardLoader(torch.utils.data.IterableDataset):
     def samples(self) -> Iterator[Sample]:
         c = self.cfg
         rng = random.Random(c.seed)
-        recent: Dict[str, collections.deque] = collections.defaultdict(lambda: collections.deque(maxlen=8))
+        recent: Dict[str, collections.deque] = collections.defaultdict(lambda: collections.deque(maxlen=32))
         epoch = 0
         while self.epochs is None or epoch < self.epochs:
             buf: List[Sample] = []
@@ -159,8 +165,13 @@ class ShardLoader(torch.utils.data.IterableDataset):
 
     def _with_cond(self, s: Sample, recent: Dict[str, collections.deque], rng: random.Random) -> Sample:
         others = [o for o in recent[s.speaker] if o.key != s.key]
-        if others:
+        similar = [o for o in others if o.key in s.similar_keys]
+        if similar:
+            s.cond = rng.choice(similar).audio
+            self.counts.cond_from_similar += 1
+        elif others:
             s.cond = rng.choice(others).audio
+            self.counts.cond_from_speaker += 1
         else:
             s.cond = s.audio
             self.counts.cond_from_self += 1

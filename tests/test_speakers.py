@@ -1,0 +1,154 @@
+"""One voice per clip, speaker ids across a feed, and conditioning candidates of the same voice."""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+
+from audio.synth import SENTENCES, Recording, build_recording
+from pipelines.build_corpus import run
+from speakers import cluster, encoder
+from tests.conftest import ONLY_LOCALHOST, Route, SHARED_SPEECH, have_shared_speech, permissive, rss
+from tests.test_build_corpus import table, write_sources
+
+HOST, GUEST = "en-us", "en-us+f3"  # a male and a female espeak voice (measured similarity ≈ 0.7)
+
+
+def voiced(rec: Recording, voices):
+    """(start, end, voice) of each sentence."""
+    return [(s, e, voices[i % len(voices)]) for i, (s, e) in enumerate(rec.spans)]
+
+
+def majority(clip, truth):
+    """(voice holding most of the clip's speech, its share of the clip's speech)."""
+    a, b = clip
+    time = Counter()
+    for s, e, v in truth:
+        time[v] += max(0.0, min(b, e) - max(a, s))
+    total = sum(time.values())
+    if not total:
+        return None, 1.0
+    v, t = time.most_common(1)[0]
+    return v, t / total
+
+
+def check_corpus(out, truth_by_uri):
+    """Every kept clip is one voice; each speaker id is one voice (≥ 95 %); candidates are the same voice."""
+    manifest = table(out, "manifest")
+    assert manifest
+    voice_of, by_id = {}, {}
+    for m in manifest:
+        truth = truth_by_uri[m["source_uri"]]
+        v, share = majority((m["start_s"], m["end_s"]), truth)
+        assert share >= 0.99, (m["key"], m["start_s"], m["end_s"], share)  # no clip holds two voices
+        voice_of[m["key"]] = v
+        by_id.setdefault(m["speaker"], []).append(v)
+    purity = sum(Counter(vs).most_common(1)[0][1] for vs in by_id.values()) / len(manifest)
+    assert purity >= 0.95, by_id
+    for m in manifest:
+        assert all(voice_of.get(k, voice_of[m["key"]]) == voice_of[m["key"]] for k in m["similar_keys"])
+        assert m["key"] not in m["similar_keys"] and len(m["speaker_embedding"]) == 256
+    return manifest, by_id
+
+
+def test_interview_with_clear_pauses(tmp_path, tiny_model):
+    voices = [HOST, HOST, GUEST, GUEST]
+    rec = build_recording(SENTENCES[:12], [0.9] * 11, seed=21, voices=voices)
+    path = rec.write(str(tmp_path / "interview.wav"))
+    out = tmp_path / "corpus"
+    run(["--sources", write_sources(tmp_path / "s.txt", [path]), "--output", str(out), *permissive(tiny_model)])
+    manifest, by_id = check_corpus(out, {"file://" + path: voiced(rec, voices)})
+    assert len(by_id) == 2  # two voices, two ids
+    assert all(len(m["similar_keys"]) >= 1 for m in manifest)
+
+
+def test_fast_exchange_is_cut_at_the_short_pauses_between_turns(tmp_path, tiny_model):
+    voices = [HOST, HOST, GUEST, GUEST]  # turns of two sentences, 0.3 s between everything
+    rec = build_recording(SENTENCES[:12], [0.3] * 11, seed=22, voices=voices)
+    path = rec.write(str(tmp_path / "exchange.wav"))
+    out = tmp_path / "corpus"
+    run(["--sources", write_sources(tmp_path / "s.txt", [path]), "--output", str(out), *permissive(tiny_model)])
+    manifest, by_id = check_corpus(out, {"file://" + path: voiced(rec, voices)})
+    assert len(by_id) == 2 and len(manifest) >= 4
+
+
+@pytest.mark.skipif(not have_shared_speech(), reason="needs ../shared/data/real_speech")
+def test_two_real_speakers_alternating(tmp_path, tiny_model):
+    st, sr = sf.read(str(SHARED_SPEECH / "stereo_diarization.wav"), dtype="float32")
+    left, right = soxr.resample(st[:, 0], sr, 22050), soxr.resample(st[:, 1], sr, 22050)
+    gap = np.zeros(int(0.35 * 22050), np.float32)
+    parts, truth, t = [], [], 0.0
+    for i in range(6):
+        x = left if i % 2 == 0 else right
+        parts += [x, gap]
+        truth.append((t, t + len(x) / 22050, "L" if i % 2 == 0 else "R"))
+        t += (len(x) + len(gap)) / 22050
+    path = str(tmp_path / "real.wav")
+    sf.write(path, np.concatenate(parts), 22050)
+    out = tmp_path / "corpus"
+    run(["--sources", write_sources(tmp_path / "s.txt", [path]), "--output", str(out), *permissive(tiny_model),
+         "--min_clip_s", "2"])  # the right speaker's sentence is under 4 s
+    manifest, by_id = check_corpus(out, {"file://" + path: truth})
+    assert len(by_id) == 2
+
+
+def test_a_feeds_host_is_one_speaker_across_episodes_and_runs(server, tmp_path, tiny_model):
+    voices = [HOST, HOST, GUEST, GUEST]
+    eps, truth = [], {}
+    for i in range(2):
+        rec = build_recording(SENTENCES[4 * i:4 * i + 8], [0.9] * 7, seed=30 + i, voices=voices)
+        path = rec.write(str(tmp_path / f"ep{i}.wav"))
+        url = server.add(f"/ep{i}.wav", Route(open(path, "rb").read(), headers={"Content-Type": "audio/wav"}))
+        eps.append(url)
+        truth[url] = voiced(rec, voices)
+    day = ["Mon, 01 Jan 2024 08:00:00 GMT", "Tue, 02 Jan 2024 08:00:00 GMT"]
+    feed = lambda n: Route(rss([(f"Ep {i}", f"g{i}", day[i], eps[i], None) for i in range(n)]),  # noqa: E731
+                           headers={"Content-Type": "application/rss+xml"})
+    url = server.add("/feed.xml", feed(1))
+    out = tmp_path / "corpus"
+    args = ["--sources", write_sources(tmp_path / "s.txt", [url]), "--output", str(out), *permissive(tiny_model),
+            "--allow_private_networks", ONLY_LOCALHOST]
+    run(args)
+    first = {m["key"]: m["speaker"] for m in table(out, "manifest")}
+    server.routes["/feed.xml"] = feed(2)  # a new episode: the next run adds it
+    run(args)
+    manifest, by_id = check_corpus(out, truth)
+    host_ids = {m["speaker"] for m in manifest if majority((m["start_s"], m["end_s"]), truth[m["source_uri"]])[0] == HOST}
+    assert len(host_ids) == 1 and len(by_id) == 2  # host and guest, each one id over both episodes and runs
+    assert all({m["key"]: m["speaker"] for m in manifest}[k] == v for k, v in first.items())  # earlier ids kept
+    speakers = table(out, "speakers")
+    assert {r["speaker_id"] for r in speakers} == set(by_id) and all(len(r["centroid"]) == 256 for r in speakers)
+
+
+def test_given_speaker_column_wins(tmp_path, tiny_model, speech):
+    (tmp_path / "s.csv").write_text(f"uri,speaker\n{speech['a'][1]},narrator-1\n")
+    out = tmp_path / "corpus"
+    run(["--sources", str(tmp_path / "s.csv"), "--output", str(out), *permissive(tiny_model)])
+    manifest = table(out, "manifest")
+    assert manifest and {m["speaker"] for m in manifest} == {"narrator-1"}
+    assert all(set(m["similar_keys"]) <= {x["key"] for x in manifest} for m in manifest)
+
+
+def test_clustering_is_blocked_and_deterministic():
+    rng = np.random.default_rng(0)
+    centres = cluster.normalise(rng.standard_normal((5, 256)))
+    emb = cluster.normalise(centres[rng.integers(0, 5, 5000)] + rng.standard_normal((5000, 256)) * 0.02)
+    a = cluster.cluster_labels(emb, 0.8, block=1000)
+    b = cluster.cluster_labels(emb, 0.8, block=1000)
+    assert (a == b).all() and a.max() + 1 == 5
+    truth = np.argmax(emb @ centres.T, axis=1)
+    assert len({(x, y) for x, y in zip(a, truth)}) == 5  # one cluster per true voice
+
+
+def test_encoder_tells_the_test_voices_apart():
+    from audio.synth import speak, trim
+
+    def embed(voice, texts):
+        return encoder.mean_embedding(encoder.embed_partials(encoder.partials(
+            np.concatenate([trim(speak(t, 16000, voice=voice)) for t in texts]))))
+    host_a, host_b = embed(HOST, SENTENCES[:2]), embed(HOST, SENTENCES[2:4])
+    guest = embed(GUEST, SENTENCES[:2])
+    assert float(host_a @ host_b) > 0.85 > 0.78 > float(host_a @ guest)
