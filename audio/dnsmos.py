@@ -13,12 +13,12 @@ ASR model on the GPU.
 """
 from __future__ import annotations
 
-import importlib.util
-import os
 import threading
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from audio.packaged import ModelFileMissing, package_file
 
 RATE = 16000
 WINDOW = int(9.01 * RATE)
@@ -28,18 +28,11 @@ _sessions = {}
 _lock = threading.Lock()
 
 
-class DnsmosUnavailable(RuntimeError):
-    pass
+DnsmosUnavailable = ModelFileMissing
 
 
 def model_path() -> str:
-    spec = importlib.util.find_spec("speechmos")
-    if spec is None or not spec.submodule_search_locations:
-        raise DnsmosUnavailable("DNSMOS needs the speechmos package (pip install speechmos onnxruntime)")
-    path = os.path.join(list(spec.submodule_search_locations)[0], "dnsmos_models", "sig_bak_ovr.onnx")
-    if not os.path.isfile(path):
-        raise DnsmosUnavailable(f"speechmos has no {path}")
-    return path
+    return package_file("speechmos", "dnsmos_models", "sig_bak_ovr.onnx", install="pip install speechmos onnxruntime")
 
 
 def cuda_available() -> bool:

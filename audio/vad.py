@@ -15,12 +15,12 @@ package's location and run with onnxruntime on one thread per session.
 """
 from __future__ import annotations
 
-import importlib.util
-import os
 import threading
 from typing import List, Optional
 
 import numpy as np
+
+from audio.packaged import ModelFileMissing, package_file
 
 RATE = 8000
 FRAME = 256  # samples: 32 ms at 8 kHz
@@ -36,18 +36,11 @@ _session = None
 _lock = threading.Lock()
 
 
-class VadUnavailable(RuntimeError):
-    pass
+VadUnavailable = ModelFileMissing
 
 
 def model_path() -> str:
-    spec = importlib.util.find_spec("silero_vad")
-    if spec is None or not spec.submodule_search_locations:
-        raise VadUnavailable("the silero-vad package is not installed (pip install silero-vad onnxruntime)")
-    path = os.path.join(list(spec.submodule_search_locations)[0], "data", MODEL_FILE)
-    if not os.path.isfile(path):
-        raise VadUnavailable(f"silero-vad has no {MODEL_FILE}")
-    return path
+    return package_file("silero_vad", "data", MODEL_FILE, install="pip install silero-vad onnxruntime")
 
 
 def session():

@@ -11,12 +11,12 @@ one batch (one LSTM call over all of them): ≈ 350× realtime on one CPU core, 
 """
 from __future__ import annotations
 
-import importlib.util
-import os
 import threading
 from typing import List, Optional, Sequence
 
 import numpy as np
+
+from audio.packaged import ModelFileMissing, package_file
 
 RATE = 16000
 N_FFT = 400  # 25 ms
@@ -30,19 +30,12 @@ _model = None
 _lock = threading.Lock()
 
 
-class EncoderUnavailable(RuntimeError):
-    pass
+EncoderUnavailable = ModelFileMissing
 
 
 def weights_path() -> str:
-    spec = importlib.util.find_spec("resemblyzer")
-    if spec is None or not spec.submodule_search_locations:
-        raise EncoderUnavailable("speaker embeddings need the resemblyzer package "
-                                 "(pip install --no-deps resemblyzer: only its weights are used)")
-    path = os.path.join(list(spec.submodule_search_locations)[0], "pretrained.pt")
-    if not os.path.isfile(path):
-        raise EncoderUnavailable(f"resemblyzer has no pretrained.pt at {path}")
-    return path
+    return package_file("resemblyzer", "pretrained.pt",
+                        install="pip install --no-deps resemblyzer: only its weights are used")
 
 
 def _build(device: str):
