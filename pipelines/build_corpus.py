@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 import time
-from typing import List, Optional, Set, Tuple
+from typing import Callable, List, Optional, Set, Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -19,15 +19,15 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from acquisition.sources_file import SourcesFileError, read_sources
 from asr.model import ModelLoadError, check_available
-from corpus import commit, fs, object_store, rewrite
+from corpus import commit, fs, object_store, rewrite, waves
 from corpus.layout import REJECTED_MANIFEST, REJECTED_SHARDS, Layout, clean_leftovers, corpus_report, \
     next_shard_index, publish, read_table, run_report, run_tag, shard_indices, write_report
+from corpus.waves import ITEMS_TABLE
 from corpus.lock import LockedError, LockLost, OutputLock
 from corpus.state import CorpusSettingsError, CorpusState, check_settings
 from pipelines.console import FilteredStderr, beam_quiet_args, quiet_libraries
 from pipelines.options import CorpusSettings, OptionError, parse_args
 from schemas import tables
-from schemas.keys import stable_hash
 from schemas.records import Source, SourceResult
 from schemas.redact import safe
 from transforms.acquire import Acquire
@@ -47,14 +47,34 @@ def log(msg: str) -> None:
     print(f"[speechmill] {msg}", file=sys.stderr, flush=True)
 
 
-def build(p: beam.Pipeline, sources: List[Source], bad_lines: list, settings: CorpusSettings,
-          work: Layout, first_index: int, tag: str, done_path: Optional[str] = None,
-          first_rejected_index: int = 0, known_speakers_path: Optional[str] = None) -> None:
-    """Add the corpus pipeline for ``sources`` to ``p``, writing into the run's work area.
+def build_expansion(p: beam.Pipeline, sources: List[Source], bad_lines: list, settings: CorpusSettings,
+                    work: Layout, tag: str, done_path: str) -> None:
+    """The plan's first pipeline: list every pending source's items (``items.parquet``), with rows for
+    the sources that could not be listed, items deferred by a limit, and unusable lines.
 
-    ``done_path`` is a text file of finished source ids (one per line) that reaches the workers as
-    a side input.
+    ``done_path`` is a text file of finished source ids (one per line) that reaches the workers as a
+    side input.
     """
+    done = p | "DoneIds" >> beam.io.ReadFromText(fs.escape_glob(done_path))
+    expanded = (p
+                | "Sources" >> beam.Create(sources)
+                | "Spread" >> beam.Reshuffle()
+                | "Expand" >> Expand(settings.acquire, done))
+    _ = expanded["items"] | "WriteItems" >> WriteTable(work.path(ITEMS_TABLE), tables.ITEMS, tables.item_row)
+    bad_rows = p | "BadLines" >> beam.Create([r for _, r in bad_lines])
+    bad_sources = p | "BadLineSources" >> beam.Create(
+        [SourceResult.of(s, "failed", r.reason) for s, r in bad_lines])
+    rejected = (expanded[REJECTED], bad_rows) | "AllRejections" >> beam.Flatten()
+    _ = rejected | "WriteRejected" >> WriteTable(work.path("rejected.parquet"), tables.REJECTED,
+                                                 functools.partial(tables.rejected_row, run=tag))
+    results = (expanded[SOURCES], bad_sources) | "AllSources" >> beam.Flatten()
+    _ = results | "WriteSources" >> WriteTable(work.path("sources.parquet"), tables.SOURCES,
+                                               functools.partial(tables.source_row, run=tag))
+
+
+def build_wave(p: beam.Pipeline, items: List[Source], settings: CorpusSettings, work: Layout, first_index: int,
+               tag: str, first_rejected_index: int = 0, known_speakers_path: Optional[str] = None) -> None:
+    """One wave: fetch, segment, transcribe, judge and shard ``items``, writing into the wave's work area."""
     seg_cfg = SegmentConfig(pack_dir=work.pack_dir, split=settings.split,
                             output_sample_rate=settings.output_sample_rate,
                             asr_batch_seconds=settings.asr_batch_seconds,
@@ -68,13 +88,10 @@ def build(p: beam.Pipeline, sources: List[Source], bad_lines: list, settings: Co
                             prefix=settings.shard_prefix, samples_per_shard=settings.samples_per_shard,
                             first_index=first_index)
 
-    done = (p | "DoneIds" >> beam.io.ReadFromText(fs.escape_glob(done_path)) if done_path
-            else p | "NoDoneIds" >> beam.Create([]))
-    expanded = (p
-                | "Sources" >> beam.Create(sources)
+    acquired = (p
+                | "Items" >> beam.Create(items)
                 | "Spread" >> beam.Reshuffle()
-                | "Expand" >> Expand(settings.acquire, done))
-    acquired = expanded["items"] | "Acquire" >> Acquire(settings.acquire)
+                | "Acquire" >> Acquire(settings.acquire))
     segmented = acquired.audio | "Segment" >> SegmentAudio(seg_cfg)
     transcribed = segmented.batches | "Transcribe" >> Transcribe(settings.asr, settings.transcribe)
     judged = transcribed["transcripts"] | "Quality" >> Quality(settings.quality)
@@ -90,11 +107,7 @@ def build(p: beam.Pipeline, sources: List[Source], bad_lines: list, settings: Co
                                                              functools.partial(tables.speaker_row, run=tag))
     _ = kept | "Shard" >> WriteShards(shard_cfg)
 
-    bad_rows = p | "BadLines" >> beam.Create([r for _, r in bad_lines])
-    bad_sources = p | "BadLineSources" >> beam.Create(
-        [SourceResult.of(s, "failed", r.reason) for s, r in bad_lines])
-    rejected = ((expanded[REJECTED], acquired[REJECTED], segmented[REJECTED], transcribed["failed"],
-                 judged[REJECTED], bad_rows)
+    rejected = ((acquired[REJECTED], segmented[REJECTED], transcribed["failed"], judged[REJECTED])
                 | "AllRejections" >> beam.Flatten())
     _ = rejected | "WriteRejected" >> WriteTable(work.path("rejected.parquet"), tables.REJECTED,
                                                  functools.partial(tables.rejected_row, run=tag))
@@ -105,8 +118,7 @@ def build(p: beam.Pipeline, sources: List[Source], bad_lines: list, settings: Co
         _ = (rejected
              | "WithAudio" >> beam.Filter(lambda r: r.segment is not None)
              | "RejectedShards" >> WriteShards(rejected_cfg))
-    results = ((expanded[SOURCES], acquired[SOURCES], segmented[SOURCES], bad_sources)
-               | "AllSources" >> beam.Flatten())
+    results = (acquired[SOURCES], segmented[SOURCES]) | "AllSources" >> beam.Flatten()
     _ = results | "WriteSources" >> WriteTable(work.path("sources.parquet"), tables.SOURCES,
                                                functools.partial(tables.source_row, run=tag))
 
@@ -206,7 +218,7 @@ def _replace_old_samples(layout: Layout, work: Layout, settings: CorpusSettings,
     return [p for n in affected for p in (layout.path("shards", n + ".tar"), layout.path("manifest", n + ".parquet"))]
 
 
-def run(argv: Optional[List[str]] = None, test_pipeline: Optional[beam.Pipeline] = None) -> dict:
+def run(argv: Optional[List[str]] = None, make_pipeline: Optional[Callable[[], beam.Pipeline]] = None) -> dict:
     """Run one build; returns the whole corpus report. Raises ``SystemExit(2)`` on bad options."""
     try:
         settings, beam_args = parse_args(argv)
@@ -235,12 +247,13 @@ def run(argv: Optional[List[str]] = None, test_pipeline: Optional[beam.Pipeline]
         log(f"error: {e}")
         raise SystemExit(2)
     try:
-        return _run_locked(settings, beam_args, parsed, layout, lock, test_pipeline)
+        return _run_locked(settings, beam_args, parsed, layout, lock,
+                           make_pipeline or (lambda: beam.Pipeline(options=PipelineOptions(beam_args))))
     finally:
         lock.release()
 
 
-def _run_locked(settings, beam_args, parsed, layout: Layout, lock: OutputLock, test_pipeline) -> dict:
+def _run_locked(settings, beam_args, parsed, layout: Layout, lock: OutputLock, make_pipeline) -> dict:
     commit.recover(layout.root, log)
     state = CorpusState.read(layout)
     try:
@@ -256,47 +269,94 @@ def _run_locked(settings, beam_args, parsed, layout: Layout, lock: OutputLock, t
     def is_done(s: Source) -> bool:
         return s.source_id in done or (s.alias is not None and s.alias in done)
 
+    key = run_tag([s.source_id for s in parsed.sources] + [s.source_id for s, _ in parsed.bad_lines],
+                  {**settings.fingerprint(), "again": sorted(again)})
+    plan = waves.load(layout, key)
+    if plan is not None:
+        log(f"run {key}: going on with {len(plan.pending_waves(layout))} of {len(plan.tags)} waves not yet committed")
     pending = [s for s in parsed.sources if not is_done(s)]
     bad_lines = [(s, r) for s, r in parsed.bad_lines if s.source_id not in done]
-    log(f"{len(parsed.sources)} sources in {settings.sources} ({parsed.duplicates} duplicate lines "
-        f"ignored, {len(parsed.bad_lines)} unusable lines); {len(parsed.sources) - len(pending)} already "
-        f"done in {settings.output}; {len(pending)} to process"
-        + (f"; {len(again)} picked again by --redo/--retry_failed" if again else ""))
-    if not pending and not bad_lines:
+    if plan is None:
+        log(f"{len(parsed.sources)} sources in {settings.sources} ({parsed.duplicates} duplicate lines "
+            f"ignored, {len(parsed.bad_lines)} unusable lines); {len(parsed.sources) - len(pending)} already "
+            f"done in {settings.output}; {len(pending)} to process"
+            + (f"; {len(again)} picked again by --redo/--retry_failed" if again else ""))
+        if not pending and not bad_lines:
+            clean_leftovers(layout, settings.acquire.staging_dir, log=log)
+            report = corpus_report(layout)
+            write_report(layout, report)
+            print_summary("nothing to do; corpus", report, settings.output)
+            return report
         clean_leftovers(layout, settings.acquire.staging_dir, log=log)
-        report = corpus_report(layout)
-        write_report(layout, report)
-        print_summary("nothing to do; corpus", report, settings.output)
-        return report
+        plan = _make_plan(layout, key, pending, bad_lines, done, settings, make_pipeline)
+    else:
+        clean_leftovers(layout, settings.acquire.staging_dir, keep_work=plan.work_names(), log=log)
 
-    first_index = next_shard_index(layout, settings.shard_prefix)
-    first_rejected = next_shard_index(layout, settings.shard_prefix, REJECTED_SHARDS)
-    ids = [s.source_id for s in pending + [s for s, _ in bad_lines]]
-    tag = run_tag(ids, {**settings.fingerprint(), "first_shard": first_index,
-                        "done": stable_hash(",".join(sorted(done))), "again": sorted(again)})
-    work = layout.work(tag)
-    clean_leftovers(layout, settings.acquire.staging_dir, log=log)
+    total = {"elapsed": 0.0}
+    for i in plan.pending_waves(layout):
+        summary = _run_wave(layout, plan, i, settings, beam_args, lock, replaced, make_pipeline)
+        total["elapsed"] += summary.get("elapsed_s", 0.0)
+        print_summary(f"run {key}, wave {i + 1} of {len(plan.tags)} ({summary.get('elapsed_s', 0):.1f} s)", summary,
+                      settings.output)
+    waves.finish(layout, plan, keep_work=settings.keep_work)
+    report = corpus_report(layout)
+    write_report(layout, report)
+    clear_staging(settings.acquire.staging_dir, CorpusState.read(layout).done())
+    print_summary(f"corpus after run {key} ({total['elapsed']:.1f} s)", report, settings.output)
+    return report
+
+
+def _make_plan(layout: Layout, key: str, pending: List[Source], bad_lines: list, done: Set[str],
+               settings: CorpusSettings, make_pipeline) -> "waves.Plan":
+    """List the pending sources' items (one pipeline), then cut them into waves and save the plan."""
+    work = layout.work(waves.expansion_tag(key))
+    fs.delete_tree(work.root)
     fs.mkdirs(work.root)
     done_path = work.path("done.txt")
     fs.atomic_write_bytes(done_path, "".join(f"{sid}\n" for sid in sorted(done)).encode())
+    log(f"run {key}: listing the items of {len(pending)} sources")
+    started = time.monotonic()
+    p = make_pipeline()
+    build_expansion(p, pending, bad_lines, settings, work, waves.expansion_tag(key), done_path)
+    p.run().wait_until_finish()
+    items = [tables.item_from_row(r) for r in read_table([work.path(ITEMS_TABLE)]).to_pylist()] \
+        if fs.exists(work.path(ITEMS_TABLE)) else []
+    plan = waves.plan(key, items, settings.commit_every_hours, ",".join(sorted(CorpusState.read(layout).runs)))
+    waves.save(layout, plan)
+    log(f"run {key}: {len(items)} items in {len(plan.tags)} waves of at most {settings.commit_every_hours:g} h "
+        f"({time.monotonic() - started:.1f} s); each wave is published as it completes")
+    return plan
+
+
+def _run_wave(layout: Layout, plan, i: int, settings: CorpusSettings, beam_args, lock: OutputLock, replaced: Set[str],
+              make_pipeline) -> dict:
+    """Run wave ``i`` of the plan and publish it as one commit (the first wave also carries the listing's rows)."""
+    tag = plan.tags[i]
+    state = CorpusState.read(layout)
+    work = layout.work(tag)
+    fs.delete_tree(work.root)
+    fs.mkdirs(work.root)
+    first_index = next_shard_index(layout, settings.shard_prefix)
+    first_rejected = next_shard_index(layout, settings.shard_prefix, REJECTED_SHARDS)
     known_path = work.path("known_speakers.jsonl")
     fs.atomic_write_bytes(known_path, "".join(json.dumps(k) + "\n" for k in state.known_speakers()).encode())
-    log(f"run {tag}: writing to {work.root}, shards from index {first_index}")
-
+    items = plan.items(i)
+    log(f"run {plan.key}, wave {i + 1} of {len(plan.tags)}: {len(items)} items, writing to {work.root}, "
+        f"shards from index {first_index}")
     started = time.monotonic()
-    p = test_pipeline or beam.Pipeline(options=PipelineOptions(beam_args))
-    build(p, pending, bad_lines, settings, work, first_index, tag, done_path, first_rejected, known_path)
-    result = p.run()
-    result.wait_until_finish()
+    result = None
+    if items:
+        p = make_pipeline()
+        build_wave(p, items, settings, work, first_index, tag, first_rejected, known_path)
+        result = p.run()
+        result.wait_until_finish()
+    if i == 0:  # the listing's rows (unlistable sources, deferred items, bad lines) go with the first wave
+        waves.merge_expansion_rows(layout, plan, work, tag)
     elapsed = time.monotonic() - started
-
     summary = run_report(layout, tag)
-    if summary["sources"]["total"] == 0 and not replaced:
-        fs.delete_tree(work.root)
-        report = corpus_report(layout)
-        write_report(layout, report)
-        print_summary(f"run {tag} ({elapsed:.1f} s) found nothing new; corpus", report, settings.output)
-        return report
+    if summary["sources"]["total"] == 0 and not summary["rejected_segments"] and not replaced:
+        fs.delete_tree(work.root)  # nothing new (every item was done): no empty commit
+        return {**summary, "elapsed_s": round(elapsed, 1)}
     deletes = []
     if replaced:
         rows_path = work.path("sources.parquet")
@@ -306,19 +366,15 @@ def _run_locked(settings, beam_args, parsed, layout: Layout, lock: OutputLock, t
                                        first_index + summary["shards"])
         summary["shards"] = len([x for x in fs.list_dir(work.shards_dir, suffix=".tar") if not fs.is_temporary(x)])
     summary.update(elapsed_s=round(elapsed, 1), asr_model=settings.asr.label,
-                   asr_padding_fraction=asr_padding_fraction(result),
+                   asr_padding_fraction=asr_padding_fraction(result) if result is not None else None,
                    settings=json.loads(json.dumps(settings.fingerprint(), default=str)),
                    shaping=json.loads(json.dumps(settings.shaping(), default=str)),
-                   redo=list(settings.redo), retry_failed=settings.retry_failed)
+                   redo=list(settings.redo), retry_failed=settings.retry_failed, plan=plan.key, wave=i,
+                   waves=len(plan.tags))
     publish(layout, tag, summary, before_apply=lock.check, deletes=deletes)
-    report = corpus_report(layout)
-    write_report(layout, report)
-    clear_staging(settings.acquire.staging_dir, CorpusState.read(layout).done())
     if not settings.keep_work:
         fs.delete_tree(work.root)
-    print_summary(f"run {tag} ({elapsed:.1f} s)", summary, settings.output)
-    print_summary("corpus", report, settings.output)
-    return report
+    return summary
 
 
 class _Interrupt:
@@ -346,16 +402,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         except BaseException as e:  # noqa: B902 - Ctrl-C surfaces as whatever Beam was doing
             if interrupt.seen or isinstance(e, KeyboardInterrupt):
                 signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the message
-                console.write_visible("[speechmill] interrupted: nothing of this run was published (earlier runs "
-                                      "are intact); run the same command again to go on")
+                console.write_visible("[speechmill] interrupted: the waves already published are kept; run the "
+                                      "same command again to go on from the next one")
                 return 130
             if isinstance(e, LockLost):
                 console.write_visible(f"[speechmill] error: {e}")
                 return 1
             console.dump_hidden()
             console.write_visible(f"[speechmill] failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-            console.write_visible("[speechmill] nothing of this run was published; fix the cause and run again "
-                                  "(--verbose shows every log line)")
+            console.write_visible("[speechmill] the waves already published are kept; fix the cause and run "
+                                  "again to go on (--verbose shows every log line)")
             return 1
         finally:
             signal.signal(signal.SIGINT, previous)

@@ -93,6 +93,7 @@ class CorpusSettings:
     keep_rejected_audio: bool = False
     speakers: bool = True
     similar_k: int = 3
+    commit_every_hours: float = 1.0
     transcribe: TranscribeOptions = TranscribeOptions()
     output_sample_rate: int = 22050
     asr_batch_seconds: float = 160.0
@@ -186,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sample rate of the FLAC clips in the shards, 8000..192000 (default 22050, TorToiSe's)")
     g.add_argument("--keep_work", action="store_true",
                    help="keep the run's work area (_work/{tag}: clip packs) after publishing")
+    g.add_argument("--commit_every_hours", type=float, default=1.0,
+                   help="publish the run in waves of about this many hours of audio, each as it completes, so a "
+                        "crash loses at most the wave in flight and the rerun carries on after the last one "
+                        "(default 1; larger waves start fewer pipelines, which matters on a cluster)")
 
     g = p.add_argument_group("reruns")
     g.add_argument("--redo", default=None, metavar="SELECTORS",
@@ -400,6 +405,8 @@ def _settings(args) -> CorpusSettings:
     if args.asr_batch_seconds is not None and args.asr_batch_seconds < args.max_clip_s:
         raise OptionError(f"--asr_batch_seconds ({args.asr_batch_seconds:g}) must be at least --max_clip_s "
                           f"({args.max_clip_s:g}): a clip must fit in one model call")
+    if args.commit_every_hours <= 0:
+        raise OptionError(f"--commit_every_hours must be > 0, got {args.commit_every_hours:g}")
     if args.similar_k < 0:
         raise OptionError(f"--similar_k must be >= 0, got {args.similar_k}")
     if args.speakers == "on":
@@ -448,7 +455,7 @@ def _settings(args) -> CorpusSettings:
     return CorpusSettings(
         sources=args.sources, output=output, asr=asr, transcribe=transcribe, split=split, quality=quality,
         acquire=acquire, gates=gates, vad=args.vad, dnsmos=dnsmos_on, keep_rejected_audio=args.keep_rejected_audio,
-        speakers=args.speakers == "on", similar_k=args.similar_k,
+        speakers=args.speakers == "on", similar_k=args.similar_k, commit_every_hours=args.commit_every_hours,
         output_sample_rate=args.output_sample_rate,
         asr_batch_seconds=args.asr_batch_seconds or (160.0 if asr.device.startswith("cuda") else args.max_clip_s),
         samples_per_shard=args.samples_per_shard, shard_prefix=args.shard_prefix,

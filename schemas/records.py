@@ -36,6 +36,18 @@ class Source:
     alias: Optional[str] = None  # an earlier id of the same source (a local file's path-based id)
     parent: Optional[str] = None  # the (redacted) sources-file entry an item was listed from: folder, feed, playlist
 
+    def to_json(self) -> str:
+        import dataclasses
+        import json
+        return json.dumps(dataclasses.asdict(self), sort_keys=True, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Source":
+        import json
+        d = json.loads(text)
+        d["extra"] = tuple(tuple(pair) for pair in d.get("extra") or ())
+        return cls(**d)
+
     @property
     def speaker_id(self) -> str:
         """The speaker id when voices are not told apart: the given speaker, else the uploader, else the source."""

@@ -59,6 +59,9 @@ REJECTED = pa.schema([
 # the manifest of rejected_shards/ (--keep_rejected_audio): a rejected row and the shard it is in
 REJECTED_MANIFEST = pa.schema([("shard", pa.string())] + [f for f in REJECTED if f.name != "run"])
 
+# a run's listed items (its plan, in the private work area): each Source as JSON
+ITEMS = pa.schema([("source_id", pa.string()), ("item", pa.string())])
+
 SPEAKERS = pa.schema([
     ("speaker_id", pa.string()),
     ("group", pa.string()),
@@ -131,6 +134,14 @@ def manifest_row(t: Transcript, shard: str) -> dict:
 
 def _halves(b):
     return None if b is None else np.frombuffer(b, dtype=np.float16)
+
+
+def item_row(s: Source) -> dict:
+    return {"source_id": s.source_id, "item": s.to_json()}
+
+
+def item_from_row(row: dict) -> Source:
+    return Source.from_json(row["item"])
 
 
 def speaker_row(s: SpeakerRecord, run: str = "") -> dict:

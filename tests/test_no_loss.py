@@ -21,7 +21,8 @@ from corpus import commit, fs
 from corpus.lock import OutputLock
 from pipelines.build_corpus import run
 from schemas.outcomes import retryable
-from tests.conftest import REPO, ONLY_LOCALHOST, Route, copy_shared, ffmpeg, have_shared_speech, permissive, rss
+from tests.conftest import REPO, ONLY_LOCALHOST, Route, copy_shared, ffmpeg, file_digests, have_shared_speech, permissive, \
+    rss
 from tests.test_build_corpus import read_shards, table, write_sources
 
 DAYS = [f"{d}, 0{i + 1} Jan 2024 08:00:00 GMT" for i, d in enumerate(["Mon", "Tue", "Wed", "Thu", "Fri"])]
@@ -306,3 +307,26 @@ def test_reject_details_are_readable(tmp_path):
     with pytest.raises(DecodeError) as e:
         decode_to_file(str(tmp_path / "bad.flac"), str(tmp_path / "o.pcm"), 16000)
     assert e.value.detail and not e.value.detail.startswith("ffmpeg exit")
+
+
+def test_waves_are_committed_as_they_finish_and_a_killed_run_carries_on(tmp_path, tiny_model, speech, bad_inputs):
+    lines = [speech["a"][1], speech["b"][1], bad_inputs / "stereo48k.mp3", tmp_path / "missing.wav"]
+    wave = ["--commit_every_hours", "0.002"]  # ≈ 7 s of estimated audio: every source is a wave of its own
+    reference = tmp_path / "reference"
+    run(corpus_args(tmp_path, tiny_model, lines, reference, *wave))
+    assert len(list((reference / "runs").glob("*.json"))) == 4
+
+    out = tmp_path / "corpus"
+    args = corpus_args(tmp_path, tiny_model, lines, out, *wave)
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.build_corpus", *args], cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:
+        if "wave 3 of 4" in line:  # two waves are published, the third is running
+            break
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(list((out / "runs").glob("*.json"))) == 2 and len(keys_in_shards(out)) > 0
+    run(args)  # carries on with waves 3 and 4
+    same = lambda root: {k: v for k, v in file_digests(root).items() if k.startswith(("shards/", "manifest/"))}  # noqa: E731
+    assert same(out) == same(reference) and len(list((out / "runs").glob("*.json"))) == 4
+    assert not (out / "_work").exists() or not list((out / "_work").iterdir())
