@@ -59,7 +59,7 @@ class _Handler(socketserver.BaseRequestHandler):
                 upstream = proxy.connect(host, port, target)
                 first = _origin_request(method, target, version, lines[1:]) + rest
         except UnsafeURL as e:
-            proxy.refuse(target, e)
+            proxy.refuse(e)
             _reply(client, 403, "Forbidden", f"refused: {e.reason}")
             return
         except OSError as e:
@@ -178,7 +178,7 @@ class CheckingProxy:
             raise
         return sock
 
-    def refuse(self, target: str, err: UnsafeURL) -> None:
+    def refuse(self, err: UnsafeURL) -> None:
         with self._lock:
             self.refusals.append(err)
 

@@ -236,7 +236,7 @@ def _short(e: Exception) -> str:
 
 def _download(source: Source, cfg: AcquireConfig) -> AudioFile:
     url, limit = source.uri, cfg.max_bytes
-    with guarded_http.deadline(cfg.download_timeout_s) as deadline:
+    with guarded_http.Deadline(cfg.download_timeout_s) as deadline:
         try:
             return _download_within(source, cfg, url, limit)
         except FetchError as e:

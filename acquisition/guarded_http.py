@@ -15,7 +15,7 @@ import contextlib
 import socket
 import threading
 import time
-from typing import Iterator, List, Optional
+from typing import List, Optional
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -118,9 +118,3 @@ def session(policy: NetworkPolicy) -> requests.Session:
     s.mount("http://", _adapter_for(policy))
     s.mount("https://", _adapter_for(policy))
     return s
-
-
-@contextlib.contextmanager
-def deadline(seconds: Optional[float]) -> Iterator[Deadline]:
-    with Deadline(seconds) as d:
-        yield d

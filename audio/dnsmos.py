@@ -97,7 +97,3 @@ def resolve(mode: str, device: str) -> bool:
     if mode == "off":
         return False
     return device.startswith("cuda") and cuda_available()
-
-
-def scores_or_none(clips: Sequence[np.ndarray], enabled: bool, device: str) -> List[Optional[Tuple[float, float, float]]]:
-    return score(clips, device) if enabled and len(clips) else [None] * len(clips)

@@ -130,13 +130,6 @@ class VadStream:
         return np.concatenate(self._probs) if self._probs else np.zeros(0, dtype=np.float32)
 
 
-def speech_probs(audio8k: np.ndarray) -> np.ndarray:
-    """Speech probability per 32 ms frame of a whole 8 kHz signal."""
-    s = VadStream()
-    s.push(audio8k)
-    return s.finish()
-
-
 def speech_mask(probs: np.ndarray, threshold: float = 0.5, release: Optional[float] = None) -> np.ndarray:
     """Per-frame speech decisions with hysteresis: speech starts at ``threshold`` and lasts until
     the probability falls below ``release`` (default ``threshold - 0.15``, Silero's own rule)."""

@@ -29,13 +29,13 @@ import pyarrow.parquet as pq
 
 from corpus import commit, fs
 from schemas.keys import stable_hash
+from schemas.outcomes import AUDIO_GATE_REASONS
 from schemas.records import SCHEMA_VERSION
 
 WORK = "_work"
 STAGING = "_staging"
 REJECTED_SHARDS = "rejected_shards"
 REJECTED_MANIFEST = "rejected_manifest"
-AUDIO_GATE_REASONS = ("not_speech", "low_bandwidth", "clipped", "noisy", "low_dnsmos")
 
 
 @dataclass(frozen=True)

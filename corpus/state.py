@@ -22,6 +22,7 @@ class CorpusState:
     runs: Dict[str, dict]
     rows: List[dict]  # each source's latest committed row
     rejected_reasons: Dict[str, Set[str]] = field(default_factory=dict)  # source id → reasons in its latest run
+    layout: Optional[Layout] = None
 
     @classmethod
     def read(cls, layout: Layout) -> "CorpusState":
@@ -33,9 +34,7 @@ class CorpusState:
         for r in committed_table(layout, "rejected", order).to_pylist():
             if (r["source_id"], r.get("run")) in current:
                 reasons.setdefault(r["source_id"], set()).update({r["reason"], f"{r['stage']}/{r['reason']}"})
-        state = cls(runs, rows, reasons)
-        state._layout = layout
-        return state
+        return cls(runs, rows, reasons, layout)
 
     @property
     def latest_run(self) -> Optional[dict]:
@@ -77,11 +76,11 @@ class CorpusState:
 
     def known_speakers(self) -> List[dict]:
         """Each speaker's latest row (group, id, centroid, clip count), for the next run to link to."""
-        if not hasattr(self, "_layout"):
+        if self.layout is None:
             return []
-        order = run_order(self._layout, self.runs)
+        order = run_order(self.layout, self.runs)
         latest = {}
-        for r in committed_table(self._layout, "speakers", order).to_pylist():
+        for r in committed_table(self.layout, "speakers", order).to_pylist():
             cur = latest.get(r["speaker_id"])
             if cur is None or order.get(r["run"], -1) >= order.get(cur["run"], -1):
                 latest[r["speaker_id"]] = r

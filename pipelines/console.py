@@ -19,7 +19,7 @@ OUR_PREFIXES = ("[speechmill", "[train", "[compact", "[report", "[demo", "[setup
 NOISE = ("apitools not found", "Resource module is not available", "Discarding unparseable args")
 
 
-class _DropKnownNoise(logging.Filter):
+class DropKnownNoise(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         msg = record.getMessage()
         return not any(n in msg for n in NOISE)
@@ -37,7 +37,7 @@ def quiet_libraries(verbose: bool = False) -> None:
     except Exception:  # transformers is optional for some commands
         pass
     root = logging.getLogger()
-    drop = _DropKnownNoise()
+    drop = DropKnownNoise()
     root.addFilter(drop)
     for h in root.handlers:
         h.addFilter(drop)

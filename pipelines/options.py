@@ -55,9 +55,6 @@ found, network policy, timeouts, limits) are tried again. A run whose corpus-sha
 differ from the corpus's is refused unless --redo says which sources to reprocess.
 """
 
-# settings that change what a given source yields: a corpus is built with one set of them
-SHAPING = ("split", "quality", "gates", "vad", "output_sample_rate", "asr", "asr_tokenizer",
-           "asr_feature_extractor", "asr_chunk_s", "keep_ctc_tokens", "ytdlp_format")
 OPTION_OF = {  # setting path → the option a user types
     "split.min_clip_s": "--min_clip_s", "split.max_clip_s": "--max_clip_s", "split.min_silence_ms": "--min_silence_ms",
     "split.keep_silence_ms": "--keep_silence_ms", "split.silence_rel_db": "--silence_rel_db",
@@ -160,6 +157,9 @@ def shaping_differences(recorded: dict, current: dict) -> List[str]:
 
 def _show(v) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+DNSMOS_DEFAULT = object()  # --min_dnsmos_ovrl not given: 2.5 when DNSMOS runs, else off
 
 
 def float_or_none(text: str) -> Optional[float]:
@@ -284,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dnsmos", choices=["auto", "on", "off"], default="auto",
                    help="score DNSMOS P.835 (≈ 10-25x realtime per CPU core): auto runs it only with "
                         "--asr_device cuda and onnxruntime's CUDA provider (default auto)")
-    g.add_argument("--min_dnsmos_ovrl", type=float_or_none, default=None,
+    g.add_argument("--min_dnsmos_ovrl", type=float_or_none, default=DNSMOS_DEFAULT,
                    help="lowest DNSMOS overall quality, 1..5 (default 2.5 when DNSMOS runs, else none)")
     g.add_argument("--keep_rejected_audio", action="store_true",
                    help="write rejected clips to rejected_shards/ (same format as shards/) to listen to them")
@@ -380,8 +380,6 @@ def parse_args(argv: Optional[List[str]]) -> Tuple[CorpusSettings, List[str]]:
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
     check_beam_args(beam_args, parser)
-    args._given = {a.split("=", 1)[0] for a in (argv if argv is not None else __import__("sys").argv[1:])
-                   if a.startswith("--")}
     try:
         return _settings(args), beam_args
     except OptionError:
@@ -441,8 +439,8 @@ def _settings(args) -> CorpusSettings:
     except dnsmos.DnsmosUnavailable as e:
         raise OptionError(f"--dnsmos on: {e}") from None
     min_dnsmos = args.min_dnsmos_ovrl
-    if "--min_dnsmos_ovrl" not in (args._given or ()) and dnsmos_on:
-        min_dnsmos = 2.5
+    if min_dnsmos is DNSMOS_DEFAULT:
+        min_dnsmos = 2.5 if dnsmos_on else None
     if min_dnsmos is not None and not dnsmos_on:
         raise OptionError("--min_dnsmos_ovrl needs DNSMOS to run: add --dnsmos on (≈ 10-25x realtime per CPU core)")
     if args.min_speech_ratio is not None and args.vad != "silero":

@@ -21,6 +21,10 @@ FINAL_REASONS = frozenset({
 })
 
 
+# rejections of clips by their audio, before transcription (transforms.quality.judge_audio)
+AUDIO_GATE_REASONS = ("not_speech", "low_bandwidth", "clipped", "noisy", "low_dnsmos")
+
+
 def is_final(reason: str) -> bool:
     """True when a source failed or was rejected for a reason a rerun cannot change."""
     return reason in FINAL_REASONS

@@ -121,7 +121,7 @@ class ScriptedServer:
     """An HTTP server on ``host`` (127.0.0.1 by default) whose answers the test sets per path, with a
     log of requests. ``default`` answers every path no route names (a canary answers everything)."""
 
-    def __init__(self, host: str = "127.0.0.1", default: "Route" = None):
+    def __init__(self, host: str = "127.0.0.1", default: "Route" = None, port: int = 0):
         self.routes, self.log = {}, []
         self.default = default
         server = self
@@ -173,7 +173,7 @@ class ScriptedServer:
             def handle_error(self, request, client_address):
                 pass  # clients that hang up early (probes, dropped downloads) are expected here
 
-        self.httpd = Server((host, 0), Handler)
+        self.httpd = Server((host, port), Handler)
         self.host = host
         self.port = self.httpd.server_address[1]
         self.url = f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"

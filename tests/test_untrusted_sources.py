@@ -15,25 +15,21 @@ import pytest
 
 from acquisition import safety
 from acquisition.expand import expand
-from acquisition.fetch import AcquireConfig, acquire
+from acquisition.fetch import acquire
 from acquisition.safety import NetworkPolicy, UnsafeURL, check_url, is_public
 from pipelines.build_corpus import run
-from schemas.keys import source_id_for_uri
-from schemas.records import AudioFile, Rejection, Source
+from schemas.records import AudioFile, Rejection
 from schemas.redact import redact_text, redact_url
 from tests.conftest import ONLY_LOCALHOST, Route, ScriptedServer, permissive, rss
+from tests.test_acquisition import cfg as acquire_cfg, src
 from tests.test_build_corpus import table, write_sources
 
 DAY = "Mon, 01 Jan 2024 08:00:00 GMT"
 
 
-def src(uri, **kw):
-    return Source(uri, source_id_for_uri(uri), origin="s.txt:1", **kw)
-
-
 def cfg(tmp_path, **kw):
-    kw.setdefault("allow_private_networks", ONLY_LOCALHOST)
-    return AcquireConfig(staging_dir=str(tmp_path / "staging"), retry_backoff_s=0.01, http_timeout_s=5, **kw)
+    kw.setdefault("allow_private_networks", ONLY_LOCALHOST)  # 127.0.0.2 and [::1] stay refused
+    return acquire_cfg(tmp_path, **kw)
 
 
 def build(tmp_path, tiny_model, lines, *extra, name="s.txt"):
@@ -141,7 +137,7 @@ def rebinding(monkeypatch):
 def test_dns_rebinding_gains_nothing(server, speech, tmp_path, rebinding):
     wav = open(speech["a"][1], "rb").read()
     server.add("/a.wav", Route(wav, headers={"Content-Type": "audio/wav"}))
-    canary = _server_on("127.0.0.2", server.port)  # the same port, at the address the name turns into
+    canary = ScriptedServer("127.0.0.2", default=Route(b"canary"), port=server.port)  # where the name turns
     try:
         c = cfg(tmp_path)
         got = acquire(src(f"http://rebind.test:{server.port}/a.wav"), c)
@@ -152,29 +148,6 @@ def test_dns_rebinding_gains_nothing(server, speech, tmp_path, rebinding):
         assert canary.log == []
     finally:
         canary.close()
-
-
-def _server_on(host, port):
-    """A canary that answers "canary" to everything, on a given port."""
-    import http.server
-    import threading
-    s = ScriptedServer.__new__(ScriptedServer)
-    s.log = log = []
-
-    class H(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            log.append(self.path)
-            self.send_response(200)
-            self.send_header("Content-Length", "6")
-            self.end_headers()
-            self.wfile.write(b"canary")
-
-        def log_message(self, *a):
-            pass
-
-    s.httpd = http.server.ThreadingHTTPServer((host, port), H)
-    threading.Thread(target=s.httpd.serve_forever, daemon=True).start()
-    return s
 
 
 @pytest.mark.parametrize("url", [

@@ -26,7 +26,6 @@ from schemas.records import ClipScores, Rejection, Transcript
 from transforms.routing import route, with_outputs
 
 STAGE = "quality"
-AUDIO_REASONS = ("not_speech", "low_bandwidth", "clipped", "noisy", "low_dnsmos")
 
 
 @dataclass(frozen=True)
