@@ -2,26 +2,41 @@
 
 Each element is an ``AsrBatch``: the segment stage already grouped one source's clips by length,
 so every element is one model call, and the batch composition (with it every floating-point
-result) is the same on every rerun. Up to four elements reach ``run_inference`` together so that
-on CUDA the next one is prepared while the current one runs. The model is loaded once per worker
+result) is the same on every rerun. Each element reaches ``run_inference`` alone, as a one-item
+list (the stage skips Beam's batching, which holds a partial group back until the end of a bundle:
+output that not every runner collects). A call
+that raises becomes an error for each of its clips (the stage turns them into failure rows), so a
+bad batch costs only its own clips on every runner. The model is loaded once per worker
 process (``load_model``) and shared between that process's threads, so the padding counters take
 each call's own counts from ``Transcriber.many`` rather than differences of the shared totals.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional, Sequence
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable, Optional, Sequence, Tuple
 
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from asr.model import AsrModelSpec, load_ctc_model
-from asr.transcriber import AsrStats, TranscribeOptions, Transcriber
+from asr.transcriber import AsrOutput, AsrStats, TranscribeOptions, Transcriber
 from schemas.records import AsrBatch
+
+
+@dataclass(frozen=True)
+class AsrCall:
+    """One element's outputs, and the model call's real and padding samples (carried as data, so the
+    run can report its padding on runners without metrics; counted once per call)."""
+    outputs: Tuple[AsrOutput, ...]
+    samples: int = 0
+    padded: int = 0
+    seconds: float = 0.0  # wall time of the model call
 
 
 class CtcModelHandler(ModelHandler[AsrBatch, PredictionResult, Transcriber]):
     def __init__(self, spec: AsrModelSpec, opts: TranscribeOptions = TranscribeOptions()):
-        super().__init__(min_batch_size=1, max_batch_size=4)
+        super().__init__(min_batch_size=1, max_batch_size=1)
         self.spec, self.opts = spec, opts
         self._samples = Metrics.counter("speechmill_asr", "audio_samples")
         self._padded = Metrics.counter("speechmill_asr", "padding_samples")
@@ -31,11 +46,25 @@ class CtcModelHandler(ModelHandler[AsrBatch, PredictionResult, Transcriber]):
 
     def run_inference(self, batch: Sequence[AsrBatch], model: Transcriber,
                       inference_args: Optional[dict[str, Any]] = None) -> Iterable[PredictionResult]:
+        try:
+            return self.transcribe(batch, model)
+        except Exception as e:  # noqa: BLE001 - reported per clip, the run goes on
+            detail = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+            return [PredictionResult(b, AsrCall(tuple(AsrOutput("", 0.0, error=detail) for _ in b.segments)),
+                                     model.m.label) for b in batch]
+
+    def transcribe(self, batch: Sequence[AsrBatch], model: Transcriber) -> Iterable[PredictionResult]:
         call = AsrStats()
+        started = time.perf_counter()
         outputs = model.many([list(b.audio) for b in batch], stats=call)
+        seconds = time.perf_counter() - started
         self._samples.inc(call.samples)
         self._padded.inc(call.padded)
-        return [PredictionResult(b, out, model.m.label) for b, out in zip(batch, outputs)]
+        return [PredictionResult(b, AsrCall(tuple(out), *((call.samples, call.padded, seconds) if i == 0 else (0, 0, 0.0))),
+                                 model.m.label) for i, (b, out) in enumerate(zip(batch, outputs))]
+
+    def should_skip_batching(self) -> bool:
+        return True
 
     def get_num_bytes(self, batch: Sequence[AsrBatch]) -> int:
         return sum(4 * b.total_samples for b in batch)

@@ -100,8 +100,7 @@ def run_once(feed_url: str, workers: int, tmp: str, max_items: int) -> dict:
     with FilteredStderr() as err:  # worker processes log their start-up before they read the log level
         try:
             with beam.Pipeline(options=opts) as p:
-                nothing_done = p | "NothingDone" >> beam.Create([])
-                expanded = p | beam.Create([src]) | Expand(cfg, nothing_done)
+                expanded = p | beam.Create([src]) | Expand(cfg)
                 _ = expanded["items"] | beam.ParDo(_Fetch(cfg, reports))
         except BaseException:
             err.dump_hidden()

@@ -19,6 +19,10 @@ from typing import Callable, Iterator, List
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from corpus.object_store import share_s3_clients
+
+share_s3_clients()  # every process that touches storage through these helpers (driver and workers)
+
 _RAW = CompressionTypes.UNCOMPRESSED
 TMP_MARK = ".tmp-"
 _GLOB_CHARS = re.compile(r"([*?\[])")
@@ -153,6 +157,10 @@ def atomic_write(path: str, write: Callable) -> None:
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
+    if not data and path.startswith("s3://"):  # one put is atomic on S3; Beam's writer fails on no bytes
+        from corpus import object_store
+        object_store.put_empty(path)
+        return
     atomic_write(path, lambda f: f.write(data))
 
 

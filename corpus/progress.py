@@ -25,6 +25,7 @@ class Progress:
         self._lock = threading.Lock()
         self._last = time.monotonic()
         self._metrics = {k: Metrics.counter("speechmill", k) for k in _FIELDS}
+        self.quiet = False  # the driver's live progress shows these counts itself
 
     def add(self, **deltas) -> None:
         with self._lock:
@@ -32,7 +33,7 @@ class Progress:
                 self.counts[k] += v
                 self._metrics[k].inc(int(round(v)))
             now = time.monotonic()
-            if now - self._last >= self.interval_s:
+            if now - self._last >= self.interval_s and not self.quiet:
                 self._last = now
                 self.emit()
 

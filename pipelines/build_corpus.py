@@ -19,13 +19,14 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from acquisition.sources_file import SourcesFileError, read_sources
 from asr.model import ModelLoadError, check_available
-from corpus import commit, fs, object_store, rewrite, waves
+from corpus import commit, done_set, fs, live_progress, object_store, rewrite, waves
 from corpus.layout import REJECTED_MANIFEST, REJECTED_SHARDS, Layout, clean_leftovers, corpus_report, \
     next_shard_index, publish, read_table, run_report, run_tag, shard_indices, write_report
 from corpus.waves import ITEMS_TABLE
 from corpus.lock import LockedError, LockLost, OutputLock
 from corpus.state import CorpusSettingsError, CorpusState, check_settings
-from pipelines.console import FilteredStderr, beam_quiet_args, quiet_libraries
+from pipelines.engine import engine, run_to_end
+from pipelines.console import FilteredStderr, beam_quiet_args, quiet_libraries, visible_stream
 from pipelines.options import CorpusSettings, OptionError, parse_args
 from schemas import tables
 from schemas.records import Source, SourceResult
@@ -39,42 +40,63 @@ from speakers.cluster import ClusterParams
 from speakers.turns import TurnParams
 from transforms.shard import ShardConfig, WriteShards
 from transforms.speakers import SPEAKERS, AssignSpeakers
-from transforms.transcribe import Transcribe
+from transforms.transcribe import USAGE, Transcribe, WriteUsage, read_usage
 from transforms.write_table import WriteTable
 
 
+ASR_USAGE = "asr_usage.json"  # a wave's model input totals, read by the driver (not published)
+
+
 def log(msg: str) -> None:
-    print(f"[speechmill] {msg}", file=sys.stderr, flush=True)
+    bar = live_progress.ACTIVE
+    if bar is not None:
+        bar.print_above(f"[speechmill] {msg}")
+    else:
+        print(f"[speechmill] {msg}", file=sys.stderr, flush=True)
 
 
 def build_expansion(p: beam.Pipeline, sources: List[Source], bad_lines: list, settings: CorpusSettings,
-                    work: Layout, tag: str, done_path: str) -> None:
+                    work: Layout, tag: str, done_path: str) -> beam.PCollection:
     """The plan's first pipeline: list every pending source's items (``items.parquet``), with rows for
     the sources that could not be listed, items deferred by a limit, and unusable lines.
 
-    ``done_path`` is a text file of finished source ids (one per line) that reaches the workers as a
-    side input.
+    ``done_path`` is a lookup file of finished source ids (``corpus.done_set``) that each worker
+    reads from storage. Returns the pipeline's one final PCollection (see ``finished``).
     """
-    done = p | "DoneIds" >> beam.io.ReadFromText(fs.escape_glob(done_path))
     expanded = (p
                 | "Sources" >> beam.Create(sources)
                 | "Spread" >> beam.Reshuffle()
-                | "Expand" >> Expand(settings.acquire, done))
-    _ = expanded["items"] | "WriteItems" >> WriteTable(work.path(ITEMS_TABLE), tables.ITEMS, tables.item_row)
+                | "Expand" >> Expand(settings.acquire, done_path))
+    written = [expanded["items"] | "WriteItems" >> WriteTable(work.path(ITEMS_TABLE), tables.ITEMS, tables.item_row)]
     bad_rows = p | "BadLines" >> beam.Create([r for _, r in bad_lines])
     bad_sources = p | "BadLineSources" >> beam.Create(
         [SourceResult.of(s, "failed", r.reason) for s, r in bad_lines])
     rejected = (expanded[REJECTED], bad_rows) | "AllRejections" >> beam.Flatten()
-    _ = rejected | "WriteRejected" >> WriteTable(work.path("rejected.parquet"), tables.REJECTED,
-                                                 functools.partial(tables.rejected_row, run=tag))
+    written.append(rejected | "WriteRejected" >> WriteTable(work.path("rejected.parquet"), tables.REJECTED,
+                                                            functools.partial(tables.rejected_row, run=tag)))
     results = (expanded[SOURCES], bad_sources) | "AllSources" >> beam.Flatten()
-    _ = results | "WriteSources" >> WriteTable(work.path("sources.parquet"), tables.SOURCES,
-                                               functools.partial(tables.source_row, run=tag))
+    written.append(results | "WriteSources" >> WriteTable(work.path("sources.parquet"), tables.SOURCES,
+                                                          functools.partial(tables.source_row, run=tag)))
+    return finished(written)
+
+
+def finished(written: List[beam.PCollection]) -> beam.PCollection:
+    """Join every write's output into one last PCollection, applied last.
+
+    A runner that computes only what the pipeline's final transform depends on (the Dask runner)
+    then still runs every write; on the others it is a no-op.
+    """
+    return tuple(written) | "Finished" >> beam.Flatten()
 
 
 def build_wave(p: beam.Pipeline, items: List[Source], settings: CorpusSettings, work: Layout, first_index: int,
-               tag: str, first_rejected_index: int = 0, known_speakers_path: Optional[str] = None) -> None:
-    """One wave: fetch, segment, transcribe, judge and shard ``items``, writing into the wave's work area."""
+               tag: str, first_rejected_index: int = 0, known_speakers_path: Optional[str] = None) -> beam.PCollection:
+    """One wave: fetch, segment, transcribe, judge and shard ``items``, writing into the wave's work area.
+
+    Returns the pipeline's one final PCollection (see ``finished``). With ``--asr_accelerator`` only
+    the transcription step gets a GPU, so the segment step's models (DNSMOS, voice encoder) run on CPU.
+    """
+    side_device = "cpu" if settings.asr_accelerator else settings.asr.device
     seg_cfg = SegmentConfig(pack_dir=work.pack_dir, split=settings.split,
                             output_sample_rate=settings.output_sample_rate,
                             asr_batch_seconds=settings.asr_batch_seconds,
@@ -82,8 +104,8 @@ def build_wave(p: beam.Pipeline, items: List[Source], settings: CorpusSettings, 
                             max_duration_s=settings.acquire.max_duration_s,
                             max_scratch_bytes=int(settings.max_scratch_gb * 2 ** 30),
                             scratch_dir=settings.scratch_dir, vad=settings.vad == "silero", gates=settings.gates,
-                            dnsmos=settings.dnsmos, dnsmos_device=settings.asr.device,
-                            speakers=settings.speakers, turns=TurnParams(device=settings.asr.device))
+                            dnsmos=settings.dnsmos, dnsmos_device=side_device,
+                            speakers=settings.speakers, turns=TurnParams(device=side_device))
     shard_cfg = ShardConfig(shards_dir=work.shards_dir, manifest_dir=work.manifest_dir,
                             prefix=settings.shard_prefix, samples_per_shard=settings.samples_per_shard,
                             first_index=first_index)
@@ -92,35 +114,34 @@ def build_wave(p: beam.Pipeline, items: List[Source], settings: CorpusSettings, 
                 | "Items" >> beam.Create(items)
                 | "Spread" >> beam.Reshuffle()
                 | "Acquire" >> Acquire(settings.acquire))
-    segmented = acquired.audio | "Segment" >> SegmentAudio(seg_cfg)
-    transcribed = segmented.batches | "Transcribe" >> Transcribe(settings.asr, settings.transcribe)
+    segmented = acquired["audio"] | "Segment" >> SegmentAudio(seg_cfg)
+    transcribed = segmented["batches"] | "Transcribe" >> Transcribe(settings.asr, settings.transcribe,
+                                                                           accelerator=settings.asr_accelerator)
     judged = transcribed["transcripts"] | "Quality" >> Quality(settings.quality)
     kept = judged["kept"]
+    written = [transcribed[USAGE] | "WriteUsage" >> WriteUsage(work.path(ASR_USAGE))]
     if settings.speakers:
-        known = (p | "KnownSpeakers" >> beam.io.ReadFromText(fs.escape_glob(known_speakers_path))
-                 | "ParseKnown" >> beam.Map(json.loads)
-                 | "KnownByGroup" >> beam.Map(lambda d: (d["group"], d))) if known_speakers_path \
-            else p | "NoKnownSpeakers" >> beam.Create([])
-        voiced = kept | "Speakers" >> AssignSpeakers(ClusterParams(similar_k=settings.similar_k), known)
-        kept = voiced.kept
-        _ = voiced[SPEAKERS] | "WriteSpeakers" >> WriteTable(work.path("speakers.parquet"), tables.SPEAKERS,
-                                                             functools.partial(tables.speaker_row, run=tag))
-    _ = kept | "Shard" >> WriteShards(shard_cfg)
+        voiced = kept | "Speakers" >> AssignSpeakers(ClusterParams(similar_k=settings.similar_k), known_speakers_path)
+        kept = voiced["kept"]
+        written.append(voiced[SPEAKERS] | "WriteSpeakers" >> WriteTable(
+            work.path("speakers.parquet"), tables.SPEAKERS, functools.partial(tables.speaker_row, run=tag)))
+    written.append(kept | "Shard" >> WriteShards(shard_cfg))
 
     rejected = ((acquired[REJECTED], segmented[REJECTED], transcribed["failed"], judged[REJECTED])
                 | "AllRejections" >> beam.Flatten())
-    _ = rejected | "WriteRejected" >> WriteTable(work.path("rejected.parquet"), tables.REJECTED,
-                                                 functools.partial(tables.rejected_row, run=tag))
+    written.append(rejected | "WriteRejected" >> WriteTable(work.path("rejected.parquet"), tables.REJECTED,
+                                                            functools.partial(tables.rejected_row, run=tag)))
     if settings.keep_rejected_audio:
         rejected_cfg = ShardConfig(shards_dir=work.path(REJECTED_SHARDS), manifest_dir=work.path(REJECTED_MANIFEST),
                                    prefix=settings.shard_prefix, samples_per_shard=settings.samples_per_shard,
                                    first_index=first_rejected_index, rejected=True)
-        _ = (rejected
-             | "WithAudio" >> beam.Filter(lambda r: r.segment is not None)
-             | "RejectedShards" >> WriteShards(rejected_cfg))
+        written.append(rejected
+                       | "WithAudio" >> beam.Filter(lambda r: r.segment is not None)
+                       | "RejectedShards" >> WriteShards(rejected_cfg))
     results = (acquired[SOURCES], segmented[SOURCES]) | "AllSources" >> beam.Flatten()
-    _ = results | "WriteSources" >> WriteTable(work.path("sources.parquet"), tables.SOURCES,
-                                               functools.partial(tables.source_row, run=tag))
+    written.append(results | "WriteSources" >> WriteTable(work.path("sources.parquet"), tables.SOURCES,
+                                                          functools.partial(tables.source_row, run=tag)))
+    return finished(written)
 
 
 def clear_staging(staging_dir: str, done: Set[str]) -> None:
@@ -129,20 +150,6 @@ def clear_staging(staging_dir: str, done: Set[str]) -> None:
         name = path.rsplit("/", 1)[-1]
         if name.split(".", 1)[0] in done:
             fs.delete(path)
-
-
-def asr_padding_fraction(result) -> Optional[float]:
-    """Share of the ASR model's input that was padding, from the run's Beam metrics."""
-    from apache_beam.metrics.metric import MetricsFilter
-    try:
-        counters = result.metrics().query(MetricsFilter().with_namespace("speechmill_asr"))["counters"]
-    except Exception:  # runners without metrics support
-        return None
-    totals = {}
-    for c in counters:
-        totals[c.key.metric.name] = totals.get(c.key.metric.name, 0) + (c.committed or c.attempted or 0)
-    real, pad = totals.get("audio_samples", 0), totals.get("padding_samples", 0)
-    return round(pad / (real + pad), 4) if real + pad else None
 
 
 def print_summary(title: str, report: dict, output: Optional[str] = None) -> None:
@@ -247,8 +254,9 @@ def run(argv: Optional[List[str]] = None, make_pipeline: Optional[Callable[[], b
         log(f"error: {e}")
         raise SystemExit(2)
     try:
-        return _run_locked(settings, beam_args, parsed, layout, lock,
-                           make_pipeline or (lambda: beam.Pipeline(options=PipelineOptions(beam_args))))
+        with engine(beam_args) as args:
+            return _run_locked(settings, args, parsed, layout, lock,
+                               make_pipeline or (lambda: beam.Pipeline(options=PipelineOptions(args))))
     finally:
         lock.release()
 
@@ -293,11 +301,18 @@ def _run_locked(settings, beam_args, parsed, layout: Layout, lock: OutputLock, m
         clean_leftovers(layout, settings.acquire.staging_dir, keep_work=plan.work_names(), log=log)
 
     total = {"elapsed": 0.0}
-    for i in plan.pending_waves(layout):
-        summary = _run_wave(layout, plan, i, settings, beam_args, lock, replaced, make_pipeline)
-        total["elapsed"] += summary.get("elapsed_s", 0.0)
-        print_summary(f"run {key}, wave {i + 1} of {len(plan.tags)} ({summary.get('elapsed_s', 0):.1f} s)", summary,
-                      settings.output)
+    pending = plan.pending_waves(layout)
+    live = start_live_progress(plan, pending)
+    try:
+        for i in pending:
+            live.begin_wave(i)
+            summary = _run_wave(layout, plan, i, settings, beam_args, lock, replaced, make_pipeline)
+            live.end_wave(summary.get("hours_in", 0.0), summary.get("kept", 0), summary.get("rejected_segments", 0))
+            total["elapsed"] += summary.get("elapsed_s", 0.0)
+            print_summary(f"run {key}, wave {i + 1} of {len(plan.tags)} ({summary.get('elapsed_s', 0):.1f} s)",
+                          summary, settings.output)
+    finally:
+        live.stop()
     waves.finish(layout, plan, keep_work=settings.keep_work)
     report = corpus_report(layout)
     write_report(layout, report)
@@ -306,19 +321,28 @@ def _run_locked(settings, beam_args, parsed, layout: Layout, lock: OutputLock, m
     return report
 
 
+def start_live_progress(plan, pending: List[int]) -> "live_progress.LiveProgress":
+    """A bar on a terminal, periodic lines elsewhere: hours of the pending waves' items as known."""
+    stream = visible_stream()
+    known_h = sum(waves.estimated_s(item) for i in pending for item in plan.items(i)) / 3600
+    tty = bool(getattr(stream, "isatty", lambda: False)())
+    interval = float(os.environ.get("SPEECHMILL_PROGRESS_S", "10")) if not tty else 0.5
+    return live_progress.LiveProgress(hours_known=known_h, waves=len(plan.tags), stream=stream, tty=tty,
+                                      interval_s=interval).start()
+
+
 def _make_plan(layout: Layout, key: str, pending: List[Source], bad_lines: list, done: Set[str],
                settings: CorpusSettings, make_pipeline) -> "waves.Plan":
     """List the pending sources' items (one pipeline), then cut them into waves and save the plan."""
     work = layout.work(waves.expansion_tag(key))
     fs.delete_tree(work.root)
     fs.mkdirs(work.root)
-    done_path = work.path("done.txt")
-    fs.atomic_write_bytes(done_path, "".join(f"{sid}\n" for sid in sorted(done)).encode())
+    done_path = done_set.write_lookup(work.root, "done", sorted(done))
     log(f"run {key}: listing the items of {len(pending)} sources")
     started = time.monotonic()
     p = make_pipeline()
     build_expansion(p, pending, bad_lines, settings, work, waves.expansion_tag(key), done_path)
-    p.run().wait_until_finish()
+    run_to_end(p)
     items = [tables.item_from_row(r) for r in read_table([work.path(ITEMS_TABLE)]).to_pylist()] \
         if fs.exists(work.path(ITEMS_TABLE)) else []
     plan = waves.plan(key, items, settings.commit_every_hours, ",".join(sorted(CorpusState.read(layout).runs)))
@@ -338,18 +362,15 @@ def _run_wave(layout: Layout, plan, i: int, settings: CorpusSettings, beam_args,
     fs.mkdirs(work.root)
     first_index = next_shard_index(layout, settings.shard_prefix)
     first_rejected = next_shard_index(layout, settings.shard_prefix, REJECTED_SHARDS)
-    known_path = work.path("known_speakers.jsonl")
-    fs.atomic_write_bytes(known_path, "".join(json.dumps(k) + "\n" for k in state.known_speakers()).encode())
+    known_path = done_set.write_lookup(work.root, "known_speakers", [json.dumps(k) for k in state.known_speakers()])
     items = plan.items(i)
     log(f"run {plan.key}, wave {i + 1} of {len(plan.tags)}: {len(items)} items, writing to {work.root}, "
         f"shards from index {first_index}")
     started = time.monotonic()
-    result = None
     if items:
         p = make_pipeline()
         build_wave(p, items, settings, work, first_index, tag, first_rejected, known_path)
-        result = p.run()
-        result.wait_until_finish()
+        run_to_end(p)
     if i == 0:  # the listing's rows (unlistable sources, deferred items, bad lines) go with the first wave
         waves.merge_expansion_rows(layout, plan, work, tag)
     elapsed = time.monotonic() - started
@@ -366,7 +387,7 @@ def _run_wave(layout: Layout, plan, i: int, settings: CorpusSettings, beam_args,
                                        first_index + summary["shards"])
         summary["shards"] = len([x for x in fs.list_dir(work.shards_dir, suffix=".tar") if not fs.is_temporary(x)])
     summary.update(elapsed_s=round(elapsed, 1), asr_model=settings.asr.label,
-                   asr_padding_fraction=asr_padding_fraction(result) if result is not None else None,
+                   **{"asr_padding_fraction": None, **read_usage(work.path(ASR_USAGE))},
                    settings=json.loads(json.dumps(settings.fingerprint(), default=str)),
                    shaping=json.loads(json.dumps(settings.shaping(), default=str)),
                    redo=list(settings.redo), retry_failed=settings.retry_failed, plan=plan.key, wave=i,

@@ -14,7 +14,7 @@ import sys
 from typing import List, Optional
 
 from corpus import commit, fs, rewrite
-from corpus.layout import Layout, corpus_report, shard_indices, write_report
+from corpus.layout import Layout, corpus_report, rebuild_html_report, shard_indices, write_report
 from corpus.lock import LockedError, OutputLock
 from schemas.keys import stable_hash
 
@@ -87,6 +87,7 @@ def compact(output: str, samples_per_shard: Optional[int] = None, prefix: str = 
         commit.commit(layout.root, tag, moves, record, deletes=deletes)
         fs.delete_tree(work.root)
         write_report(layout, corpus_report(layout))
+        rebuild_html_report(layout)  # the page names shards: point it at the merged ones
         log(f"merged {len(partial)} partial shards into {len(out.new_shards)}: "
             f"{', '.join(out.new_shards[:3])}{' ...' if len(out.new_shards) > 3 else ''}")
         result["new_shards"] = out.new_shards

@@ -43,7 +43,8 @@ def quiet_libraries(verbose: bool = False) -> None:
         h.addFilter(drop)
     if verbose:
         return
-    for name in ("apache_beam", "urllib3", "botocore", "boto3", "s3transfer", "filelock", "fsspec"):
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # read by dask worker processes as they start
+    for name in ("apache_beam", "urllib3", "botocore", "boto3", "s3transfer", "filelock", "fsspec", "distributed"):
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
     logging.getLogger("apache_beam.runners.worker").setLevel(logging.ERROR)
@@ -55,6 +56,15 @@ def beam_quiet_args(beam_args: Sequence[str], verbose: bool = False) -> list:
     if verbose or any(a.startswith("--default_sdk_harness_log_level") for a in args):
         return args
     return args + ["--default_sdk_harness_log_level=WARNING"]
+
+
+_ACTIVE: Optional["FilteredStderr"] = None
+
+
+def visible_stream():
+    """Where a user sees our output: the real stderr, also while ``FilteredStderr`` filters fd 2."""
+    active = _ACTIVE
+    return active._out if active is not None and active._out is not None else sys.stderr
 
 
 class FilteredStderr:
@@ -74,6 +84,8 @@ class FilteredStderr:
         self._out = None
 
     def __enter__(self) -> "FilteredStderr":
+        global _ACTIVE
+        _ACTIVE = self
         if self.passthrough:
             return self
         sys.stderr.flush()
@@ -115,6 +127,8 @@ class FilteredStderr:
                                + "\n".join("    " + l for l in lines))
 
     def __exit__(self, *exc) -> None:
+        global _ACTIVE
+        _ACTIVE = None
         if self.passthrough or self._saved is None:
             return
         sys.stderr.flush()

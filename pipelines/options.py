@@ -39,8 +39,9 @@ A 'kind' column (direct, feed, ytdlp, folder) skips the guessing."""
 EPILOG = """\
 Any other option must be an Apache Beam pipeline option, for example:
   --direct_running_mode=multi_processing --direct_num_workers=4   (parallel on one machine)
+  --runner=DaskRunner --dask_client_address=HOST:8786   (a dask.distributed cluster)
   --runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp --setup_file=./setup.py
-     (needs pip install 'apache-beam[gcp]==2.77.0')
+     (needs pip install 'apache-beam[gcp]==2.77.0'; see docs/cloud.md)
 
 Output layout (under --output):
   shards/{prefix}-{NNNNNN}.tar   WebDataset samples: {key}.flac {key}.txt {key}.json
@@ -94,6 +95,7 @@ class CorpusSettings:
     transcribe: TranscribeOptions = TranscribeOptions()
     output_sample_rate: int = 22050
     asr_batch_seconds: float = 160.0
+    asr_accelerator: Optional[str] = None
     samples_per_shard: int = 1000
     shard_prefix: str = "shard"
     decode_timeout_s: float = 3600.0
@@ -107,7 +109,8 @@ class CorpusSettings:
     def fingerprint(self) -> dict:
         """The settings that change what a run writes (paths excluded), for the run tag."""
         d = dataclasses.asdict(self)
-        for k in ("sources", "output", "keep_work", "redo", "retry_failed", "verbose", "scratch_dir", "dnsmos"):
+        for k in ("sources", "output", "keep_work", "redo", "retry_failed", "verbose", "scratch_dir", "dnsmos",
+                  "asr_accelerator"):
             d.pop(k)
         d["acquire"] = {k: d["acquire"][k] for k in ("max_items_per_source", "max_duration_s", "max_hours_total",
                                                       "ytdlp_format")}
@@ -258,6 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{DEFAULT_FEATURE_EXTRACTOR} for the default model)")
     g.add_argument("--asr_revision", default=None, help="model revision (commit) to pin")
     g.add_argument("--asr_device", default="cpu", help="torch device for the model (cpu, cuda, cuda:1 ...)")
+    g.add_argument("--asr_accelerator", default=None, metavar="HINT",
+                   help="a Beam accelerator resource hint for the transcription step only, e.g. "
+                        "'type:nvidia-l4;count:1;install-nvidia-driver' on Dataflow (with --asr_device cuda); "
+                        "the other steps run on plain workers (see docs/cloud.md)")
     g.add_argument("--asr_dtype", default="fp32", choices=["fp32", "bf16", "fp16"],
                    help="model weights' precision (default fp32; bf16 on a GPU is the fast choice; fp16 CUDA only)")
     g.add_argument("--asr_batch_seconds", type=float, default=None,
@@ -379,6 +386,8 @@ def parse_args(argv: Optional[List[str]]) -> Tuple[CorpusSettings, List[str]]:
     """Validated settings and the arguments left for Beam; raises ``OptionError`` naming a bad option."""
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
+    from pipelines.engine import runner_args
+    beam_args = runner_args(beam_args)
     check_beam_args(beam_args, parser)
     try:
         return _settings(args), beam_args
@@ -405,6 +414,10 @@ def _settings(args) -> CorpusSettings:
                           f"({args.max_clip_s:g}): a clip must fit in one model call")
     if args.commit_every_hours <= 0:
         raise OptionError(f"--commit_every_hours must be > 0, got {args.commit_every_hours:g}")
+    if args.asr_accelerator is not None and (not args.asr_accelerator.startswith("type:")
+                                             or any(c.isspace() for c in args.asr_accelerator)):
+        raise OptionError(f"--asr_accelerator {args.asr_accelerator!r}: expected a Beam accelerator hint such as "
+                          "'type:nvidia-l4;count:1;install-nvidia-driver' (no spaces)")
     if args.similar_k < 0:
         raise OptionError(f"--similar_k must be >= 0, got {args.similar_k}")
     if args.speakers == "on":
@@ -456,6 +469,7 @@ def _settings(args) -> CorpusSettings:
         speakers=args.speakers == "on", similar_k=args.similar_k, commit_every_hours=args.commit_every_hours,
         output_sample_rate=args.output_sample_rate,
         asr_batch_seconds=args.asr_batch_seconds or (160.0 if asr.device.startswith("cuda") else args.max_clip_s),
+        asr_accelerator=args.asr_accelerator,
         samples_per_shard=args.samples_per_shard, shard_prefix=args.shard_prefix,
         decode_timeout_s=args.decode_timeout_s, max_scratch_gb=args.max_scratch_gb, scratch_dir=args.scratch_dir,
         keep_work=args.keep_work, redo=_redo(args.redo), retry_failed=args.retry_failed, verbose=args.verbose)

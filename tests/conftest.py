@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import json
 import os
 import shutil
 import socket
@@ -100,6 +101,29 @@ def file_digests(root: Path) -> dict:
         if p.is_file():
             out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
+
+
+VOLATILE_RUN_FIELDS = ("elapsed_s", "published_at", "asr_busy_s")  # how long a run took and when
+
+
+def normalised(name: str, data: bytes) -> bytes:
+    """A corpus file's bytes for comparing two builds: runs/*.json without their timing fields."""
+    if name.startswith("runs/") and name.endswith(".json"):
+        record = {k: v for k, v in json.loads(data).items() if k not in VOLATILE_RUN_FIELDS}
+        return json.dumps(record, sort_keys=True).encode()
+    return data
+
+
+def corpus_digests(files: dict) -> dict:
+    """{path: sha256} of a corpus's files given as {path: bytes}: every file but report.html (which
+    names the output and the run times), runs/*.json compared without their timing fields."""
+    import hashlib
+    return {k: hashlib.sha256(normalised(k, v)).hexdigest() for k, v in sorted(files.items())
+            if k != "report.html" and not k.startswith(("_work/", "_journal/", "_staging/"))}
+
+
+def local_files(root: Path) -> dict:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 os.environ.setdefault("SPEECHMILL_PROGRESS_S", "2")

@@ -57,7 +57,7 @@ def test_assignment_is_global_and_in_key_order(tmp_path):
     offs = source_offsets([("file-b", 4), ("file-a", 3)])
     assert offs == {"file-a": 0, "file-b": 3}
     cfg = ShardConfig("s", "m", samples_per_shard=2, first_index=10)
-    assigned = assign_shards("file-a", a[::-1], offs, cfg) + assign_shards("file-b", b, offs, cfg)
+    assigned = assign_shards(a[::-1], offs["file-a"], cfg) + assign_shards(b, offs["file-b"], cfg)
     by_shard = {}
     for idx, t in assigned:
         by_shard.setdefault(idx, []).append(t.key)

@@ -4,8 +4,8 @@ Expansion is its own step so that a channel with 2,000 videos is listed on one w
 downloaded on many: items are shuffled (grouped by source id, which also drops duplicates that two
 feeds or playlists share) before the acquire stage.
 
-The set of done sources arrives as data (a side input read from the run's work area), not as a
-constant in the job graph. Per source, the items not done yet are taken in listing order up to
+The set of done sources arrives as data (a file in the run's work area, read once per worker
+process), not as a constant in the job graph. Per source, the items not done yet are taken in listing order up to
 ``--max_items_per_source``; every other pending item gets a ``deferred`` row and is picked up by a
 later run, so a 10,000-episode feed is worked through 1,000 at a time and nothing is silently left
 out. With ``--max_hours_total`` the taken items are then budgeted in sources-file order by their
@@ -21,6 +21,7 @@ import apache_beam as beam
 from acquisition.expand import expand
 from acquisition.fetch import AcquireConfig
 from schemas.records import Rejection, Source, SourceResult
+from corpus.done_set import load_ids
 from transforms.routing import OUTPUTS, REJECTED, SOURCES, route, with_outputs
 
 STAGE = "expand"
@@ -81,10 +82,11 @@ def expand_records(source: Source, cfg: AcquireConfig, done) -> Iterable:
 
 
 class _ExpandFn(beam.DoFn):
-    def __init__(self, cfg: AcquireConfig):
-        self.cfg = cfg
+    def __init__(self, cfg: AcquireConfig, done_path: Optional[str]):
+        self.cfg, self.done_path = cfg, done_path
 
-    def process(self, source: Source, done):
+    def process(self, source: Source):
+        done = load_ids(self.done_path) if self.done_path else frozenset()
         yield from route(expand_records(source, self.cfg, done))
 
 
@@ -96,7 +98,7 @@ def _first(kv):
 
 def _budget(items: List[Source], cfg: AcquireConfig):
     taken, rest = within_budget(items, cfg.max_hours_total, cfg.max_duration_s or 0.0)
-    yield from taken
+    yield from route(taken)
     for s in rest:
         yield from route(deferred(s, "over_hours_budget", f"--max_hours_total {cfg.max_hours_total:g} h is used up"))
 
@@ -104,25 +106,25 @@ def _budget(items: List[Source], cfg: AcquireConfig):
 class Expand(beam.PTransform):
     """Source → item Source (main), Rejection (``rejected``), SourceResult (``sources``).
 
-    ``done`` is a PCollection of source ids already finished (one element each).
+    ``done_path`` is a text file of source ids already finished (one per line), or None.
     """
 
-    def __init__(self, cfg: AcquireConfig, done: beam.PCollection):
+    def __init__(self, cfg: AcquireConfig, done_path: Optional[str] = None):
         super().__init__()
-        self.cfg, self.done = cfg.validate(), done
+        self.cfg, self.done_path = cfg.validate(), done_path
 
     def expand(self, sources):
-        done = self.done | "DoneSet" >> beam.Map(lambda sid: (sid, True))
-        listed = sources | "List" >> with_outputs(
-            beam.ParDo(_ExpandFn(self.cfg), done=beam.pvalue.AsDict(done)), main="items")
-        items = (listed.items
+        listed = sources | "List" >> with_outputs(beam.ParDo(_ExpandFn(self.cfg, self.done_path)), main="items")
+        items = (listed["items"]
                  | "ById" >> beam.GroupByKey()
                  | "Dedupe" >> beam.Map(_first))
         if self.cfg.max_hours_total is None:
             return {"items": items, REJECTED: listed[REJECTED], SOURCES: listed[SOURCES]}
         budgeted = (items
-                    | "AllItems" >> beam.combiners.ToList()
-                    | "Budget" >> with_outputs(beam.FlatMap(_budget, self.cfg), main="items"))
-        spread = budgeted.items | "Spread" >> beam.Reshuffle()
+                    | "One" >> beam.Map(lambda item: ("", item))
+                    | "AllItems" >> beam.GroupByKey()
+                    | "Budget" >> with_outputs(beam.FlatMap(lambda kv, cfg: _budget(list(kv[1]), cfg), self.cfg),
+                                               main="items"))
+        spread = budgeted["items"] | "Spread" >> beam.Reshuffle()
         return {"items": spread,
                 **{tag: (listed[tag], budgeted[tag]) | f"All{tag.title()}" >> beam.Flatten() for tag in OUTPUTS}}

@@ -137,10 +137,7 @@ class _JudgeFn(beam.DoFn):
 
     def process(self, t: Transcript):
         verdict = judge(t, self.cfg)
-        if verdict is None:
-            yield t
-        else:
-            yield from route([Rejection.for_segment(t.segment, STAGE, *verdict, text=t.text)])
+        yield from route([t] if verdict is None else [Rejection.for_segment(t.segment, STAGE, *verdict, text=t.text)])
 
 
 class _OutliersFn(beam.DoFn):
@@ -163,9 +160,9 @@ class Quality(beam.PTransform):
 
     def expand(self, transcripts):
         judged = transcripts | "Judge" >> with_outputs(beam.ParDo(_JudgeFn(self.cfg)), main="kept")
-        per_source = (judged.kept
+        per_source = (judged["kept"]
                       | "BySource" >> beam.Map(lambda t: (t.segment.source.source_id, t))
                       | "GroupBySource" >> beam.GroupByKey()
                       | "RateOutliers" >> with_outputs(beam.ParDo(_OutliersFn(self.cfg)), main="kept"))
         rejected = (judged["rejected"], per_source["rejected"]) | "AllRejected" >> beam.Flatten()
-        return {"kept": per_source.kept, "rejected": rejected}
+        return {"kept": per_source["kept"], "rejected": rejected}

@@ -1,8 +1,9 @@
 """Shard stage: pack kept samples into WebDataset shards in global key order.
 
-Only small records cross the shuffles here: kept transcripts are grouped by source, a global count
-per source (one small list) fixes each source's first sample index, and each sample's shard is
-``first_index + position // samples_per_shard``. Sorting by source id and key makes the assignment,
+Only small records cross the extra shuffles here: a count per source (one small list, gathered on
+one key) fixes each source's first sample index, which is joined to the source's transcripts
+(``CoGroupByKey``, no side input), and each sample's shard is ``first_index + position //
+samples_per_shard``. Sorting by source id and key makes the assignment,
 and so every shard's bytes, the same on every rerun of the same input.
 """
 from __future__ import annotations
@@ -47,9 +48,8 @@ def source_of(item) -> str:
     return item.source_id if isinstance(item, Rejection) else item.segment.source.source_id
 
 
-def assign_shards(source_id: str, transcripts: Iterable[Transcript], offsets: Dict[str, int],
-                  cfg: ShardConfig) -> List[Tuple[int, Transcript]]:
-    base = offsets[source_id]
+def assign_shards(transcripts: Iterable[Transcript], base: int, cfg: ShardConfig) -> List[Tuple[int, Transcript]]:
+    """(shard index, transcript) for one source's transcripts, the source's first sample being ``base``."""
     items = sorted(transcripts, key=lambda t: t.key)
     return [(cfg.first_index + (base + i) // cfg.samples_per_shard, t) for i, t in enumerate(items)]
 
@@ -72,17 +72,15 @@ class WriteShards(beam.PTransform):
 
     def expand(self, kept):
         cfg = self.cfg
-        by_source = (kept
-                     | "BySource" >> beam.Map(lambda t: (source_of(t), t))
-                     | "GroupBySource" >> beam.GroupByKey()
-                     | "Materialise" >> beam.MapTuple(lambda sid, ts: (sid, list(ts))))
-        offsets = (by_source
-                   | "Count" >> beam.MapTuple(lambda sid, ts: (sid, len(ts)))
-                   | "AllCounts" >> beam.combiners.ToList()
-                   | "Offsets" >> beam.Map(source_offsets))
-        return (by_source
-                | "Assign" >> beam.FlatMap(
-                    lambda kv, offs: assign_shards(kv[0], kv[1], offs, cfg),
-                    offs=beam.pvalue.AsSingleton(offsets))
+        keyed = kept | "BySource" >> beam.Map(lambda t: (source_of(t), t))
+        offsets = (keyed
+                   | "One" >> beam.Map(lambda kv: (kv[0], 1))
+                   | "Count" >> beam.CombinePerKey(sum)
+                   | "Gather" >> beam.Map(lambda kv: ("", kv))
+                   | "AllCounts" >> beam.GroupByKey()
+                   | "Offsets" >> beam.FlatMap(lambda kv: sorted(source_offsets(kv[1]).items())))
+        return ({"items": keyed, "offset": offsets}
+                | "Join" >> beam.CoGroupByKey()
+                | "Assign" >> beam.FlatMap(lambda kv: assign_shards(kv[1]["items"], list(kv[1]["offset"])[0], cfg))
                 | "GroupByShard" >> beam.GroupByKey()
                 | "WriteTar" >> beam.Map(_write, cfg))

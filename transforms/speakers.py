@@ -4,21 +4,23 @@ Clips are grouped by voice group (``Source.voice_group``: a channel, feed or upl
 speaker the sources file names), which is the only shuffle here and carries no audio — a clip's
 voice embedding is 512 bytes. Each group is clustered (``speakers.cluster``) with the speakers
 the corpus already knows in it, read from ``speakers/`` by the driver and handed to the workers
-as a side input. Emits the transcripts with their speaker and similar keys (main) and the group's
+as a lookup file (``corpus.done_set``). Emits the transcripts with their speaker and similar keys (main) and the group's
 speakers after this run (``speakers``), which the run publishes to ``speakers/run-{tag}.parquet``.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Iterable, List
+from typing import Iterable, List, Optional
 
 import apache_beam as beam
 import numpy as np
 
+from corpus.done_set import load_json_lines
 from schemas.records import SpeakerRecord, Transcript
 from speakers import cluster
 from speakers.turns import embedding_bytes, embedding_of
+from transforms.routing import MAIN, Split
 
 SPEAKERS = "speakers"
 
@@ -59,34 +61,41 @@ def assign_group(group: str, transcripts: Iterable[Transcript], known: Iterable,
                                        known_from_json(known), params)
     similar = cluster.similar_keys(keys, ids, emb, params.similar_k, params.block)
     for t, sid, sim in zip(items, ids, similar):
-        yield dataclasses.replace(t, speaker=sid, similar_keys=sim)
+        yield MAIN, dataclasses.replace(t, speaker=sid, similar_keys=sim)
     for s in speakers:
-        yield beam.pvalue.TaggedOutput(SPEAKERS, SpeakerRecord(s.speaker_id, group, embedding_bytes(s.centroid),
-                                                               s.n_clips))
+        yield SPEAKERS, SpeakerRecord(s.speaker_id, group, embedding_bytes(s.centroid), s.n_clips)
+
+
+def known_by_group(path: str) -> dict:
+    out = {}
+    for d in load_json_lines(path):
+        out.setdefault(d["group"], []).append(d)
+    return out
 
 
 class _AssignFn(beam.DoFn):
-    def __init__(self, params: cluster.ClusterParams):
-        self.params = params
+    def __init__(self, params: cluster.ClusterParams, known_path: Optional[str]):
+        self.params, self.known_path = params, known_path
 
-    def process(self, kv, known):
+    def process(self, kv):
         group, items = kv
-        yield from assign_group(group, items, list(known[group]), self.params)  # empty for a new group
+        known = known_by_group(self.known_path).get(group, []) if self.known_path else []  # empty for a new group
+        yield from assign_group(group, items, known, self.params)
 
 
 class AssignSpeakers(beam.PTransform):
     """kept Transcript → Transcript with ``speaker`` and ``similar_keys`` (main), SpeakerRecord (``speakers``).
 
-    ``known`` is a PCollection of (group, JSON line of a known speaker).
+    ``known_path`` is a lookup file of the speakers the corpus knows (JSON lines with their ``group``).
     """
 
-    def __init__(self, params: cluster.ClusterParams, known: beam.PCollection):
+    def __init__(self, params: cluster.ClusterParams, known_path: Optional[str] = None):
         super().__init__()
-        self.params, self.known = params, known
+        self.params, self.known_path = params, known_path
 
     def expand(self, kept):
         return (kept
                 | "ByVoiceGroup" >> beam.Map(lambda t: (group_of(t), t))
                 | "GroupByVoiceGroup" >> beam.GroupByKey()
-                | "Cluster" >> beam.ParDo(_AssignFn(self.params), known=beam.pvalue.AsMultiMap(self.known))
-                .with_outputs(SPEAKERS, main="kept"))
+                | "Cluster" >> beam.ParDo(_AssignFn(self.params, self.known_path))
+                | "Outputs" >> Split("kept", (SPEAKERS,)))

@@ -1,5 +1,12 @@
-"""Transcribe stage: ``RunInference`` with the CTC handler; a failed batch becomes failure rows."""
+"""Transcribe stage: ``RunInference`` with the CTC handler; a failed batch becomes failure rows.
+
+The handler turns a model call that raises into per-clip errors itself (rather than Beam's
+exception-handling outputs), so the stage is one single-output chain on every runner.
+"""
 from __future__ import annotations
+
+import json
+from typing import Optional
 
 import apache_beam as beam
 from apache_beam.ml.inference.base import PredictionResult, RunInference
@@ -7,73 +14,91 @@ from apache_beam.ml.inference.base import PredictionResult, RunInference
 from asr.handler import CtcModelHandler
 from asr.model import AsrModelSpec
 from asr.transcriber import TranscribeOptions
+from corpus import fs
 from corpus.progress import progress
 from schemas.records import AsrBatch, Rejection, Transcript
+from transforms.routing import MAIN, Split
 
 STAGE = "transcribe"
 FAILED = "failed"
+USAGE = "usage"
+
+
+def padding_fraction(usage) -> Optional[float]:
+    """Share of the model's input that was padding, from ``(samples, padded)`` pairs."""
+    real = sum(u[0] for u in usage)
+    pad = sum(u[1] for u in usage)
+    return round(pad / (real + pad), 4) if real + pad else None
+
+
+def write_usage(path: str, usage) -> int:
+    usage = list(usage)
+    fs.atomic_write_bytes(path, json.dumps({"samples": sum(u[0] for u in usage), "padded": sum(u[1] for u in usage),
+                                            "seconds": round(sum(u[2] for u in usage), 3),
+                                            "calls": len(usage)}).encode())
+    return 1
+
+
+def read_usage(path: str) -> dict:
+    """What a wave's ``WriteUsage`` recorded: the padding share and the model's busy seconds (summed
+    over workers); empty when nothing was transcribed."""
+    if not fs.exists(path):
+        return {}
+    d = json.loads(fs.read_bytes(path))
+    return {"asr_padding_fraction": padding_fraction([(d["samples"], d["padded"])]), "asr_busy_s": d["seconds"],
+            "asr_calls": d["calls"]}
+
+
+class WriteUsage(beam.PTransform):
+    """``(samples, padded, seconds)`` per model call → one JSON file of totals."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+
+    def expand(self, usage):
+        path = self.path
+        return (usage
+                | "One" >> beam.Map(lambda u: ("", u))
+                | "Gather" >> beam.GroupByKey()
+                | "Write" >> beam.MapTuple(lambda _, us: write_usage(path, us)))
 
 
 def to_transcripts(result: PredictionResult):
     """Transcripts, and a failure row for each clip the model failed on by itself."""
     batch: AsrBatch = result.example
-    for seg, out in zip(batch.segments, result.inference):
+    yield USAGE, (result.inference.samples, result.inference.padded, result.inference.seconds)
+    for seg, out in zip(batch.segments, result.inference.outputs):
         if out.error is not None:
             progress().add(rejected=1)
-            yield beam.pvalue.TaggedOutput(FAILED, Rejection.for_segment(seg, STAGE, "asr_error", out.error))
+            yield FAILED, Rejection.for_segment(seg, STAGE, "asr_error", out.error)
             continue
         words = tuple((w.text, w.start_s, w.end_s, w.confidence) for w in out.words)
-        yield Transcript(seg, out.text, out.confidence, result.model_id, words, out.ctc_frames)
+        yield MAIN, Transcript(seg, out.text, out.confidence, result.model_id, words, out.ctc_frames)
     progress().add(transcribed=len(batch))
 
 
-def to_failures(failed):
-    """One failure row per clip of a batch ``RunInference`` failed on as a whole.
-
-    Beam's dead-letter element is ``(batch, (exception type, repr, traceback lines))``, the batch
-    being the list of ``AsrBatch`` that ``BatchElements`` handed to one ``run_inference`` call.
-    """
-    batch, error = failed
-    detail = error_detail(error)
-    for b in batch if isinstance(batch, (list, tuple)) else [batch]:
-        for seg in b.segments:
-            yield Rejection.for_segment(seg, STAGE, "asr_error", detail)
-        progress().add(rejected=len(b))
-
-
-def error_detail(error) -> str:
-    """``Type: message`` for an exception or Beam's ``(type, repr, traceback lines)`` of one."""
-    if isinstance(error, BaseException):
-        name, message = type(error).__name__, str(error)
-    else:
-        exc_type, exc_repr, lines = error
-        name, message = exc_type.__name__, _message(exc_type, exc_repr, lines)
-    return f"{name}: {message}" if message else name
-
-
-def _message(exc_type: type, exc_repr: str, lines) -> str:
-    """The exception's text: the traceback's last ``[module.]Type: message`` entry without its
-    prefix (as ``str(exc)`` was), else the repr."""
-    names = {exc_type.__qualname__, f"{exc_type.__module__}.{exc_type.__qualname__}"}
-    for line in reversed(list(lines or ())):
-        head, _, rest = line.rstrip("\n").partition(": ")
-        if head in names:
-            return rest
-    return exc_repr
-
-
 class Transcribe(beam.PTransform):
-    """AsrBatch → Transcript (main) and Rejection (``failed``)."""
+    """AsrBatch → Transcript (main), Rejection (``failed``), ``(samples, padded, seconds)`` per call (``usage``).
+
+    With ``accelerator`` (a Beam resource hint such as ``type:nvidia-l4;count:1;install-nvidia-driver``)
+    only the model step asks for a GPU: runners that honour hints (Dataflow) run it on GPU workers
+    and every other step on plain ones.
+    """
 
     def __init__(self, spec: AsrModelSpec, opts: TranscribeOptions = TranscribeOptions(),
-                 handler_cls=CtcModelHandler):
+                 handler_cls=CtcModelHandler, accelerator: Optional[str] = None):
         super().__init__()
         self.spec, self.opts, self.handler_cls = spec.validate(), opts.validate(), handler_cls
+        self.accelerator = accelerator
+
+    def _inference(self) -> RunInference:
+        step = RunInference(self.handler_cls(self.spec, self.opts))
+        return step.with_resource_hints(accelerator=self.accelerator) if self.accelerator else step
 
     def expand(self, batches):
-        results, errors = batches | "Wav2Vec2CTC" >> RunInference(
-            self.handler_cls(self.spec, self.opts)).with_exception_handling()
-        outs = results | "ToTranscripts" >> beam.FlatMap(to_transcripts).with_outputs(FAILED, main="transcripts")
-        failures = errors.failed_inferences | "FailedToRows" >> beam.FlatMap(to_failures)
-        return {"transcripts": outs.transcripts,
-                FAILED: (outs[FAILED], failures) | "AllFailures" >> beam.Flatten()}
+        return (batches
+                | "OneCall" >> beam.Map(lambda b: [b])  # the handler skips Beam's batching: see asr.handler
+                | "Wav2Vec2CTC" >> self._inference()
+                | "ToTranscripts" >> beam.FlatMap(to_transcripts)
+                | "Outputs" >> Split("transcripts", (FAILED, USAGE)))

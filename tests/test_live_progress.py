@@ -1,0 +1,94 @@
+"""Live progress: a bar redrawn in place on a terminal, plain periodic lines everywhere else."""
+from __future__ import annotations
+
+import io
+import os
+import pty
+import re
+import subprocess
+import sys
+
+from corpus.live_progress import LiveProgress, Snapshot, bar_line, plain_line
+from corpus.progress import progress
+from tests.conftest import REPO, permissive
+from tests.test_build_corpus import write_sources
+
+
+class Clock:
+    def __init__(self):
+        self.t = 100.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_the_numbers_a_report_shows():
+    snap = Snapshot(hours_done=1.0, hours_known=4.0, kept=1200, rejected=34, wave=2, waves=5, elapsed_s=60.0)
+    assert snap.fraction == 0.25 and snap.realtime == 60.0 and snap.left_s == 180.0
+    bar = bar_line(snap, width=20)
+    assert "[#####...............]" in bar and "1.00/4.00 h (25%)" in bar and "wave 2/5" in bar
+    assert "kept 1,200 rejected 34" in bar and "60x realtime" in bar and "3m00s left" in bar
+    line = plain_line(snap)
+    assert line.startswith("[speechmill] progress: 1.00 of 4.00 h (25%)") and "about 3m00s left" in line
+    unknown = Snapshot(0.0, 2.0, 0, 0, 1, 1, 0.0)
+    assert unknown.realtime is None and unknown.left_s is None and "rate not known yet" in plain_line(unknown)
+
+
+def test_waves_and_the_wave_in_flight_add_up():
+    clock, out = Clock(), io.StringIO()
+    live = LiveProgress(hours_known=2.0, waves=2, stream=out, tty=False, interval_s=3600, clock=clock).start()
+    try:
+        live.begin_wave(0)
+        progress().add(audio_s=1800, kept=10, rejected=2)  # this process decodes half an hour of the wave
+        clock.t += 30
+        snap = live.snapshot()
+        assert (round(snap.hours_done, 3), snap.kept, snap.rejected, snap.wave) == (0.5, 10, 2, 1)
+        live.end_wave(hours=0.9, kept=12, rejected=3)  # the published wave's own totals replace the live counts
+        live.begin_wave(1)
+        snap = live.snapshot()
+        assert (round(snap.hours_done, 3), snap.kept, snap.rejected, snap.wave) == (0.9, 12, 3, 2)
+        live.render()
+    finally:
+        live.stop()
+    assert out.getvalue().startswith("[speechmill] progress: 0.90 of 2.00 h (45%), wave 2 of 2")
+
+
+def build_command(tmp_path, tiny_model, speech) -> list:
+    sources = write_sources(tmp_path / "s.txt", [speech["a"][1]])
+    return [sys.executable, "-m", "pipelines.build_corpus", "--sources", sources, "--output", str(tmp_path / "out"),
+            *permissive(tiny_model), "--speakers", "off"]
+
+
+def test_a_terminal_gets_a_bar_and_a_log_gets_lines(tmp_path, tiny_model, speech):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "SPEECHMILL_PROGRESS_S": "0.5"}
+    # stderr a pipe, as in CI or a job's log: plain lines, no control characters
+    (tmp_path / "a").mkdir()
+    logged = subprocess.run(build_command(tmp_path / "a", tiny_model, speech), env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert logged.returncode == 0, logged.stderr[-2000:]
+    lines = [line for line in logged.stderr.splitlines() if line.startswith("[speechmill] progress: ")]
+    assert lines and "\r" not in logged.stderr and "\x1b[" not in logged.stderr
+    assert re.search(r"of 0\.\d\d h \(\d+%\), wave 1 of 1", lines[-1])
+
+    # stderr a terminal: the bar, redrawn in place, and the summaries above it
+    (tmp_path / "b").mkdir()
+    main, child = pty.openpty()
+    proc = subprocess.Popen(build_command(tmp_path / "b", tiny_model, speech), env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=child)
+    os.close(child)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(main)
+    assert proc.wait(timeout=300) == 0, seen[-2000:]
+    text = seen.decode(errors="replace")
+    bars = re.findall(r"\r\x1b\[K\[speechmill\] \[[#.]{24}\] [0-9.]+/[0-9.]+ h", text)
+    assert bars, text[-2000:]
+    assert "wave 1 of 1" in text and "[speechmill] corpus after run" in text
+    assert "[speechmill] progress: " not in text  # no periodic lines on a terminal
