@@ -19,6 +19,7 @@ import io
 import json
 import os
 import re
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -182,7 +183,20 @@ def publish(layout: Layout, tag: str, summary: dict, before_apply=lambda: None,
         raise RuntimeError(f"run {tag}: {summary['shards']} shards were written but {len(files['shards'])} "
                            f"are in {work.path('shards')}; nothing is published")
     record = {**summary, "files": files}
-    return commit.commit(layout.root, tag, moves, record, deletes=list(deletes), before_apply=before_apply)
+    record = commit.commit(layout.root, tag, moves, record, deletes=list(deletes), before_apply=before_apply)
+    rebuild_html_report(layout)
+    return record
+
+
+def rebuild_html_report(layout: Layout) -> None:
+    """Rebuild ``report.html`` after a publish. The run is already committed, so a failure here is only
+    a warning: ``python -m pipelines.report OUTPUT`` builds the page again."""
+    try:
+        from corpus.report import build_report
+        build_report(layout)
+    except Exception as e:  # noqa: BLE001 - whatever broke the page must not fail the committed run
+        print(f"[speechmill] warning: report.html was not rebuilt ({type(e).__name__}: {str(e)[:300]}); the run "
+              f"is committed; 'python -m pipelines.report {layout.root}' builds it again", file=sys.stderr, flush=True)
 
 
 def summarise(sources: List[dict], manifest: pa.Table, rejected: List[dict], n_shards: int) -> dict:
