@@ -7,16 +7,20 @@ first time step taken), text and mel-code embeddings with their own learned posi
 pre-LayerNorm GPT-2 blocks (``gpt.h.N``, Conv1D weights stored [in, out]), a second final
 LayerNorm and separate text and mel heads.
 
-Training sequence: [voice latent] [255 text… 0] [8192 codes… 8193], each target shifted by one;
-codes past a clip's end are set to the stop code. Loss = ``text_weight`` × text CE + mel CE.
+Training sequence: [voice latent] [255 text… 0] [8192 codes… 8193], each target shifted by one.
+As in tortoise-tts and DL-Art-School, the codes are cut to the longest clip's ``wav_length // 1024``
+and each shorter clip keeps one code past its ``wav_length // 1024`` before stop codes; then one
+stop code ends every row. Loss = ``text_weight`` × text CE + mel CE.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import List, Tuple
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 
@@ -44,13 +48,50 @@ class ArConfig:
         if name == "released":
             return cls()
         if name == "tiny":
-            return cls(layers=2, model_dim=64, heads=4, cond_attn_blocks=1, number_mel_codes=num_codes + 2,
+            return cls(layers=2, model_dim=64, heads=4, cond_attn_blocks=6, number_mel_codes=num_codes + 2,
                        start_mel_token=num_codes, stop_mel_token=num_codes + 1, dropout=0.0)
         raise ValueError(f"unknown autoregressive config {name!r} (tiny, released)")
 
     @property
     def n_positions(self) -> int:
         return (self.max_mel_tokens + 2 + self.max_conditioning_inputs) + (self.max_text_tokens + 2)
+
+
+TORTOISE_COND_ATTN_BLOCKS = 6  # tortoise-tts's UnifiedVoice builds its conditioning encoder with the default
+
+
+def group_norm_groups(channels: int) -> int:
+    """The GroupNorm groups tortoise-tts's ``normalization`` picks for a width: 32, 16 up to 64, 8 up to 16,
+    halved until they divide the width (its class refuses 2 or fewer)."""
+    groups = 8 if channels <= 16 else 16 if channels <= 64 else 32
+    while channels % groups:
+        groups //= 2
+    return groups
+
+
+def tortoise_mismatches(cfg: ArConfig) -> List[str]:
+    """Why tortoise-tts's ``UnifiedVoice`` class could not load this config or would compute differently."""
+    out = []
+    if cfg.cond_attn_blocks != TORTOISE_COND_ATTN_BLOCKS:
+        out.append(f"cond_attn_blocks {cfg.cond_attn_blocks} (tortoise-tts's UnifiedVoice always builds "
+                   f"{TORTOISE_COND_ATTN_BLOCKS})")
+    if group_norm_groups(cfg.model_dim) <= 2:
+        out.append(f"model_dim {cfg.model_dim} (tortoise-tts's GroupNorm needs more than 2 groups)")
+    if cfg.stop_text_token != 0:
+        out.append(f"stop_text_token {cfg.stop_text_token} (tortoise-tts's is always 0)")
+    return out
+
+
+def mel_codes_and_targets(codes: torch.Tensor, wav_lengths: torch.Tensor, start: int, stop: int
+                          ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, targets) for DVAE ``codes`` [B, M] of clips ``wav_lengths`` samples long, laid out as
+    tortoise-tts's ``UnifiedVoice.forward`` lays them out (``clip_inputs``, ``set_mel_padding``)."""
+    ends = wav_lengths // 1024
+    codes = codes[:, : int(ends.max())].clone()
+    for i, n in enumerate(ends.tolist()):
+        codes[i, n + 1:] = stop  # the code past the clip's end is kept: the DVAE's convolutions reach into it
+    codes = F.pad(codes, (0, 1), value=stop)
+    return F.pad(codes, (1, 0), value=start), F.pad(codes, (0, 1), value=stop)
 
 
 class Conv1D(nn.Module):
@@ -118,10 +159,15 @@ class Gpt(nn.Module):
         self.h = nn.ModuleList(Block(cfg.model_dim, cfg.heads, cfg.n_positions, cfg.dropout) for _ in range(cfg.layers))
         self.ln_f = nn.LayerNorm(cfg.model_dim, eps=1e-5)
 
+    checkpointing = False  # recompute each block in the backward pass (memory for compute)
+
     def forward(self, x):
         x = self.drop(x)
         for block in self.h:
-            x = block(x)
+            if self.checkpointing and self.training and torch.is_grad_enabled():
+                x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
         return self.ln_f(x)
 
 
@@ -131,7 +177,7 @@ class AttentionBlock(nn.Module):
     def __init__(self, dim: int, heads: int):
         super().__init__()
         self.heads = heads
-        self.norm = nn.GroupNorm(32, dim)
+        self.norm = nn.GroupNorm(group_norm_groups(dim), dim)
         self.qkv = nn.Conv1d(dim, 3 * dim, 1)
         self.proj_out = nn.Conv1d(dim, dim, 1)
         nn.init.zeros_(self.proj_out.weight)
@@ -195,13 +241,9 @@ class UnifiedVoice(nn.Module):
         """(text CE, mel CE) for padded ``text`` [B, T] and DVAE ``codes`` [B, M]."""
         c = self.cfg
         text = text[:, : int(text_lengths.max())]
-        codes = codes[:, : int((wav_lengths // 1024).max()) + 1].clone()
-        for i, n in enumerate((wav_lengths // 1024).tolist()):
-            codes[i, n + 1:] = c.stop_mel_token  # after the clip's end, only stop codes
         text = F.pad(text, (0, 1), value=c.stop_text_token)
-        codes = F.pad(codes, (0, 1), value=c.stop_mel_token)
         text_in, text_tar = F.pad(text, (1, 0), value=c.start_text_token), F.pad(text, (0, 1), value=c.stop_text_token)
-        mel_in, mel_tar = F.pad(codes, (1, 0), value=c.start_mel_token), F.pad(codes, (0, 1), value=c.stop_mel_token)
+        mel_in, mel_tar = mel_codes_and_targets(codes, wav_lengths, c.start_mel_token, c.stop_mel_token)
         cond = self.conditioning_latent(cond_mels).unsqueeze(1)
         t_emb = self.text_embedding(text_in) + self.text_pos_embedding(text_in.shape[1])
         m_emb = self.mel_embedding(mel_in) + self.mel_pos_embedding(mel_in.shape[1])

@@ -5,8 +5,10 @@ with replacement forever (multi-node training); otherwise the shards are read in
 epoch after epoch. Samples are decoded (FLAC → float32 at 22 050 Hz), tokenised, given a
 conditioning clip from *another* sample of the same voice (as TorToiSe's autoregressive model is
 trained) — one of the sample's ``similar_keys`` when one was read recently, else another recent
-clip of its speaker id, else (counted) itself — filtered by the model's limits (skips are
-counted), and batched by similar length.
+clip of its speaker id, else (counted) itself — filtered by the model's limits and by text the
+cleaner cannot read (skips are counted), and batched by similar length. Every usable clip is in a
+batch each epoch: with ``drop_last``, the last, short batch of a length-sorted group is filled up with
+the next-longest clips of the group (seen twice) rather than dropped, so the longest clips are trained on too.
 Mels are not computed here: the training step computes them on the device.
 """
 from __future__ import annotations
@@ -25,7 +27,7 @@ import torch
 import webdataset as wds
 
 from trainers.mel import SAMPLES_PER_CODE, SAMPLE_RATE
-from trainers.text import UNK
+from trainers.text import UNK, TextCleaningError
 
 
 @dataclass
@@ -37,6 +39,8 @@ class Sample:
     tokens: Optional[List[int]] = None
     cond: Optional[np.ndarray] = None
     similar_keys: tuple = ()
+    url: str = ""  # the shard it came from
+    codes: Optional[np.ndarray] = None  # its DVAE codes, when a code cache has them
 
 
 @dataclass
@@ -88,16 +92,18 @@ def decode(raw: dict) -> Sample:
     text = raw["txt"].decode("utf-8") if "txt" in raw else meta.get("text", "")
     return Sample(raw["__key__"], audio if audio.ndim == 1 else audio.mean(1), text,
                   str(meta.get("speaker") or meta.get("source_id") or raw["__key__"].rsplit("_", 1)[0]),
-                  similar_keys=tuple(meta.get("similar_keys") or ()))
+                  similar_keys=tuple(meta.get("similar_keys") or ()), url=str(raw.get("__url__", "")))
 
 
 class ShardLoader(torch.utils.data.IterableDataset):
     """An iterable of batches (dicts of tensors) over shards; see the module docstring."""
 
     def __init__(self, urls: Sequence[str], tokenize: Callable[[str], List[int]], cfg: LoaderConfig,
-                 epochs: Optional[int] = None):
+                 epochs: Optional[int] = None, codes: Optional[Callable[[str, str], Optional[np.ndarray]]] = None):
+        """``codes(shard url, key)``: a clip's cached DVAE codes (or None), put in batches as ``codes``."""
         super().__init__()
         self.urls, self.tokenize, self.cfg, self.epochs = list(urls), tokenize, cfg, epochs
+        self.codes = codes
         self.counts = Counts()
 
     def _raw(self, epoch: int) -> Iterator[dict]:
@@ -134,6 +140,8 @@ class ShardLoader(torch.utils.data.IterableDataset):
                 if reason:
                     self.counts.skipped[reason] += 1
                     continue
+                if self.codes is not None:
+                    s.codes = self.codes(s.url, s.key)
                 buf.append(s)
                 usable += 1
                 if len(buf) >= c.shuffle_buffer:
@@ -154,7 +162,10 @@ class ShardLoader(torch.utils.data.IterableDataset):
             return "too_short"
         if -(-len(s.audio) // SAMPLES_PER_CODE) > c.max_codes:
             return "too_many_codes"
-        s.tokens = self.tokenize(s.text)
+        try:
+            s.tokens = self.tokenize(s.text)
+        except TextCleaningError:
+            return "uncleanable_text"
         if not s.tokens:
             return "empty_text"
         if len(s.tokens) > c.max_text_tokens:
@@ -182,31 +193,37 @@ class ShardLoader(torch.utils.data.IterableDataset):
         c = self.cfg
         rng = random.Random(c.seed + 1)
         pending: List[Sample] = []
+        previous: List[Sample] = []  # the epoch's last full group: fills up a last group too small for a batch
         yielded = 0
         for s in self.samples():
             if s is None:
+                if c.drop_last and 0 < len(pending) < c.batch_size and len(previous) >= c.batch_size - len(pending):
+                    pending = pending + rng.sample(previous, c.batch_size - len(pending))
                 for batch in self._bucketed(pending, rng):
                     yielded += 1
                     yield batch
                 if not yielded and self.epochs is None:  # an endless loader that can never yield a batch
                     raise ValueError(f"{len(self.urls)} shards gave no full batch of {c.batch_size} "
                                      f"(skipped: {dict(self.counts.skipped)}): use a smaller --batch_size or more data")
-                pending, yielded = [], 0
+                pending, previous, yielded = [], [], 0
                 continue
             pending.append(s)
             if len(pending) >= c.batch_size * c.bucket_batches:
                 for batch in self._bucketed(pending, rng):
                     yielded += 1
                     yield batch
-                pending = []
+                pending, previous = [], pending
         if pending:
             yield from self._bucketed(pending, rng)
 
     def _bucketed(self, items: List[Sample], rng: random.Random) -> Iterator[dict]:
+        size = self.cfg.batch_size
         items = sorted(items, key=lambda s: len(s.audio))
-        batches = [items[i:i + self.cfg.batch_size] for i in range(0, len(items), self.cfg.batch_size)]
-        if self.cfg.drop_last:
-            batches = [b for b in batches if len(b) == self.cfg.batch_size]
+        batches = [items[i:i + size] for i in range(0, len(items), size)]
+        if self.cfg.drop_last and batches and len(batches[-1]) < size:
+            # the longest clips: filled up with the clips just shorter than them, or dropped when there are too few
+            batches[-1] = items[-size:] if len(items) >= size else []
+            batches = [b for b in batches if b]
         rng.shuffle(batches)
         for b in batches:
             yield collate(b, self.cfg.cond_samples, rng)
@@ -221,7 +238,8 @@ def crop_or_pad(x: np.ndarray, n: int, rng: Optional[random.Random] = None) -> n
 
 def collate(samples: List[Sample], cond_samples: int, rng: Optional[random.Random] = None) -> dict:
     """Pad to the longest (a multiple of 1024 samples); text padded with 0, which is [STOP]; conditioning
-    clips cut to ``cond_samples`` at a random (seeded) place, or zero-padded."""
+    clips cut to ``cond_samples`` at a random (seeded) place, or zero-padded; cached DVAE codes (each clip's
+    ``wav_length // 1024 + 1``) padded with 0 when every clip has them."""
     n = max(len(s.audio) for s in samples)
     n = -(-n // SAMPLES_PER_CODE) * SAMPLES_PER_CODE
     wav = torch.zeros(len(samples), n)
@@ -232,6 +250,12 @@ def collate(samples: List[Sample], cond_samples: int, rng: Optional[random.Rando
     for i, s in enumerate(samples):
         text[i, : len(s.tokens)] = torch.tensor(s.tokens)
     cond = torch.stack([torch.from_numpy(crop_or_pad(s.cond, cond_samples, rng)) for s in samples])
-    return {"keys": [s.key for s in samples], "wav": wav, "wav_lengths": torch.tensor([len(s.audio) for s in samples]),
-            "text": text, "text_lengths": torch.tensor([len(s.tokens) for s in samples]), "cond": cond,
-            "speakers": [s.speaker for s in samples]}
+    batch = {"keys": [s.key for s in samples], "wav": wav, "wav_lengths": torch.tensor([len(s.audio) for s in samples]),
+             "text": text, "text_lengths": torch.tensor([len(s.tokens) for s in samples]), "cond": cond,
+             "speakers": [s.speaker for s in samples]}
+    if samples and all(s.codes is not None for s in samples):  # cached codes: the DVAE need not run
+        codes = torch.zeros(len(samples), max(len(s.codes) for s in samples), dtype=torch.long)
+        for i, s in enumerate(samples):
+            codes[i, : len(s.codes)] = torch.from_numpy(s.codes.astype(np.int64))
+        batch["codes"] = codes
+    return batch

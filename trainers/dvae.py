@@ -5,6 +5,10 @@ saved from: two stride-2 convolutions and residual blocks down to a ``codebook_d
 code, a vector-quantising codebook updated by exponential moving average (buffers, no gradients),
 and a decoder of residual blocks and nearest-neighbour ×2 upsampling convolutions back to 80 bins.
 The loss is mean squared reconstruction error plus ``commitment_weight`` × the commitment loss.
+
+A codebook trained this way collapses onto a few codes unless unused ones come back: a code no
+encoder output has picked for ``dead_code_steps`` steps is moved onto a recent encoder output
+(the step counter is a buffer outside the state dict, so checkpoints keep the released layout).
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ class DvaeConfig:
     kernel_size: int = 3
     commitment_weight: float = 0.25
     ema_decay: float = 0.99
+    dead_code_steps: int = 20  # revive a code after this many training steps unused (0: never)
 
     @classmethod
     def preset(cls, name: str) -> "DvaeConfig":
@@ -58,13 +63,16 @@ class UpsampledConv(nn.Module):
 class Quantize(nn.Module):
     """Nearest-code vector quantiser with an EMA codebook laid out [dim, n_codes]."""
 
-    def __init__(self, dim: int, n_embed: int, decay: float = 0.99, eps: float = 1e-5):
+    def __init__(self, dim: int, n_embed: int, decay: float = 0.99, eps: float = 1e-5, dead_code_steps: int = 20):
         super().__init__()
-        self.decay, self.eps = decay, eps
+        self.decay, self.eps, self.dead_code_steps = decay, eps, dead_code_steps
         embed = torch.randn(dim, n_embed)
         self.register_buffer("embed", embed)
         self.register_buffer("cluster_size", torch.zeros(n_embed))
         self.register_buffer("embed_avg", embed.clone())
+        # training steps since each code was last picked; not in the state dict (the released layout has none)
+        self.register_buffer("unused_steps", torch.zeros(n_embed, dtype=torch.long), persistent=False)
+        self.register_buffer("last_counts", torch.zeros(n_embed), persistent=False)  # picks in the last batch
 
     def codes(self, z: torch.Tensor) -> torch.Tensor:
         """z [B, T, dim] → code ids [B, T]."""
@@ -78,19 +86,29 @@ class Quantize(nn.Module):
     @torch.no_grad()
     def _restart(self, flat: torch.Tensor) -> None:
         """Point unused codes at encoder outputs from this batch: a fresh codebook (nothing counted
-        yet) is set from the data, and codes that fell out of use are revived, so the codebook does
-        not collapse onto a few entries."""
+        yet) is set from the data, and codes unpicked for ``dead_code_steps`` steps (or whose counts
+        have decayed to nothing) are revived, so the codebook does not collapse onto a few entries."""
         n = self.embed.shape[1]
-        fresh = bool(self.cluster_size.sum() == 0)
-        dead = torch.ones(n, dtype=torch.bool, device=flat.device) if fresh else self.cluster_size < 1e-3
-        k = int(dead.sum())
-        if k == 0 or flat.shape[0] == 0:
+        if flat.shape[0] == 0:
             return
-        picks = flat[torch.randint(0, flat.shape[0], (k,), device=flat.device)]
-        picks = picks + 1e-3 * picks.std() * torch.randn_like(picks)
-        self.embed[:, dead] = picks.t()
-        self.embed_avg[:, dead] = picks.t()
-        self.cluster_size[dead] = 1.0
+        dead = (self.cluster_size < 1e-3) | (self.cluster_size.sum() == 0)  # the latter: a fresh codebook
+        if self.dead_code_steps > 0:
+            dead |= self.unused_steps >= self.dead_code_steps
+        # computed for every code and kept where dead: no host-device sync in the training step
+        picks = flat[torch.randint(0, flat.shape[0], (n,), device=flat.device)]
+        picks = (picks + 1e-3 * picks.std() * torch.randn_like(picks)).t()
+        self.embed.copy_(torch.where(dead[None], picks, self.embed))
+        self.embed_avg.copy_(torch.where(dead[None], picks, self.embed_avg))
+        self.cluster_size.masked_fill_(dead, 1.0)
+        self.unused_steps.masked_fill_(dead, 0)
+
+    @torch.no_grad()
+    def usage(self) -> dict:
+        """How many codes the last training batch picked, and the perplexity of the codebook's running
+        usage counts (the number of equally used codes that would have the same entropy)."""
+        p = self.cluster_size.float() / self.cluster_size.sum().clamp(min=1e-12)
+        perplexity = torch.exp(-(p * torch.log(p.clamp(min=1e-12))).sum())
+        return {"codes_used": int((self.last_counts > 0).sum()), "code_perplexity": round(float(perplexity), 2)}
 
     def forward(self, z: torch.Tensor):
         if self.training:
@@ -105,6 +123,8 @@ class Quantize(nn.Module):
                 if torch.distributed.is_available() and torch.distributed.is_initialized():
                     torch.distributed.all_reduce(counts)
                     torch.distributed.all_reduce(sums)
+                self.unused_steps.add_(1).masked_fill_(counts > 0, 0)
+                self.last_counts.copy_(counts)
                 self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
                 self.embed_avg.mul_(self.decay).add_(sums, alpha=1 - self.decay)
                 n = self.cluster_size.sum()
@@ -131,7 +151,7 @@ class DiscreteVAE(nn.Module):
         layers += [nn.Sequential(UpsampledConv(a, b, k), nn.ReLU()) for a, b in zip(dec, dec[1:])]
         layers.append(nn.Conv1d(dec[-1], cfg.channels, 1))
         self.decoder = nn.Sequential(*layers)
-        self.codebook = Quantize(cfg.codebook_dim, cfg.num_tokens, cfg.ema_decay)
+        self.codebook = Quantize(cfg.codebook_dim, cfg.num_tokens, cfg.ema_decay, dead_code_steps=cfg.dead_code_steps)
 
     @property
     def frames_per_code(self) -> int:

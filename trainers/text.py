@@ -5,7 +5,8 @@ Cleaning, in TorToiSe's order: transliterate to ASCII (unidecode), lowercase, sp
 expand abbreviations ("mr." → "mister" …), collapse whitespace, drop double quotes. Each space then
 becomes the ``[SPACE]`` token and the ``tokenizers`` BPE model encodes the rest; ``[STOP]`` = 0,
 ``[UNK]`` = 1, ``[SPACE]`` = 2. ``train_tokenizer`` fits a new 255-entry tokenizer of the same
-format on corpus transcripts.
+format on corpus transcripts. A text the cleaner cannot spell out (a number too large for words)
+raises ``TextCleaningError``; the loaders skip and count such clips, and the tokenizer trainer skips them.
 """
 from __future__ import annotations
 
@@ -15,6 +16,10 @@ import re
 from typing import Iterable, List
 
 STOP, UNK, SPACE = 0, 1, 2
+
+
+class TextCleaningError(ValueError):
+    """The cleaner cannot turn this text into words (e.g. a number with more digits than inflect can name)."""
 SPECIAL_TOKENS = ["[STOP]", "[UNK]", "[SPACE]"]
 
 ABBREVIATIONS = [(re.compile(r"\b%s\." % a, re.IGNORECASE), full) for a, full in [
@@ -78,7 +83,10 @@ def normalize_numbers(text: str) -> str:
 def clean_text(text: str) -> str:
     """TorToiSe's ``english_cleaners``."""
     from unidecode import unidecode
-    text = normalize_numbers(unidecode(text).lower())
+    try:
+        text = normalize_numbers(unidecode(text).lower())
+    except Exception as e:  # noqa: BLE001 - inflect raises its own classes for numbers it cannot name
+        raise TextCleaningError(f"cannot spell out the numbers in {text[:80]!r} ({type(e).__name__})") from None
     for pattern, full in ABBREVIATIONS:
         text = pattern.sub(full, text)
     return re.sub(r"\s+", " ", text).replace('"', "")
@@ -105,13 +113,21 @@ class TextTokenizer:
         return text.replace("[SPACE]", " ").replace("[STOP]", "").replace("[UNK]", "")
 
 
+def _cleanable(texts: Iterable[str]) -> Iterable[str]:
+    for t in texts:
+        try:
+            yield clean_text(t)
+        except TextCleaningError:
+            continue
+
+
 def train_tokenizer(texts: Iterable[str], out_path: str, vocab_size: int = 255) -> TextTokenizer:
     """A new BPE tokenizer of the released format (specials 0–2, Whitespace pre-tokenizer) fit on ``texts``."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     tok = Tokenizer(models.BPE(unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     trainer = trainers.BpeTrainer(special_tokens=SPECIAL_TOKENS, vocab_size=vocab_size, show_progress=False)
-    tok.train_from_iterator((clean_text(t) for t in texts), trainer)
+    tok.train_from_iterator(_cleanable(texts), trainer)
     tmp = f"{out_path}.tmp-{os.getpid()}"
     tok.save(tmp)
     os.replace(tmp, out_path)
