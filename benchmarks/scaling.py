@@ -1,6 +1,6 @@
 """End-to-end throughput of one input on each engine: more workers must mean more hours per hour.
 
-    python -m benchmarks.scaling [--minutes 3.4] [--files 4] [--engines direct,multi2,dask1,dask2]
+    python -m benchmarks.scaling [--minutes 3.4] [--files 4] [--engines direct,multi2,dask1,dask2] [--short_minutes 0.25]
 
 Builds the same corpus (``--files`` espeak-ng MP3s of ``--minutes`` each, the tiny CTC model, the
 default gates, VAD and speakers) once per engine, each in a fresh ``build_corpus`` process:
@@ -16,6 +16,11 @@ It prints, per engine: wall seconds, CPU seconds of the whole process tree (driv
 × realtime (audio seconds per wall second), the scaling ratio against ``direct``, and the ASR
 model's busy seconds (summed over workers, from the run record), so the model's share stands apart
 from the rest of the chain. Every engine must build byte-identical shards; the check is printed.
+
+With ``--short_minutes`` (default 0.25) each engine also builds a short input of the same files,
+which splits its wall time into a fixed start-up (processes, imports, model loading, two pipelines:
+listing and one wave) and a steady rate: (long - short audio) / (long - short wall), the hours per
+hour a long run approaches.
 """
 from __future__ import annotations
 
@@ -38,6 +43,7 @@ def make_inputs(folder: Path, files: int, minutes: float) -> Path:
     """``files`` different speech recordings, each looped to ``minutes`` and encoded as MP3."""
     from audio.ffmpeg import ffmpeg_binary
     from audio.synth import SENTENCES, build_recording
+    folder.mkdir(parents=True, exist_ok=True)
     lines = []
     for i in range(files):
         texts = [SENTENCES[(i * 7 + j) % len(SENTENCES)] for j in range(10)]
@@ -123,6 +129,8 @@ def main(argv=None) -> int:
     ap.add_argument("--minutes", type=float, default=3.4, help="length of each input file (default 3.4)")
     ap.add_argument("--files", type=int, default=4, help="number of input files (default 4)")
     ap.add_argument("--engines", default="direct,multi2,dask1,dask2", help="comma-separated, in order")
+    ap.add_argument("--short_minutes", type=float, default=0.25,
+                    help="also build inputs this long, to split start-up from the steady rate (0: skip)")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from asr.tiny import build_tiny_model
@@ -130,25 +138,39 @@ def main(argv=None) -> int:
         work = Path(tmp)
         print(f"[scaling] making {args.files} inputs of {args.minutes:g} min", file=sys.stderr, flush=True)
         sources = make_inputs(work, args.files, args.minutes)
+        short = make_inputs(work / "short", args.files, args.short_minutes) if args.short_minutes > 0 else None
         model = build_tiny_model(str(work / "tiny-wav2vec2"))
-        rows = []
+        rows, shorts = [], {}
         for name in args.engines.split(","):
             print(f"[scaling] {name} ...", file=sys.stderr, flush=True)
             rows.append(run_engine(name, sources, model, work))
             r = rows[-1]
             print(f"[scaling] {name}: {r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} CPU-s", file=sys.stderr, flush=True)
+            if short is not None:
+                shorts[name] = run_engine(name, short, model, work / "short")
     base = next((r for r in rows if r["engine"] == "direct"), rows[0])
     print(f"\nsame input on every engine: {base['audio_s'] / 60:.1f} min of audio, {base['kept']} clips kept; "
           f"{os.cpu_count()} cores")
-    print(f"{'engine':8s} {'wall s':>8s} {'CPU s':>8s} {'× realtime':>11s} {'vs direct':>10s} "
+    print(f"{'engine':24s} {'wall s':>8s} {'CPU s':>8s} {'× realtime':>11s} {'vs direct':>10s} "
           f"{'ASR busy s':>11s} {'ASR share':>10s} {'rest (wall-ASR/w)':>18s}  shards")
     for r in rows:
         workers = int("".join(c for c in r["engine"].split("-")[0] if c.isdigit()) or 1)
         share = r["asr_busy_s"] / (r["wall_s"] * workers)
-        print(f"{r['engine']:8s} {r['wall_s']:8.1f} {r['cpu_s']:8.1f} {r['audio_s'] / r['wall_s']:10.1f}x "
+        print(f"{r['engine']:24s} {r['wall_s']:8.1f} {r['cpu_s']:8.1f} {r['audio_s'] / r['wall_s']:10.1f}x "
               f"{base['wall_s'] / r['wall_s']:9.2f}x {r['asr_busy_s']:11.1f} {share:9.0%} "
               f"{r['wall_s'] - r['asr_busy_s'] / workers:18.1f}  "
               f"{'same' if r['digest'] == base['digest'] else 'DIFFERENT ' + r['digest']}")
+    if shorts:
+        print(f"\nstart-up and steady rate (short input: {shorts[base['engine']]['audio_s'] / 60:.1f} min)")
+        print(f"{'engine':24s} {'short wall s':>12s} {'start-up s':>11s} {'steady × realtime':>18s} {'vs direct':>10s}")
+        steady = {}
+        for r in rows:
+            s_ = shorts[r["engine"]]
+            rate = (r["audio_s"] - s_["audio_s"]) / max(1e-6, r["wall_s"] - s_["wall_s"])
+            steady[r["engine"]] = rate
+            fixed = s_["wall_s"] - s_["audio_s"] / rate
+            print(f"{r['engine']:24s} {s_['wall_s']:12.1f} {fixed:11.1f} {rate:17.1f}x "
+                  f"{rate / steady[base['engine']]:9.2f}x")
     return 0 if all(r["digest"] == base["digest"] for r in rows) else 1
 
 

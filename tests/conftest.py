@@ -251,3 +251,21 @@ def rss(items, title="Test Pod", author="Alice Host") -> bytes:
                      f'<link>{url}.html</link><enclosure url="{url}" type="audio/mpeg" length="1"/>{d}</item>')
     parts.append("</channel></rss>")
     return "".join(parts).encode()
+
+
+@pytest.fixture()
+def s3(monkeypatch):
+    """An S3 server (moto) on 127.0.0.1 with a bucket ``talks``: (client, the run options that reach it)."""
+    import boto3
+    from moto import server as moto_server
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    for k, v in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(k, v)
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    client.create_bucket(Bucket="talks")
+    yield client, ["--s3_endpoint_url", endpoint, "--s3_access_key_id", "test", "--s3_secret_access_key", "test",
+                   "--s3_region_name", "us-east-1"]
+    server.stop()

@@ -15,7 +15,6 @@ from pipelines.build_corpus import run
 from pipelines.make_demo import make_demo
 from tests.conftest import REPO, corpus_digests, local_files, permissive
 from tests.test_build_corpus import write_sources
-from tests.test_object_store import s3  # noqa: F401 - the S3 server fixture
 
 ASR_HINT = "type:nvidia-l4;count:1;install-nvidia-driver"
 
@@ -91,7 +90,7 @@ def s3_files(client, bucket: str, prefix: str) -> dict:
     return out
 
 
-def test_a_killed_run_with_its_output_on_s3_resumes_to_the_same_corpus(s3, tmp_path, tiny_model, speech, bad_inputs):  # noqa: F811
+def test_a_killed_run_with_its_output_on_s3_resumes_to_the_same_corpus(s3, tmp_path, tiny_model, speech, bad_inputs):
     client, opts = s3
     client.create_bucket(Bucket="corpora")
     sources = write_sources(tmp_path / "s.txt", [speech["a"][1], speech["b"][1], bad_inputs / "stereo48k.mp3",

@@ -1,29 +1,9 @@
 """s3:// sources through Beam FileSystems, against an S3-compatible server (moto) on 127.0.0.1."""
 from __future__ import annotations
 
-import pytest
-
 from pipelines.build_corpus import run
 from tests.conftest import permissive
 from tests.test_build_corpus import table, write_sources
-
-boto3 = pytest.importorskip("boto3")
-moto_server = pytest.importorskip("moto.server")
-
-
-@pytest.fixture()
-def s3(monkeypatch):
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    for k, v in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(k, v)
-    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
-    client.create_bucket(Bucket="talks")
-    yield client, ["--s3_endpoint_url", endpoint, "--s3_access_key_id", "test", "--s3_secret_access_key", "test",
-                   "--s3_region_name", "us-east-1"]
-    server.stop()
 
 
 def test_s3_objects_and_prefixes(s3, tmp_path, tiny_model, speech, bad_inputs):
