@@ -441,8 +441,11 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 if __name__ == "__main__":
     code = main()
-    if code == 130:  # Beam's worker threads may still be blocked in a download: do not wait for them
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    sys.exit(code)
+    # Everything the run writes is committed and the lock released by now. Leave without the
+    # interpreter's teardown: after Ctrl-C Beam's worker threads may still be blocked in a download,
+    # and after a multi-process run the runner's gRPC threads can abort the process while native
+    # libraries are torn down ("terminate called without an active exception"), turning a finished
+    # run into exit status -6.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
