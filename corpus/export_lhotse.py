@@ -31,6 +31,7 @@ from typing import Callable, Iterable, List, Optional, Tuple
 import pyarrow.parquet as pq
 
 from corpus import fs
+from corpus.lock import pid_alive
 from corpus.published import check_corpus, published_shards
 from corpus.rewrite import read_samples
 
@@ -97,23 +98,13 @@ def check_out_dir(out: str) -> str:
     return path
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_leftovers(out: str) -> int:
     """Delete the temporary folders of exports to ``out`` whose process is gone; returns the count."""
     parent, name = os.path.split(out)
     removed = 0
     for entry in os.listdir(parent) if os.path.isdir(parent) else []:
         m = _LEFTOVER.match(entry)
-        if m and m.group("name") == name and not _pid_alive(int(m.group("pid"))):
+        if m and m.group("name") == name and not pid_alive(int(m.group("pid"))):
             shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
             removed += 1
     return removed

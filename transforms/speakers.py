@@ -10,6 +10,7 @@ speakers after this run (``speakers``), which the run publishes to ``speakers/ru
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from typing import Iterable, List, Optional
 
@@ -66,7 +67,9 @@ def assign_group(group: str, transcripts: Iterable[Transcript], known: Iterable,
         yield SPEAKERS, SpeakerRecord(s.speaker_id, group, embedding_bytes(s.centroid), s.n_clips)
 
 
+@functools.lru_cache(maxsize=4)
 def known_by_group(path: str) -> dict:
+    """The known speakers by voice group, built once per process (every group's call looks it up)."""
     out = {}
     for d in load_json_lines(path):
         out.setdefault(d["group"], []).append(d)
