@@ -21,11 +21,15 @@ COPY acquisition acquisition
 COPY asr asr
 COPY audio audio
 COPY corpus corpus
+COPY exports exports
 COPY pipelines pipelines
+COPY report report
+COPY run run
 COPY schemas schemas
 COPY speakers speakers
+COPY storage storage
 COPY transforms transforms
-COPY trainers trainers
+COPY tts tts
 RUN pip install --no-cache-dir --no-deps .
 
 # The ASR model is baked in so workers never download it: pass --asr_model /opt/models/asr.

@@ -5,8 +5,8 @@ setup(
     name="speechmill",
     version="0.1.0",
     description="Build transcribed speech corpora from internet audio with Apache Beam",
-    packages=find_packages(include=["acquisition*", "asr*", "audio*", "corpus*", "pipelines*", "schemas*", "speakers*",
-                                    "transforms*", "trainers*"]),
+    packages=find_packages(include=["acquisition*", "asr*", "audio*", "corpus*", "exports*", "pipelines*", "report*",
+                                    "run*", "schemas*", "speakers*", "storage*", "transforms*", "tts*"]),
     python_requires=">=3.10",
     install_requires=[line.strip() for line in open("requirements.txt")
                       if line.strip() and not line.startswith("#")],

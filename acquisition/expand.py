@@ -24,9 +24,9 @@ from acquisition.feeds import FeedError, feed_items, looks_like_feed
 from acquisition.fetch import AcquireConfig, FetchError, check_remote_item, open_checked
 from acquisition.identity import legacy_id, local_source_id
 from acquisition.safety import UnsafeURL
-from corpus import fs
 from schemas.keys import source_id_for_uri
 from schemas.records import Rejection, Source
+from storage import fs
 
 STAGE = "expand"
 MEDIA_EXTENSIONS = frozenset(

@@ -29,8 +29,8 @@ import requests
 
 from acquisition import guarded_http
 from acquisition.safety import WEB_SCHEMES, NetworkPolicy, UnsafeURL, parse_checked
-from corpus import fs
 from schemas.records import AudioFile, Rejection, Source
+from storage import fs
 
 STAGE = "acquire"
 _EXT = re.compile(r"^\.[A-Za-z0-9]{1,5}$")

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
 from acquisition.identity import legacy_id, local_source_id
-from corpus import fs
 from schemas.keys import source_id_for_uri, stable_hash
 from schemas.records import Rejection, Source
 from schemas.redact import clean_text
+from storage import fs
 
 SUPPORTED_SCHEMES = ("file", "http", "https", "gs", "s3")
 KNOWN_COLUMNS = ("uri", "speaker", "title", "license", "kind")

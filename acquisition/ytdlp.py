@@ -23,10 +23,10 @@ from typing import List, Optional
 from acquisition.egress import CheckingProxy, checking_proxy
 from acquisition.fetch import AcquireConfig, FetchError, staged_path
 from acquisition.safety import UnsafeURL, parse_checked
-from corpus import fs
 from schemas.keys import source_id_for_extractor, source_id_for_uri
 from schemas.records import AudioFile, Source
 from schemas.redact import clean_text, redact_url
+from storage import fs
 
 GENERIC = ("generic", "html5", "html5mediaembed")  # their ids ("page-1") are not unique
 WEB_PROTOCOLS = ("http", "https", "m3u8", "m3u8_native", "http_dash_segments")

@@ -16,8 +16,13 @@ CHARS = list("abcdefghijklmnopqrstuvwxyz'")
 def build_tiny_model(out_dir: str, seed: int = 0, stable_layer_norm: bool = True, hidden: int = 32,
                      layers: int = 2) -> str:
     import torch
-    from transformers import (Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor,
-                              Wav2Vec2ForCTC, Wav2Vec2Processor)
+    from transformers import (
+        Wav2Vec2Config,
+        Wav2Vec2CTCTokenizer,
+        Wav2Vec2FeatureExtractor,
+        Wav2Vec2ForCTC,
+        Wav2Vec2Processor,
+    )
     os.makedirs(out_dir, exist_ok=True)
     vocab = {"<pad>": 0, "<unk>": 1, "|": 2}
     for c in CHARS:

@@ -112,6 +112,7 @@ class _SpeechStream:
 
     def __init__(self, sample_rate: int, n_samples: int, gain: float = 1.0):
         import soxr
+
         from audio.vad import RATE, VadStream
         self.gain = gain
         self.vad = VadStream(total_samples=int(n_samples * RATE / sample_rate))

@@ -42,7 +42,7 @@ import torch
 
 from asr.handler import CtcModelHandler
 from benchmarks import scratch_dir
-from pipelines.console import beam_quiet_args, quiet_libraries
+from run.console import beam_quiet_args, quiet_libraries
 
 ARCHS = {
     "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
@@ -58,8 +58,13 @@ BEAM_BATCHES = 40  # AsrBatches through the transcribe stage when timing Beam's 
 
 
 def build(arch: str, out_dir: str) -> str:
-    from transformers import (Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC,
-                              Wav2Vec2Processor)
+    from transformers import (
+        Wav2Vec2Config,
+        Wav2Vec2CTCTokenizer,
+        Wav2Vec2FeatureExtractor,
+        Wav2Vec2ForCTC,
+        Wav2Vec2Processor,
+    )
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "vocab.json"), "w") as f:
         json.dump({t: i for i, t in enumerate(VOCAB)}, f)
@@ -203,15 +208,14 @@ def beam_overhead(clips, batch_s: float, tmp: str):
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
+    # the importable module, not ``__main__``: Beam pickles its functions by reference, so the
+    # pipeline carries names, not the audio, and the worker appends to this module's list
+    import benchmarks.asr as here
     from asr.model import AsrModelSpec
     from asr.tiny import build_tiny_model
     from schemas.records import AsrBatch, Segment, Source
     from transforms.segment import plan_batches
     from transforms.transcribe import Transcribe
-
-    # the importable module, not ``__main__``: Beam pickles its functions by reference, so the
-    # pipeline carries names, not the audio, and the worker appends to this module's list
-    import benchmarks.asr as here
     os.environ.setdefault("SPEECHMILL_PROGRESS_S", "3600")  # the stage's own progress lines mean nothing here
     spec = AsrModelSpec(model=build_tiny_model(os.path.join(tmp, "tiny")))
     groups = plan_batches([len(c) / 16000 for c in clips], batch_s, 10_000)

@@ -27,7 +27,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from acquisition.fetch import AcquireConfig, acquire
 from benchmarks import scratch_dir
-from pipelines.console import FilteredStderr, beam_quiet_args, quiet_libraries
+from run.console import FilteredStderr, beam_quiet_args, quiet_libraries
 from schemas.keys import source_id_for_uri
 from schemas.records import AudioFile, Source
 from transforms.expand import Expand

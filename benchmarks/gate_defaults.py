@@ -24,6 +24,7 @@ REAL = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "real
 
 def inputs(d: str) -> dict:
     import soundfile as sf
+
     from audio.ffmpeg import ffmpeg_binary
     from audio.synth import SENTENCES, build_recording, mix, music, pink_noise
 
@@ -60,10 +61,11 @@ def verdict(clips, gates) -> str:
 
 
 def main() -> int:
-    from pipelines.console import quiet_libraries
+    from run.console import quiet_libraries
     quiet_libraries()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import pyarrow.parquet as pq
+
     from asr.tiny import build_tiny_model
     from pipelines.build_corpus import run
     from schemas.records import SCORE_FIELDS

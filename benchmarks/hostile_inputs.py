@@ -144,8 +144,8 @@ def count_outcomes(out: Path):
 
 
 def check_corpus(out: Path, secret_bytes: bytes) -> dict:
-    import webdataset as wds
     import pyarrow.parquet as pq
+    import webdataset as wds
     keys = [s["__key__"] for s in wds.WebDataset(sorted(str(p) for p in (out / "shards").glob("*.tar")),
                                                    shardshuffle=False)] if list((out / "shards").glob("*.tar")) else []
     partial = [str(p) for p in out.rglob("*") if ".tmp-" in p.name or p.parent.name in ("_journal", "_work")
@@ -177,13 +177,13 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--keep", default=None, help="build in this folder and keep it")
     args = ap.parse_args(argv)
-    from pipelines.console import quiet_libraries
+    from run.console import quiet_libraries
     quiet_libraries()
     os.environ["HF_HUB_OFFLINE"] = "1"
     from asr.tiny import build_tiny_model
     from audio.synth import SENTENCES, build_recording
     from pipelines.build_corpus import run
-    from tests.conftest import ScriptedServer, Route
+    from tests.conftest import Route, ScriptedServer
 
     with scratch_dir("speechmill-hostile-") as tmp:
         root = Path(args.keep or tmp)
@@ -221,7 +221,7 @@ def main(argv=None) -> int:
         killed_ffmpeg = ffmpeg_running()
 
         # fault 2: a crash half way through publishing the next run
-        from corpus import fs
+        from storage import fs
         real_move, moved = fs.move, []
 
         def dying(src, dst):

@@ -50,6 +50,7 @@ def decode(path: str, rate: int) -> np.ndarray:
 def measure_scores(path: str) -> dict:
     """Per-score costs on one core (run in a pinned subprocess)."""
     import soxr
+
     from audio import clip_scores
     from audio.energy import frame_db
     from audio.vad import RATE, VadStream, on_grid, speech_mask
@@ -84,6 +85,7 @@ def measure_scores(path: str) -> dict:
 
 def measure_dnsmos(path: str, seconds: float) -> dict:
     import soxr
+
     from audio import dnsmos
     pin_one_core()
     x = decode(path, 16000).astype(np.float32) / 32768
@@ -134,7 +136,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args._one:
         return measure_one(*args._one)
-    from pipelines.console import quiet_libraries
+    from run.console import quiet_libraries
     quiet_libraries()
     mod = "benchmarks.quality_gates"
     with scratch_dir("speechmill-gates-") as tmp:

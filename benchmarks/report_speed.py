@@ -9,7 +9,7 @@ manifest parts with speaker embeddings and similar keys, the rejected rows of ev
 Only the shards the audit view draws its clips from are written as tar files, each by the
 pipeline's shard writer with all its 1,000 samples; the sampled clips are real speech (from
 ``shared/data/real_speech``), the others a few milliseconds of silence, so the tars stay small.
-Then ``corpus.report.build_report`` runs twice: cold (no clip copied yet) and again (the clips
+Then ``report.build_report`` runs twice: cold (no clip copied yet) and again (the clips
 are already beside the page). Prints seconds, the page's size and the audio folder's size.
 """
 from __future__ import annotations
@@ -40,6 +40,7 @@ def real_clips(sample_rate: int = 22050) -> list:
     """(FLAC bytes, seconds) of 5 s pieces of the shared real recordings (tones where they are missing)."""
     import soundfile as sf
     import soxr
+
     from audio.flac import encode_flac
     out = []
     for name in ("jfk.flac", "lj_1.wav", "lj_2.wav"):
@@ -140,8 +141,8 @@ def write_sampled_shards(root: Path, records: dict, cfg) -> int:
     """Write, with the pipeline's shard writer, the shards holding the audit view's clips; returns how many."""
     from audio.flac import encode_flac
     from corpus.layout import Layout
-    from corpus.report import data
     from corpus.shards import write_rejected_shard, write_shard
+    from report import data
     corpus = data.read_corpus(Layout(str(root)))
     kept = {r["key"] for r in data.kept_sample(corpus.manifest, cfg)}
     rejected = {r["key"] for rows in data.rejected_sample(corpus.rejected, cfg).values() for r in rows}
@@ -186,10 +187,10 @@ def main(argv=None) -> int:
     if args.clips < 1:
         print(f"[report_speed] error: --clips must be >= 1, got {args.clips}", file=sys.stderr)
         return 2
-    from pipelines.console import quiet_libraries
+    from run.console import quiet_libraries
     quiet_libraries()
     from corpus.layout import Layout
-    from corpus.report import build_report, data
+    from report import build_report, data
 
     with scratch_dir("speechmill-report-bench-") as tmp:
         root = Path(args.keep) if args.keep else Path(tmp) / "corpus"

@@ -22,12 +22,11 @@ import sys
 import tempfile
 import time
 
-
 from audio.ffmpeg import ffmpeg_binary
 from audio.silence import SplitParams
 from audio.synth import SENTENCES, build_recording
 from benchmarks import scratch_dir
-from pipelines.console import quiet_libraries
+from run.console import quiet_libraries
 
 
 def make_input(path: str, minutes: float, fmt: str, base_wav: str) -> str:

@@ -25,12 +25,13 @@ def main(argv=None) -> int:
     p.add_argument("--minutes", type=float, default=5.0, help="minutes of interview audio (default 5)")
     p.add_argument("--clips", type=int, default=100_000, help="clips of one channel to cluster (default 100000)")
     args = p.parse_args(argv)
-    from pipelines.console import quiet_libraries
+    from run.console import quiet_libraries
     quiet_libraries()
     pin_one_core()
     import torch
     torch.set_num_threads(1)
     import soxr
+
     from audio.synth import SENTENCES, build_recording
     from speakers import cluster, encoder
     from speakers.turns import split_turns

@@ -9,7 +9,7 @@ as in training. Prints steps/s, samples/s, tokens/s (text + mel tokens through t
 the autoregressive model, the model FLOPs utilisation against ``--peak_tflops`` (6 × parameters ×
 tokens per second; H200 bf16 dense ≈ 989 TFLOP/s), on CUDA only. The autoregressive model and
 CLVP are measured twice: with the DVAE coding each batch (as without a code cache) and with codes
-read from ``trainers.tasks.CodeCache`` files written for the same clips (``+cache`` rows), and the
+read from ``tts.training.tasks.CodeCache`` files written for the same clips (``+cache`` rows), and the
 ratio of the two is printed. CLVP steps read each clip alone and padded to tortoise-tts's 500
 scoring codes, as the trainer does. The defaults (tiny models) take seconds on a CPU.
 """
@@ -27,14 +27,14 @@ import soundfile as sf
 import torch
 
 from benchmarks import scratch_dir
-from pipelines.console import quiet_libraries
-from trainers.autoregressive import ArConfig, UnifiedVoice
-from trainers.clvp import CLVP, ClvpConfig, training_loss
-from trainers.data import LoaderConfig, ShardLoader
-from trainers.dvae import DiscreteVAE, DvaeConfig
-from trainers.loop import atomic_save
-from trainers.mel import SAMPLE_RATE, MelSpectrogram
-from trainers.tasks import CodeCache
+from run.console import quiet_libraries
+from tts.frontends.mel import SAMPLE_RATE, MelSpectrogram
+from tts.models.autoregressive import ArConfig, UnifiedVoice
+from tts.models.clvp import CLVP, ClvpConfig, training_loss
+from tts.models.dvae import DiscreteVAE, DvaeConfig
+from tts.training.data import LoaderConfig, ShardLoader
+from tts.training.loop import atomic_save
+from tts.training.tasks import CodeCache
 
 
 def main(argv=None) -> int:

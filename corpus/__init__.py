@@ -1,1 +1,1 @@
-"""The corpus on disk: file helpers, shard writing, output layout, progress."""
+"""The corpus format on disk: layout and committed tables, shards, journaled commits, published files, rewriting."""

@@ -22,7 +22,7 @@ import datetime
 import json
 from typing import Callable, Dict, List, Sequence, Tuple
 
-from corpus import fs
+from storage import fs
 
 JOURNAL = "_journal"
 

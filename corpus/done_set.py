@@ -12,7 +12,7 @@ import hashlib
 import json
 from typing import FrozenSet, Iterable, List
 
-from corpus import fs
+from storage import fs
 
 
 def write_lookup(folder: str, stem: str, lines: Iterable[str]) -> str:

@@ -17,21 +17,15 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
-import sys
-import time
-from collections import Counter
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Set
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from corpus import commit, fs
 from schemas.keys import stable_hash
-from schemas.outcomes import AUDIO_GATE_REASONS
-from schemas.records import SCHEMA_VERSION
+from storage import fs
 
 WORK = "_work"
 STAGING = "_staging"
@@ -162,162 +156,3 @@ def run_tag(source_ids: Iterable[str], settings: dict) -> str:
     return stable_hash(blob, 12)
 
 
-def publish(layout: Layout, tag: str, summary: dict, before_apply=lambda: None,
-            deletes: Iterable[str] = ()) -> dict:
-    """Commit a finished run's work area into the corpus (see ``corpus.commit``)."""
-    work = layout.work(tag)
-    moves, files = [], {"shards": [], "manifest": [], "tables": [], REJECTED_SHARDS: [], REJECTED_MANIFEST: []}
-    for sub in ("shards", "manifest", REJECTED_SHARDS, REJECTED_MANIFEST):
-        for src in fs.list_dir(work.path(sub)):
-            if fs.is_temporary(src):
-                continue
-            name = src.rsplit("/", 1)[-1]
-            moves.append((src, layout.path(sub, name)))
-            files[sub].append(name)
-    for table in ("rejected", "sources", "speakers"):
-        src = work.path(f"{table}.parquet")
-        if fs.exists(src):
-            moves.append((src, layout.run_table(table, tag)))
-            files["tables"].append(f"{table}/run-{tag}.parquet")
-    if len(files["shards"]) != summary.get("shards", len(files["shards"])):
-        raise RuntimeError(f"run {tag}: {summary['shards']} shards were written but {len(files['shards'])} "
-                           f"are in {work.path('shards')}; nothing is published")
-    record = {**summary, "files": files}
-    record = commit.commit(layout.root, tag, moves, record, deletes=list(deletes), before_apply=before_apply)
-    rebuild_html_report(layout)
-    return record
-
-
-def rebuild_html_report(layout: Layout) -> None:
-    """Rebuild ``report.html`` after a publish. The run is already committed, so a failure here is only
-    a warning: ``python -m pipelines.report OUTPUT`` builds the page again."""
-    try:
-        from corpus.report import build_report
-        build_report(layout)
-    except Exception as e:  # noqa: BLE001 - whatever broke the page must not fail the committed run
-        print(f"[speechmill] warning: report.html was not rebuilt ({type(e).__name__}: {str(e)[:300]}); the run "
-              f"is committed; 'python -m pipelines.report {layout.root}' builds it again", file=sys.stderr, flush=True)
-
-
-def summarise(sources: List[dict], manifest: pa.Table, rejected: List[dict], n_shards: int) -> dict:
-    """Totals over the given rows: hours in and kept, rejects by reason."""
-    statuses = Counter(r["status"] for r in sources)
-    reasons: Dict[str, Dict[str, float]] = {}
-    for r in rejected:
-        entry = reasons.setdefault(f"{r['stage']}/{r['reason']}", {"count": 0, "hours": 0.0})
-        entry["count"] += 1
-        entry["hours"] += (r["duration_s"] or 0.0) / 3600
-    for entry in reasons.values():
-        entry["hours"] = round(entry["hours"], 4)
-    durations = manifest.column("duration_s").to_pylist() if manifest.num_rows else []
-    failed = [r for r in sources if r["status"] in ("failed", "rejected")]
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "sources": {"total": len(sources),
-                    **{k: statuses.get(k, 0) for k in ("ok", "failed", "rejected", "deferred")}},
-        "retried_next_run": sum(1 for r in sources if r["status"] != "ok" and r.get("retryable")),
-        "failed_examples": [{"uri": r.get("uri"), "origin": r.get("origin"), "status": r["status"],
-                             "reason": r.get("reason")} for r in sorted(failed, key=lambda r: r.get("origin") or "")[:5]],
-        "hours_in": round(sum(r["duration_s"] or 0.0 for r in sources) / 3600, 4),
-        "segments": int(sum(r["n_segments"] or 0 for r in sources)),
-        "kept": manifest.num_rows,
-        "hours_kept": round(sum(durations) / 3600, 4),
-        "rejected_segments": sum(1 for r in rejected if r["key"] is not None),
-        "asr_hours_saved": round(sum((r["duration_s"] or 0.0) for r in rejected
-                                     if r["key"] is not None and r["stage"] == "quality"
-                                     and r["reason"] in AUDIO_GATE_REASONS) / 3600, 4),
-        "rejects_by_reason": dict(sorted(reasons.items())),
-        "shards": n_shards,
-    }
-
-
-def corpus_report(layout: Layout) -> dict:
-    """Totals over everything committed in ``layout``, each source counted by its latest run."""
-    order = run_order(layout)
-    sources = latest_rows(committed_table(layout, "sources", order), order)
-    current = {(r["source_id"], r.get("run")) for r in sources}
-    rejected = [r for r in committed_table(layout, "rejected", order).to_pylist()
-                if (r["source_id"], r.get("run")) in current]
-    manifests = [p for p in fs.list_dir(layout.manifest_dir, suffix=".parquet") if not fs.is_temporary(p)]
-    shards = [p for p in fs.list_dir(layout.shards_dir, suffix=".tar") if not fs.is_temporary(p)]
-    return summarise(sources, read_table(manifests, ["key", "duration_s"]), rejected, len(shards))
-
-
-def run_report(layout: Layout, tag: str) -> dict:
-    """Totals over one run's work area, before it is published."""
-    work = layout.work(tag)
-    one = lambda name: [p for p in [work.path(name)] if fs.exists(p)]  # noqa: E731
-    return summarise(
-        read_table(one("sources.parquet")).to_pylist(),
-        read_table([p for p in fs.list_dir(work.manifest_dir, suffix=".parquet") if not fs.is_temporary(p)],
-                   ["key", "duration_s"]),
-        read_table(one("rejected.parquet")).to_pylist(),
-        len([p for p in fs.list_dir(work.shards_dir, suffix=".tar") if not fs.is_temporary(p)]),
-    )
-
-
-def write_report(layout: Layout, report: dict) -> None:
-    fs.atomic_write_bytes(layout.path("report.json"), json.dumps(report, indent=2, sort_keys=True).encode())
-
-
-def clean_leftovers(layout: Layout, staging_dir: str, keep_work: Iterable[str] = (),
-                    log=lambda m: None, external_age_s: float = 6 * 3600) -> int:
-    """Delete what dead runs left: work areas, temporary files, partial downloads. Returns the count.
-
-    Runs under the output's lock, so anything temporary inside the output belongs to no live run.
-    A staging store outside the output may be shared, so there only leftovers older than
-    ``external_age_s`` go.
-    """
-    removed = 0
-    keep = set(keep_work)
-    work_root = layout.path(WORK)
-    if fs.is_local(work_root):
-        local = fs.local_path(work_root)
-        names = os.listdir(local) if os.path.isdir(local) else []
-        stale = [n for n in names if n not in keep]
-        for n in stale:
-            fs.delete_tree(os.path.join(local, n))
-        removed += len(stale)
-    else:
-        for p in fs.list_tree(work_root):
-            tag = p[len(work_root) + 1:].split("/", 1)[0]
-            if tag not in keep:
-                fs.delete_if_exists(p)
-                removed += 1
-    for sub in ("", "shards", "manifest", "rejected", "sources", "speakers", "runs", REJECTED_SHARDS, REJECTED_MANIFEST,
-                commit.JOURNAL):
-        for p in fs.list_dir(layout.path(sub) if sub else layout.root):
-            if fs.is_temporary(p):
-                fs.delete_if_exists(p)
-                removed += 1
-    inside = staging_dir.rstrip("/").startswith(layout.root.rstrip("/") + "/")
-    min_age = 0.0 if inside else external_age_s
-    removed += _clean_staging(staging_dir, min_age)
-    if removed:
-        log(f"removed {removed} leftovers of interrupted runs (work areas, temporary files, partial downloads)")
-    return removed
-
-
-def _clean_staging(staging_dir: str, min_age_s: float) -> int:
-    removed = 0
-    if fs.is_local(staging_dir):
-        d = fs.local_path(staging_dir)
-        if not os.path.isdir(d):
-            return 0
-        for n in os.listdir(d):
-            p = os.path.join(d, n)
-            if not (n.startswith(".dl-") or fs.is_temporary(p)):
-                continue
-            try:
-                age = time.time() - os.path.getmtime(p)
-            except OSError:
-                continue
-            if age >= min_age_s:
-                fs.delete_tree(p) if os.path.isdir(p) else fs.delete_if_exists(p)
-                removed += 1
-        return removed
-    for p in fs.list_dir(staging_dir):
-        if fs.is_temporary(p) and fs.modified_age_s(p) >= min_age_s:
-            fs.delete_if_exists(p)
-            removed += 1
-    return removed

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import List
 
-from corpus import commit, fs
+from corpus import commit
 from corpus.layout import Layout, committed_runs
+from storage import fs
 
 
 class NotACorpusError(ValueError):

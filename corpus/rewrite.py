@@ -18,9 +18,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import webdataset as wds
 
-from corpus import fs
 from corpus.shards import TAR_MTIME, TAR_USER, json_bytes, shard_name, table_bytes
 from schemas import tables
+from storage import fs
 
 
 @dataclass

@@ -18,9 +18,9 @@ import webdataset as wds
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from corpus import fs
 from schemas import tables
 from schemas.records import Transcript
+from storage import fs
 
 TAR_MTIME = 946684800.0  # 2000-01-01: fixed so reruns are byte-identical
 TAR_USER = "speechmill"

@@ -13,10 +13,13 @@ import argparse
 import sys
 from typing import List, Optional
 
-from corpus import commit, fs, rewrite
-from corpus.layout import Layout, corpus_report, rebuild_html_report, shard_indices, write_report
-from corpus.lock import LockedError, OutputLock
+from corpus import commit, rewrite
+from corpus.layout import Layout, shard_indices
+from corpus.summary import corpus_report, write_report
+from run.lock import LockedError, OutputLock
+from run.publish import rebuild_html_report
 from schemas.keys import stable_hash
+from storage import fs
 
 
 def log(msg: str) -> None:

@@ -12,7 +12,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from corpus.export_lhotse import ExportError, export_shar
+from exports.lhotse import ExportError, export_shar
 
 
 def log(msg: str) -> None:

@@ -8,17 +8,16 @@ starts, as is every bad value: one line that names the option, exit status 2.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import difflib
 import os
-from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 from acquisition.fetch import AcquireConfig
 from asr.model import DEFAULT_ASR_MODEL, DEFAULT_FEATURE_EXTRACTOR, DEFAULT_TOKENIZER, AsrModelSpec
 from asr.transcriber import TranscribeOptions
 from audio.silence import SplitParams
-from corpus import fs
+from run.settings import CorpusSettings, OptionError
+from storage import fs
 from transforms.quality import AudioGates, QualityConfig
 
 DESCRIPTION = """\
@@ -71,95 +70,6 @@ OPTION_OF = {  # setting path → the option a user types
     "asr_tokenizer": "--asr_tokenizer", "asr_feature_extractor": "--asr_feature_extractor",
     "asr_chunk_s": "--asr_chunk_s", "keep_ctc_tokens": "--keep_ctc_tokens", "ytdlp_format": "--ytdlp_format",
 }
-
-
-class OptionError(ValueError):
-    """A bad option or value: one line for the user, exit status 2."""
-
-
-@dataclass(frozen=True)
-class CorpusSettings:
-    sources: str
-    output: str
-    asr: AsrModelSpec
-    split: SplitParams
-    quality: QualityConfig
-    acquire: AcquireConfig
-    gates: AudioGates = AudioGates()
-    vad: str = "silero"
-    dnsmos: bool = False
-    keep_rejected_audio: bool = False
-    speakers: bool = True
-    similar_k: int = 3
-    commit_every_hours: float = 4.0
-    transcribe: TranscribeOptions = TranscribeOptions()
-    output_sample_rate: int = 22050
-    asr_batch_seconds: float = 160.0
-    asr_accelerator: Optional[str] = None
-    samples_per_shard: int = 1000
-    shard_prefix: str = "shard"
-    decode_timeout_s: float = 3600.0
-    max_scratch_gb: float = 4.0
-    scratch_dir: Optional[str] = None
-    keep_work: bool = False
-    redo: Tuple[str, ...] = ()
-    retry_failed: bool = False
-    verbose: bool = False
-
-    def fingerprint(self) -> dict:
-        """The settings that change what a run writes (paths excluded), for the run tag."""
-        d = dataclasses.asdict(self)
-        for k in ("sources", "output", "keep_work", "redo", "retry_failed", "verbose", "scratch_dir", "dnsmos",
-                  "asr_accelerator"):
-            d.pop(k)
-        d["acquire"] = {k: d["acquire"][k] for k in ("max_items_per_source", "max_duration_s", "max_hours_total",
-                                                      "ytdlp_format")}
-        d["asr"] = self.asr.label
-        return d
-
-    def shaping(self) -> dict:
-        """The corpus-shaping settings, flat and JSON-ready: a corpus is built with one set of them."""
-        return {
-            "split": {k: v for k, v in dataclasses.asdict(self.split).items()},
-            "quality": {k: v for k, v in dataclasses.asdict(self.quality).items() if k != "tolerance_s"},
-            "gates": dataclasses.asdict(self.gates),
-            "vad": self.vad,
-            "speakers": self.speakers,
-            "similar_k": self.similar_k,
-            "output_sample_rate": self.output_sample_rate,
-            "asr": self.asr.label,
-            "asr_tokenizer": self.asr.tokenizer_id,
-            "asr_feature_extractor": self.asr.feature_extractor_id,
-            "asr_chunk_s": self.transcribe.chunk_s,
-            "keep_ctc_tokens": self.transcribe.keep_ctc_tokens,
-            "ytdlp_format": self.acquire.ytdlp_format,
-        }
-
-
-def shaping_differences(recorded: dict, current: dict) -> List[str]:
-    """Lines 'OPTION NEW (corpus: OLD)' for every corpus-shaping setting that differs."""
-    def flat(d, prefix=""):
-        for k, v in d.items():
-            if isinstance(v, dict):
-                yield from flat(v, f"{prefix}{k}.")
-            else:
-                yield f"{prefix}{k}", v
-    old, new = dict(flat(recorded)), dict(flat(current))
-    lines, seen = [], set()
-    for key in sorted(set(old) | set(new)):
-        if key not in old:  # a setting the corpus predates: nothing to compare with
-            continue
-        if old.get(key) != new.get(key):
-            opt = OPTION_OF.get(key, key)
-            if opt in seen:
-                continue
-            seen.add(opt)
-            lines.append(f"{opt} {_show(new.get(key))} (corpus: {_show(old.get(key))})")
-    return lines
-
-
-def _show(v) -> str:
-    return f"{v:g}" if isinstance(v, float) else str(v)
 
 
 DNSMOS_DEFAULT = object()  # --min_dnsmos_ovrl not given: 2.5 when DNSMOS runs, else off
@@ -387,7 +297,7 @@ def parse_args(argv: Optional[List[str]]) -> Tuple[CorpusSettings, List[str]]:
     """Validated settings and the arguments left for Beam; raises ``OptionError`` naming a bad option."""
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
-    from pipelines.engine import runner_args
+    from run.engine import runner_args
     beam_args = runner_args(beam_args)
     check_beam_args(beam_args, parser)
     try:

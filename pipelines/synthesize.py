@@ -17,9 +17,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from trainers import cli
-from trainers.frozen import sibling
-from trainers.synthesis import SynthesisConfig, load_stack, read_voice, stderr_log, synthesize, write_samples
+from tts.inference.synthesis import SynthesisConfig, load_stack, read_voice, stderr_log, synthesize, write_samples
+from tts.training import cli
+from tts.training.frozen import sibling
 
 
 def build_parser() -> argparse.ArgumentParser:

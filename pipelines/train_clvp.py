@@ -16,10 +16,10 @@ import sys
 
 import torch
 
-from trainers import cli
-from trainers.clvp import TORTOISE_PADDING, ClvpConfig, tortoise_mismatches
-from trainers.loop import train
-from trainers.tasks import ClvpTask, load_config, load_dvae, save_config
+from tts.models.clvp import TORTOISE_PADDING, ClvpConfig, tortoise_mismatches
+from tts.training import cli
+from tts.training.loop import train
+from tts.training.tasks import ClvpTask, load_config, load_dvae, save_config
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,14 +16,14 @@ import sys
 
 import torch
 
-from trainers import cli
-from trainers.cvvp import CvvpConfig
-from trainers.data import expand_urls
-from trainers.decoder_tasks import CvvpTask
-from trainers.frozen import inherit_front_end
-from trainers.loop import train
-from trainers.mel import load_mel_norms
-from trainers.tasks import load_config, load_dvae, save_config
+from tts.frontends.mel import load_mel_norms
+from tts.models.cvvp import CvvpConfig
+from tts.training import cli
+from tts.training.data import expand_urls
+from tts.training.decoder_tasks import CvvpTask
+from tts.training.frozen import inherit_front_end
+from tts.training.loop import train
+from tts.training.tasks import load_config, load_dvae, save_config
 
 
 def build_parser() -> argparse.ArgumentParser:

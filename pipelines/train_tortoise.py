@@ -15,15 +15,15 @@ import argparse
 import os
 import sys
 
-from trainers import cli
-from trainers.autoregressive import ArConfig
-from trainers.autoregressive import tortoise_mismatches as ar_mismatches
-from trainers.decoder_tasks import DiffusionTask
-from trainers.diffusion import DiffusionConfig
-from trainers.dvae import DvaeConfig
-from trainers.frozen import config_for, inherit_front_end
-from trainers.loop import train
-from trainers.tasks import ArTask, DvaeTask, load_config, load_dvae, save_config
+from tts.models.autoregressive import ArConfig
+from tts.models.autoregressive import tortoise_mismatches as ar_mismatches
+from tts.models.diffusion import DiffusionConfig
+from tts.models.dvae import DvaeConfig
+from tts.training import cli
+from tts.training.decoder_tasks import DiffusionTask
+from tts.training.frozen import config_for, inherit_front_end
+from tts.training.loop import train
+from tts.training.tasks import ArTask, DvaeTask, load_config, load_dvae, save_config
 
 
 def build_parser() -> argparse.ArgumentParser:

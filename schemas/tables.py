@@ -5,12 +5,19 @@
 """
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 
-import numpy as np
-
-from schemas.records import SCHEMA_VERSION, SCORE_FIELDS, ClipScores, Rejection, Source, SourceResult, SpeakerRecord, \
-    Transcript
+from schemas.records import (
+    SCHEMA_VERSION,
+    SCORE_FIELDS,
+    ClipScores,
+    Rejection,
+    Source,
+    SourceResult,
+    SpeakerRecord,
+    Transcript,
+)
 from schemas.redact import clean_text, safe
 
 MANIFEST = pa.schema([

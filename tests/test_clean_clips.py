@@ -64,6 +64,7 @@ def test_music_or_noise_alone_has_no_speech(tmp_path, bed):
 
 def test_vad_is_chunking_invariant(monologue):
     import soxr
+
     from audio.vad import RATE, VadStream
     x = np.tile(soxr.resample(monologue.audio, 22050, RATE), 3)  # long enough for several batches
     s = VadStream(batch=4)

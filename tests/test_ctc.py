@@ -87,6 +87,7 @@ def reference_collapse(labels, logp, blank):
 
 def test_vectorised_collapse_matches_the_frame_by_frame_walk():
     import numpy as np
+
     from asr.ctc import collapse
     rng = np.random.default_rng(0)
     rows = []
@@ -107,6 +108,7 @@ def test_vectorised_collapse_matches_the_frame_by_frame_walk():
 
 def test_words_split_at_delimiters_and_skip_special_labels():
     import numpy as np
+
     from asr.ctc import CtcResult, Vocabulary
     vocab = Vocabulary({0: "<pad>", 1: "|", 2: "a", 3: "b", 4: "<unk>"}, "|", special={"<pad>", "<unk>"})
     ids = [1, 2, 4, 3, 1, 1, 3, 2, 1]  # leading/double/trailing delimiters; <unk> inside "ab"

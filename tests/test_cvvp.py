@@ -9,16 +9,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipelines import train_cvvp, train_tortoise
 from audio.synth import SENTENCES
+from pipelines import train_cvvp, train_tortoise
 from tests.test_synthesize import run_args
 from tests.test_trainer_cli import write_shard
 from tests.test_trainers import MEL_NORMS, TOKENIZER
-from trainers.cvvp import CVVP, CvvpConfig
-from trainers.data import LoaderConfig, ShardLoader, collate, expand_urls
-from trainers.decoder_tasks import CvvpTask, tile_padding
-from trainers.loop import load_state_dict
-from trainers.mel import SAMPLE_RATE, load_mel_norms
+from tts.frontends.mel import SAMPLE_RATE, load_mel_norms
+from tts.models.cvvp import CVVP, CvvpConfig
+from tts.training.data import LoaderConfig, ShardLoader, collate, expand_urls
+from tts.training.decoder_tasks import CvvpTask, tile_padding
+from tts.training.loop import load_state_dict
 
 DATA = Path(__file__).parent / "data"
 
@@ -124,7 +124,8 @@ def test_cvvp_cli_help_and_clean_errors(speech, tmp_path, capsys):
         train_cvvp.main(["--help"])
     assert e.value.code == 0 and "same speaker" in " ".join(capsys.readouterr().out.split())
     import shutil
-    from trainers.cli import run_cli
+
+    from tts.training.cli import run_cli
     bare = tmp_path / "bare_dvae"  # a DVAE with no mel_norms.pth beside it
     bare.mkdir()
     for name in ("model.pth", "config.json"):

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from trainers.ar_inference import _blocks, mel_latents, prefix_embeddings, sample_codes
-from trainers.autoregressive import ArConfig, UnifiedVoice
-from trainers.conv_attention import AttentionBlock, relative_bucket
-from trainers.diffusion import DiffusionConfig, DiffusionTts
-from trainers.gaussian_diffusion import GaussianDiffusion, spaced_steps
-from trainers.loop import atomic_save, load_state_dict
-from trainers.vocoder import UnivNetGenerator
-from trainers.vocoder_mel import VocoderMel, denormalize, frames_for_codes, normalize, resample
+from tts.frontends.vocoder_mel import VocoderMel, denormalize, frames_for_codes, normalize, resample
+from tts.inference.ar_inference import _blocks, mel_latents, prefix_embeddings, sample_codes
+from tts.models.autoregressive import ArConfig, UnifiedVoice
+from tts.models.conv_attention import AttentionBlock, relative_bucket
+from tts.models.diffusion import DiffusionConfig, DiffusionTts
+from tts.models.gaussian_diffusion import GaussianDiffusion, spaced_steps
+from tts.models.vocoder import UnivNetGenerator
+from tts.training.loop import atomic_save, load_state_dict
 
 DATA = Path(__file__).parent / "data"
 

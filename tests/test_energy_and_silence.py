@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from audio.energy import FrameEnergy, frame_db
 from audio.silence import SplitParams, split_on_silence

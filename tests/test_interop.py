@@ -21,8 +21,8 @@ import pytest
 import soundfile as sf
 import webdataset as wds
 
-from corpus.export_lhotse import sample_cut
 from corpus.published import UnfinishedCommitError, published_shards
+from exports.lhotse import sample_cut
 from pipelines import export_lhotse
 from pipelines.build_corpus import run
 from tests.conftest import REPO, permissive

@@ -8,10 +8,10 @@ import re
 import subprocess
 import sys
 
-from corpus.live_progress import LiveProgress, Snapshot, bar_line, plain_line
-from corpus.progress import progress
+from run.live_progress import LiveProgress, Snapshot, bar_line, plain_line
 from tests.conftest import REPO, permissive
 from tests.test_build_corpus import write_sources
+from transforms.progress import progress
 
 
 class Clock:

@@ -17,12 +17,23 @@ import pytest
 import soundfile as sf
 
 from audio.ffmpeg import DecodeError, DecodeLimits, classify_error, decode_to_file
-from corpus import commit, fs
-from corpus.lock import OutputLock
+from corpus import commit
 from pipelines.build_corpus import run
+from run.lock import OutputLock
 from schemas.outcomes import retryable
-from tests.conftest import REPO, ONLY_LOCALHOST, corpus_digests, local_files, Route, copy_shared, ffmpeg, have_shared_speech, permissive, \
-    rss
+from storage import fs
+from tests.conftest import (
+    ONLY_LOCALHOST,
+    REPO,
+    Route,
+    copy_shared,
+    corpus_digests,
+    ffmpeg,
+    have_shared_speech,
+    local_files,
+    permissive,
+    rss,
+)
 from tests.test_build_corpus import read_shards, table, write_sources
 
 DAYS = [f"{d}, 0{i + 1} Jan 2024 08:00:00 GMT" for i, d in enumerate(["Mon", "Tue", "Wed", "Thu", "Fri"])]
@@ -59,7 +70,7 @@ def test_a_crash_while_publishing_is_finished_by_the_next_run(tmp_path, tiny_mod
     monkeypatch.setattr(fs, "move", real_move)
     assert list((out / "_journal").glob("*.json")) and not list((out / "runs").glob("*.json"))
     assert list((out / "shards").glob("*.tar"))  # some tars were visible without their run's record ...
-    from corpus.state import CorpusState
+    from run.state import CorpusState
     assert CorpusState.read(commit_layout(out)).done() == set()  # ... and nothing counts as done
 
     report = run(corpus_args(tmp_path, tiny_model, lines, out))  # finishes the commit, adds nothing
@@ -136,8 +147,9 @@ def test_the_lock_holds_on_an_object_store(tmp_path):
         endpoint = f"http://{host}:{port}"
         from apache_beam.io.filesystems import FileSystems
         from apache_beam.options.pipeline_options import PipelineOptions
-        from corpus import object_store
-        from corpus.lock import LockedError
+
+        from run.lock import LockedError
+        from storage import object_store
         opts = PipelineOptions(["--s3_endpoint_url", endpoint, "--s3_access_key_id", "k", "--s3_secret_access_key",
                                 "s", "--s3_region_name", "us-east-1"])
         FileSystems.set_options(opts)

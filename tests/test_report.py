@@ -19,10 +19,10 @@ import soundfile as sf
 
 from audio.synth import mix, pink_noise
 from corpus.layout import Layout
-from corpus.report import DISTRIBUTIONS, data, page, page_context
-from schemas import tables
 from pipelines.build_corpus import run
 from pipelines.report import main as report_main
+from report import DISTRIBUTIONS, data, page, page_context
+from schemas import tables
 from tests.conftest import REPO, copy_shared, have_shared_speech, permissive
 from tests.test_build_corpus import table, write_sources
 

@@ -14,9 +14,9 @@ import pytest
 import webdataset as wds
 
 from corpus.layout import Layout
-from corpus.state import CorpusState
 from pipelines.build_corpus import run
 from pipelines.compact import compact
+from run.state import CorpusState
 from tests.conftest import ONLY_LOCALHOST, REPO, Route, permissive
 from tests.test_build_corpus import read_shards, table, write_sources
 

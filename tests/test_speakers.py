@@ -11,7 +11,7 @@ import soxr
 from audio.synth import SENTENCES, Recording, build_recording
 from pipelines.build_corpus import run
 from speakers import cluster, encoder
-from tests.conftest import ONLY_LOCALHOST, Route, SHARED_SPEECH, have_shared_speech, permissive, rss
+from tests.conftest import ONLY_LOCALHOST, SHARED_SPEECH, Route, have_shared_speech, permissive, rss
 from tests.test_build_corpus import table, write_sources
 
 HOST, GUEST = "en-us", "en-us+f3"  # a male and a female espeak voice (measured similarity ≈ 0.7)

@@ -19,11 +19,11 @@ from pipelines import train_clvp, train_tortoise
 from tests.conftest import SHARED_SPEECH
 from tests.test_trainer_cli import write_shard
 from tests.test_trainers import MEL_NORMS, TOKENIZER, roomy_config
-from trainers.autoregressive import ArConfig
-from trainers.cli import run_cli
-from trainers.clvp import ClvpConfig
-from trainers.synthesis import SynthesisConfig, first_calm_run, load_stack, read_voice, synthesize
-from trainers.vocoder import UnivNetGenerator
+from tts.inference.synthesis import SynthesisConfig, first_calm_run, load_stack, read_voice, synthesize
+from tts.models.autoregressive import ArConfig
+from tts.models.clvp import ClvpConfig
+from tts.models.vocoder import UnivNetGenerator
+from tts.training.cli import run_cli
 
 needs_speech = pytest.mark.skipif(not (SHARED_SPEECH / "lj_1.wav").exists() or not TOKENIZER.exists(),
                                   reason="../shared/data not present")

@@ -17,18 +17,18 @@ import pytest
 import soundfile as sf
 import torch
 
-import trainers.loop
+import tts.training.loop
 from audio.synth import SENTENCES
 from pipelines import train_clvp, train_tortoise
 from tests.test_trainers import MEL_NORMS, TOKENIZER, roomy_config
-from trainers.autoregressive import ArConfig, UnifiedVoice
-from trainers.cli import run_cli
-from trainers.clvp import ClvpConfig
-from trainers.data import LoaderConfig, ShardLoader
-from trainers.dvae import DiscreteVAE, DvaeConfig
-from trainers.loop import checkpoint_bytes, checkpoint_size_note, human_bytes
-from trainers.mel import SAMPLE_RATE, load_mel_norms
-from trainers.text import train_tokenizer
+from tts.frontends.mel import SAMPLE_RATE, load_mel_norms
+from tts.frontends.text import train_tokenizer
+from tts.models.autoregressive import ArConfig, UnifiedVoice
+from tts.models.clvp import ClvpConfig
+from tts.models.dvae import DiscreteVAE, DvaeConfig
+from tts.training.cli import run_cli
+from tts.training.data import LoaderConfig, ShardLoader
+from tts.training.loop import checkpoint_bytes, checkpoint_size_note, human_bytes
 
 
 def write_shard(path, samples) -> None:
@@ -251,7 +251,7 @@ def test_size_note_only_above_the_threshold():
 
 
 def test_size_line_is_printed_before_training(corpus, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(trainers.loop, "LARGE_CHECKPOINT_BYTES", 1000)
+    monkeypatch.setattr(tts.training.loop, "LARGE_CHECKPOINT_BYTES", 1000)
     dvae_run(corpus, tmp_path / "run", 1)
     lines = stderr_lines(capsys)
     note = [i for i, line in enumerate(lines) if line.startswith("[train] checkpoints here take about ")]
@@ -291,7 +291,7 @@ def test_a_group_too_small_for_a_batch_is_filled_from_the_epoch(tmp_path):
 
 
 def test_text_the_cleaner_cannot_read_is_skipped_and_counted(tmp_path):
-    from trainers.text import TextCleaningError
+    from tts.frontends.text import TextCleaningError
     shard = str(tmp_path / "s.tar")
     huge = "the account holds " + "7" * 101 + " coins"
     write_shard(shard, [(f"k{i}", tone(1.0, i), SENTENCES[i], "v0") for i in range(4)] +
@@ -461,8 +461,8 @@ def test_a_config_tortoise_tts_cannot_load_is_named_before_training(corpus, buil
 # --- DVAE codes computed once per clip, kept beside the shards, per DVAE --------------------------------------
 
 def test_codes_are_cached_beside_the_shards_for_each_dvae(corpus, built_dvae, own_dvae, tmp_path):
-    from trainers.tasks import ArTask, CodeCache, load_dvae
-    from trainers.mel import MelSpectrogram
+    from tts.frontends.mel import MelSpectrogram
+    from tts.training.tasks import ArTask, CodeCache, load_dvae
     shards = corpus["train"].split(",")
     out = tmp_path / "ar"
     train_tortoise.main(["--stage", "ar", "--dvae", str(built_dvae), *argv(corpus, out, 1)])
@@ -519,8 +519,8 @@ def test_dvae_resume_is_exact_with_its_codebook_counters(corpus, tmp_path):
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():
-    from trainers.autoregressive import UnifiedVoice
-    from trainers.clvp import CLVP, training_loss
+    from tts.models.autoregressive import UnifiedVoice
+    from tts.models.clvp import CLVP, training_loss
     torch.manual_seed(0)
     ar = UnifiedVoice(ArConfig.preset("tiny", num_codes=256)).train()
     clvp = CLVP(ClvpConfig.preset("tiny", num_codes=256)).train()

@@ -14,13 +14,13 @@ import torch
 from audio.synth import SENTENCES, build_recording
 from pipelines.build_corpus import run
 from tests.conftest import REPO, SHARED_SPEECH, permissive
-from trainers.autoregressive import ArConfig, UnifiedVoice
-from trainers.clvp import CLVP, ClvpConfig
-from trainers.data import LoaderConfig, ShardLoader, expand_urls
-from trainers.dvae import DiscreteVAE, DvaeConfig
-from trainers.loop import atomic_save, load_state_dict
-from trainers.mel import MelSpectrogram, load_mel_norms
-from trainers.text import TextTokenizer, clean_text, train_tokenizer
+from tts.frontends.mel import MelSpectrogram, load_mel_norms
+from tts.frontends.text import TextTokenizer, clean_text, train_tokenizer
+from tts.models.autoregressive import ArConfig, UnifiedVoice
+from tts.models.clvp import CLVP, ClvpConfig
+from tts.models.dvae import DiscreteVAE, DvaeConfig
+from tts.training.data import LoaderConfig, ShardLoader, expand_urls
+from tts.training.loop import atomic_save, load_state_dict
 
 DATA = Path(__file__).parent / "data"
 TOKENIZER = SHARED_SPEECH.parent / "tortoise" / "tokenizer.json"
@@ -144,8 +144,9 @@ def test_loader_skips_text_with_unknown_characters(corpus):
 
 
 def test_conditioning_clips_are_cut_at_varying_places():
-    from trainers.data import Sample, collate
     import random
+
+    from tts.training.data import Sample, collate
     long = np.arange(50_000, dtype=np.float32)
     batch = [Sample(f"k{i}", np.zeros(2048, np.float32), "", "s", tokens=[5], cond=long) for i in range(8)]
     cond = collate(batch, 10_000, random.Random(0))["cond"]
@@ -278,7 +279,7 @@ def test_torchrun_two_processes_gloo(corpus, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert len(losses(out)) == 3 and (out / "model.pth").exists()
     assert r.stderr.count("trained a ") == 1 and r.stderr.count("measured mel norms") == 1
-    from trainers.cli import measure_mel_norms
+    from tts.training.cli import measure_mel_norms
     train_tokenizer((s.text for s in ShardLoader(expand_urls(corpus["train"]), lambda t: [2],
                                                  LoaderConfig(shuffle_buffer=1), epochs=1).samples()
                      if s is not None), str(tmp_path / "single.json"))  # one process, every shard
@@ -303,7 +304,7 @@ def test_dvae_codebook_stays_in_use(dvae, corpus):
 def test_dvae_revives_codes_unused_for_a_few_steps():
     """The encoder's outputs move away from every code: codes left unused come back onto the new outputs
     after ``dead_code_steps``, instead of one code taking everything until the counts decay (~690 steps)."""
-    from trainers.dvae import Quantize
+    from tts.models.dvae import Quantize
 
     def distinct_codes_after_a_shift(dead_code_steps: int) -> int:
         torch.manual_seed(0)
@@ -330,7 +331,7 @@ def test_autoregressive_codes_stop_where_tortoise_s_do():
     with torch.no_grad():
         model(torch.zeros(2, 80, 100), torch.tensor([[5, 6, 0], [7, 8, 9]]), torch.tensor([2, 3]), codes, wav_lengths)
     assert widths == [7]  # start + 5 codes + stop
-    from trainers.autoregressive import mel_codes_and_targets
+    from tts.models.autoregressive import mel_codes_and_targets
     inputs, targets = mel_codes_and_targets(codes, wav_lengths, 256, 257)
     c = codes.tolist()
     assert targets.tolist() == [c[0][:4] + [257, 257, 257], c[1][:5] + [257, 257]]
@@ -341,15 +342,16 @@ def test_tiny_presets_build_what_tortoise_tts_classes_build():
     """tortoise-tts's UnifiedVoice always has 6 conditioning attention blocks, GroupNorm groups set by width, and
     its CLVP 64-wide attention heads: the tiny presets load into those classes and compute the same."""
     import dataclasses
-    from trainers.autoregressive import AttentionBlock
+
+    from tts.models.autoregressive import AttentionBlock
     ar = UnifiedVoice(ArConfig.preset("tiny", num_codes=256))
     assert len(ar.conditioning_encoder.attn) == 6
     assert {w: AttentionBlock(w, 4).norm.num_groups for w in (16, 48, 64, 96, 1024)} == \
         {16: 8, 48: 16, 64: 16, 96: 32, 1024: 32}  # tortoise-tts's normalization()
     clvp = CLVP(ClvpConfig.preset("tiny", num_codes=256))
     assert clvp.state_dict()["text_transformer.transformer.attn_layers.layers.0.1.wrap.to_q.weight"].shape == (2 * 64, 64)
-    from trainers.autoregressive import tortoise_mismatches as ar_mismatches
-    from trainers.clvp import tortoise_mismatches as clvp_mismatches
+    from tts.models.autoregressive import tortoise_mismatches as ar_mismatches
+    from tts.models.clvp import tortoise_mismatches as clvp_mismatches
     for preset in ("tiny", "released"):
         assert ar_mismatches(ArConfig.preset(preset)) == [] and clvp_mismatches(ClvpConfig.preset(preset)) == []
     assert "cond_attn_blocks 1" in ar_mismatches(dataclasses.replace(ArConfig.preset("tiny"), cond_attn_blocks=1))[0]
@@ -359,7 +361,7 @@ def test_tiny_presets_build_what_tortoise_tts_classes_build():
 def test_candidates_are_padded_as_tortoise_tts_pads_them():
     """api.py: pad with the stop code to max_mel_tokens, then fix_autoregressive_output: from the first stop code
     on the calm code 83, the last three 45, 45, 248; a candidate that never stopped is left alone."""
-    from trainers.clvp import clip_candidates, pad_candidates
+    from tts.models.clvp import clip_candidates, pad_candidates
     stop = 8193
     got = pad_candidates(torch.tensor([[5, 6, 7, stop, stop], [1, 2, 3, 4, 8], [9, stop, 10, stop, stop]]), stop)
     assert got.shape == (3, 500)
@@ -397,8 +399,9 @@ def test_clvp_ranks_true_pairs_first_under_tortoise_scoring_as_on_clean_clips():
     and keeps its true-pair scores. (tortoise-tts's max_mel_tokens is 500; 128 here keeps the test short. A model
     trained on masked clips alone loses a third of its top-1 here and its true-pair scores fall from ~2.5 to ~0.2.)"""
     import torch.nn.functional as F
-    from trainers.clvp import CandidatePadding, clvp_scores, pad_candidates
-    from trainers.tasks import ClvpTask
+
+    from tts.models.clvp import CandidatePadding, clvp_scores, pad_candidates
+    from tts.training.tasks import ClvpTask
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     table = torch.randint(0, 256, (256, 3), generator=g)

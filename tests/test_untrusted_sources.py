@@ -21,7 +21,8 @@ from pipelines.build_corpus import run
 from schemas.records import AudioFile, Rejection
 from schemas.redact import redact_text, redact_url
 from tests.conftest import ONLY_LOCALHOST, Route, ScriptedServer, permissive, rss
-from tests.test_acquisition import cfg as acquire_cfg, src
+from tests.test_acquisition import cfg as acquire_cfg
+from tests.test_acquisition import src
 from tests.test_build_corpus import table, write_sources
 
 DAY = "Mon, 01 Jan 2024 08:00:00 GMT"

@@ -20,8 +20,8 @@ import apache_beam as beam
 
 from acquisition.expand import expand
 from acquisition.fetch import AcquireConfig
-from schemas.records import Rejection, Source, SourceResult
 from corpus.done_set import load_ids
+from schemas.records import Rejection, Source, SourceResult
 from transforms.routing import OUTPUTS, REJECTED, SOURCES, route, with_outputs
 
 STAGE = "expand"

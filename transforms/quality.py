@@ -21,8 +21,8 @@ from typing import Iterable, List, Optional, Tuple
 import apache_beam as beam
 import numpy as np
 
-from corpus.progress import progress
 from schemas.records import ClipScores, Rejection, Transcript
+from transforms.progress import progress
 from transforms.routing import route, with_outputs
 
 STAGE = "quality"

@@ -15,8 +15,8 @@ from typing import Dict, Iterable, Sequence
 
 import apache_beam as beam
 
-from corpus.progress import progress
 from schemas.records import Rejection, SourceResult
+from transforms.progress import progress
 
 REJECTED = "rejected"
 SOURCES = "sources"

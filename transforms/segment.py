@@ -24,12 +24,13 @@ from audio.decoded import decode_to_scratch
 from audio.ffmpeg import DecodeError, DecodeLimits
 from audio.flac import encode_flac
 from audio.silence import SplitParams, split_on_silence
-from corpus import fs
-from corpus.progress import progress
 from schemas.keys import segment_key
 from schemas.records import AsrBatch, AudioFile, ClipScores, Rejection, Segment, SourceResult
 from speakers.turns import TurnParams, embedding_bytes, split_turns
-from transforms.quality import STAGE as QUALITY, AudioGates, judge_audio
+from storage import fs
+from transforms.progress import progress
+from transforms.quality import STAGE as QUALITY
+from transforms.quality import AudioGates, judge_audio
 from transforms.routing import route, with_outputs
 
 STAGE = "segment"

@@ -13,9 +13,9 @@ from typing import Dict, Iterable, List, Tuple
 
 import apache_beam as beam
 
-from corpus.progress import progress
 from corpus.shards import ShardInfo, shard_name, write_rejected_shard, write_shard
 from schemas.records import Rejection, Transcript
+from transforms.progress import progress
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ from typing import Callable
 import apache_beam as beam
 import pyarrow as pa
 
-from corpus import fs
 from corpus.shards import table_bytes
+from storage import fs
 
 
 def _sort_key(row: dict):

@@ -1,0 +1,1 @@
+"""Exports of a finished corpus into other tools' formats (Lhotse Shar)."""

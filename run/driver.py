@@ -1,0 +1,260 @@
+"""Drive one build: check the corpus under its lock, list the items once, cut them into waves, run and
+publish each wave, and report. ``pipelines.build_corpus`` parses the command line and calls ``drive``."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Callable, List, Mapping, Optional, Set, Tuple
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from acquisition.sources_file import SourcesFileError, read_sources
+from asr.model import ModelLoadError, check_available
+from corpus import commit, done_set, rewrite
+from corpus.layout import REJECTED_SHARDS, Layout, next_shard_index, read_table, run_tag, shard_indices
+from corpus.summary import corpus_report, run_report, write_report
+from run import live_progress, waves
+from run.console import log, print_summary, visible_stream
+from run.engine import engine, run_to_end
+from run.graph import ASR_USAGE, build_expansion, build_wave
+from run.lock import LockedError, OutputLock
+from run.publish import clean_leftovers, publish
+from run.settings import CorpusSettings, OptionError
+from run.state import CorpusSettingsError, CorpusState, check_settings
+from run.waves import ITEMS_TABLE
+from schemas import tables
+from schemas.records import Source
+from storage import fs, object_store
+from transforms.transcribe import read_usage
+
+
+def drive(settings: CorpusSettings, beam_args: List[str],
+          make_pipeline: Optional[Callable[[], beam.Pipeline]] = None, check_output=lambda output: None,
+          option_of: Mapping[str, str] = {}) -> dict:
+    """Run one build with validated settings; returns the whole corpus report.
+
+    Raises ``SystemExit(2)`` after one line naming the problem when the output, the model, the
+    sources file or the storage cannot be used, before any work.
+    """
+    try:
+        options = PipelineOptions(beam_args)
+        # driver-side file access (sources file, done set, publishing) sees the same storage options
+        FileSystems.set_options(options)
+        object_store.set_options(options)
+        check_output(settings.output)
+        check_available(settings.asr)
+        if not fs.is_local(settings.sources):
+            problem = object_store.check_access(settings.sources)
+            if problem:
+                raise OptionError(f"--sources {settings.sources}: {problem}")
+        parsed = read_sources(settings.sources)
+        _preflight_storage(settings, parsed.sources)
+    except (OptionError, ValueError, ModelLoadError, SourcesFileError) as e:
+        log(f"error: {e}")
+        raise SystemExit(2)
+
+    layout = Layout(settings.output)
+    try:
+        lock = OutputLock(layout.root, "build_corpus", log=log).acquire()
+    except LockedError as e:
+        log(f"error: {e}")
+        raise SystemExit(2)
+    try:
+        with engine(beam_args) as args:
+            return _run_locked(settings, args, parsed, layout, lock,
+                               make_pipeline or (lambda: beam.Pipeline(options=PipelineOptions(args))), option_of)
+    finally:
+        lock.release()
+
+
+def clear_staging(staging_dir: str, done: Set[str]) -> None:
+    """Delete staged downloads of sources that are done (kept for resuming until then)."""
+    for path in fs.list_dir(staging_dir):
+        name = path.rsplit("/", 1)[-1]
+        if name.split(".", 1)[0] in done:
+            fs.delete(path)
+
+
+def _preflight_storage(settings: CorpusSettings, parsed_sources: List[Source]) -> None:
+    """Fail fast, with the options to set, when an object store cannot be used with our credentials.
+
+    The output and staging stores must work; for sources only missing or refused credentials stop
+    the run (they would fail every object alike) — a missing bucket or object is that source's row.
+    """
+    for path in (settings.output + "/", settings.acquire.staging_dir + "/"):
+        if not fs.is_local(path):
+            problem = object_store.check_access(path)
+            if problem:
+                raise OptionError(problem)
+    buckets = {}
+    for s in parsed_sources:
+        if s.uri.split("://", 1)[0] in ("s3", "gs"):
+            buckets.setdefault(s.uri.split("/", 3)[2], s.uri)
+    for path in list(buckets.values())[:10]:
+        problem = object_store.check_access(path)
+        if isinstance(problem, object_store.NoCredentials):
+            raise OptionError(problem)
+
+
+def _redo_plan(state: CorpusState, settings: CorpusSettings) -> Tuple[Set[str], Set[str]]:
+    """(source ids to process again, source ids whose old samples may be replaced)."""
+    redo = state.select(settings.redo) if settings.redo else set()
+    retry = state.failed() if settings.retry_failed else set()
+    return redo | retry, redo
+
+
+def _replace_old_samples(layout: Layout, work: Layout, settings: CorpusSettings, replaced: Set[str],
+                         first_index: int) -> List[str]:
+    """Rewrite committed shards without the samples of ``replaced`` sources; returns paths to delete."""
+    names = [f"{settings.shard_prefix}-{i:06d}" for i in shard_indices(layout, settings.shard_prefix)]
+    affected = rewrite.shards_holding(layout.manifest_dir, names, replaced)
+    if not affected:
+        return []
+    result = rewrite.rewrite(layout.shards_dir, layout.manifest_dir, affected,
+                             lambda key, row: row["source_id"] not in replaced,
+                             work.shards_dir, work.manifest_dir, settings.shard_prefix, first_index,
+                             settings.samples_per_shard)
+    log(f"--redo: {result.dropped} old samples of reprocessed sources leave {len(affected)} shards, "
+        f"which are rewritten as {len(result.new_shards)}")
+    return [p for n in affected for p in (layout.path("shards", n + ".tar"), layout.path("manifest", n + ".parquet"))]
+
+
+def _run_locked(settings, beam_args, parsed, layout: Layout, lock: OutputLock, make_pipeline,
+                option_of: Mapping[str, str]) -> dict:
+    commit.recover(layout.root, log)
+    state = CorpusState.read(layout)
+    try:
+        check_settings(state.shaping, settings.shaping(), settings.redo, settings.output, option_of)
+        again, replaced = _redo_plan(state, settings)
+    except (CorpusSettingsError, ValueError) as e:
+        log(f"error: {e}")
+        raise SystemExit(2)
+    done = state.done() - again
+    for sid in again:  # an alias of a source picked again must not keep it done
+        done.discard(next((r.get("alias") for r in state.rows if r["source_id"] == sid and r.get("alias")), None))
+
+    def is_done(s: Source) -> bool:
+        return s.source_id in done or (s.alias is not None and s.alias in done)
+
+    key = run_tag([s.source_id for s in parsed.sources] + [s.source_id for s, _ in parsed.bad_lines],
+                  {**settings.fingerprint(), "again": sorted(again)})
+    plan = waves.load(layout, key)
+    if plan is not None:
+        log(f"run {key}: going on with {len(plan.pending_waves(layout))} of {len(plan.tags)} waves not yet committed")
+    pending = [s for s in parsed.sources if not is_done(s)]
+    bad_lines = [(s, r) for s, r in parsed.bad_lines if s.source_id not in done]
+    if plan is None:
+        log(f"{len(parsed.sources)} sources in {settings.sources} ({parsed.duplicates} duplicate lines "
+            f"ignored, {len(parsed.bad_lines)} unusable lines); {len(parsed.sources) - len(pending)} already "
+            f"done in {settings.output}; {len(pending)} to process"
+            + (f"; {len(again)} picked again by --redo/--retry_failed" if again else ""))
+        if not pending and not bad_lines:
+            clean_leftovers(layout, settings.acquire.staging_dir, log=log)
+            report = corpus_report(layout)
+            write_report(layout, report)
+            print_summary("nothing to do; corpus", report, settings.output)
+            return report
+        clean_leftovers(layout, settings.acquire.staging_dir, log=log)
+        plan = _make_plan(layout, key, pending, bad_lines, done, settings, make_pipeline)
+    else:
+        clean_leftovers(layout, settings.acquire.staging_dir, keep_work=plan.work_names(), log=log)
+
+    total = {"elapsed": 0.0}
+    pending = plan.pending_waves(layout)
+    live = start_live_progress(plan, pending)
+    try:
+        for i in pending:
+            live.begin_wave(i)
+            summary = _run_wave(layout, plan, i, settings, beam_args, lock, replaced, make_pipeline)
+            live.end_wave(summary.get("hours_in", 0.0), summary.get("kept", 0), summary.get("rejected_segments", 0))
+            total["elapsed"] += summary.get("elapsed_s", 0.0)
+            print_summary(f"run {key}, wave {i + 1} of {len(plan.tags)} ({summary.get('elapsed_s', 0):.1f} s)",
+                          summary, settings.output)
+    finally:
+        live.stop()
+    waves.finish(layout, plan, keep_work=settings.keep_work)
+    report = corpus_report(layout)
+    write_report(layout, report)
+    clear_staging(settings.acquire.staging_dir, CorpusState.read(layout).done())
+    print_summary(f"corpus after run {key} ({total['elapsed']:.1f} s)", report, settings.output)
+    return report
+
+
+def start_live_progress(plan, pending: List[int]) -> "live_progress.LiveProgress":
+    """A bar on a terminal, periodic lines elsewhere: hours of the pending waves' items as known."""
+    stream = visible_stream()
+    known_h = sum(waves.estimated_s(item) for i in pending for item in plan.items(i)) / 3600
+    tty = bool(getattr(stream, "isatty", lambda: False)())
+    interval = float(os.environ.get("SPEECHMILL_PROGRESS_S", "10")) if not tty else 0.5
+    return live_progress.LiveProgress(hours_known=known_h, waves=len(plan.tags), stream=stream, tty=tty,
+                                      interval_s=interval).start()
+
+
+def _make_plan(layout: Layout, key: str, pending: List[Source], bad_lines: list, done: Set[str],
+               settings: CorpusSettings, make_pipeline) -> "waves.Plan":
+    """List the pending sources' items (one pipeline), then cut them into waves and save the plan."""
+    work = layout.work(waves.expansion_tag(key))
+    fs.delete_tree(work.root)
+    fs.mkdirs(work.root)
+    done_path = done_set.write_lookup(work.root, "done", sorted(done))
+    log(f"run {key}: listing the items of {len(pending)} sources")
+    started = time.monotonic()
+    p = make_pipeline()
+    build_expansion(p, pending, bad_lines, settings, work, waves.expansion_tag(key), done_path)
+    run_to_end(p)
+    items = [tables.item_from_row(r) for r in read_table([work.path(ITEMS_TABLE)]).to_pylist()] \
+        if fs.exists(work.path(ITEMS_TABLE)) else []
+    plan = waves.plan(key, items, settings.commit_every_hours, ",".join(sorted(CorpusState.read(layout).runs)))
+    waves.save(layout, plan)
+    log(f"run {key}: {len(items)} items in {len(plan.tags)} waves of at most {settings.commit_every_hours:g} h "
+        f"({time.monotonic() - started:.1f} s); each wave is published as it completes")
+    return plan
+
+
+def _run_wave(layout: Layout, plan, i: int, settings: CorpusSettings, beam_args, lock: OutputLock, replaced: Set[str],
+              make_pipeline) -> dict:
+    """Run wave ``i`` of the plan and publish it as one commit (the first wave also carries the listing's rows)."""
+    tag = plan.tags[i]
+    state = CorpusState.read(layout)
+    work = layout.work(tag)
+    fs.delete_tree(work.root)
+    fs.mkdirs(work.root)
+    first_index = next_shard_index(layout, settings.shard_prefix)
+    first_rejected = next_shard_index(layout, settings.shard_prefix, REJECTED_SHARDS)
+    known_path = done_set.write_lookup(work.root, "known_speakers", [json.dumps(k) for k in state.known_speakers()])
+    items = plan.items(i)
+    log(f"run {plan.key}, wave {i + 1} of {len(plan.tags)}: {len(items)} items, writing to {work.root}, "
+        f"shards from index {first_index}")
+    started = time.monotonic()
+    if items:
+        p = make_pipeline()
+        build_wave(p, items, settings, work, first_index, tag, first_rejected, known_path)
+        run_to_end(p)
+    if i == 0:  # the listing's rows (unlistable sources, deferred items, bad lines) go with the first wave
+        waves.merge_expansion_rows(layout, plan, work, tag)
+    elapsed = time.monotonic() - started
+    summary = run_report(layout, tag)
+    if summary["sources"]["total"] == 0 and not summary["rejected_segments"] and not replaced:
+        fs.delete_tree(work.root)  # nothing new (every item was done): no empty commit
+        return {**summary, "elapsed_s": round(elapsed, 1)}
+    deletes = []
+    if replaced:
+        rows_path = work.path("sources.parquet")
+        processed = ({r["source_id"] for r in read_table([rows_path]).to_pylist()}
+                     if fs.exists(rows_path) else set())
+        deletes = _replace_old_samples(layout, work, settings, replaced & processed,
+                                       first_index + summary["shards"])
+        summary["shards"] = len([x for x in fs.list_dir(work.shards_dir, suffix=".tar") if not fs.is_temporary(x)])
+    summary.update(elapsed_s=round(elapsed, 1), asr_model=settings.asr.label,
+                   **{"asr_padding_fraction": None, **read_usage(work.path(ASR_USAGE))},
+                   settings=json.loads(json.dumps(settings.fingerprint(), default=str)),
+                   shaping=json.loads(json.dumps(settings.shaping(), default=str)),
+                   redo=list(settings.redo), retry_failed=settings.retry_failed, plan=plan.key, wave=i,
+                   waves=len(plan.tags))
+    publish(layout, tag, summary, before_apply=lock.check, deletes=deletes)
+    if not settings.keep_work:
+        fs.delete_tree(work.root)
+    return summary

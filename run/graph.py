@@ -1,0 +1,119 @@
+"""The Beam graphs of a run: the listing pipeline and one wave's pipeline, wired from ``transforms/``.
+
+Each ends in one ``Flatten`` of every write (``finished``), so runners that compute only what the
+last transform needs (the Dask runner) still run every write.
+"""
+from __future__ import annotations
+
+import functools
+from typing import List, Optional
+
+import apache_beam as beam
+
+from corpus.layout import REJECTED_MANIFEST, REJECTED_SHARDS, Layout
+from run.settings import CorpusSettings
+from run.waves import ITEMS_TABLE
+from schemas import tables
+from schemas.records import Source, SourceResult
+from speakers.cluster import ClusterParams
+from speakers.turns import TurnParams
+from transforms.acquire import Acquire
+from transforms.expand import Expand
+from transforms.quality import Quality
+from transforms.routing import REJECTED, SOURCES
+from transforms.segment import SegmentAudio, SegmentConfig
+from transforms.shard import ShardConfig, WriteShards
+from transforms.speakers import SPEAKERS, AssignSpeakers
+from transforms.transcribe import USAGE, Transcribe, WriteUsage
+from transforms.write_table import WriteTable
+
+ASR_USAGE = "asr_usage.json"  # a wave's model input totals, read by the driver (not published)
+
+
+def build_expansion(p: beam.Pipeline, sources: List[Source], bad_lines: list, settings: CorpusSettings,
+                    work: Layout, tag: str, done_path: str) -> beam.PCollection:
+    """The plan's first pipeline: list every pending source's items (``items.parquet``), with rows for
+    the sources that could not be listed, items deferred by a limit, and unusable lines.
+
+    ``done_path`` is a lookup file of finished source ids (``corpus.done_set``) that each worker
+    reads from storage. Returns the pipeline's one final PCollection (see ``finished``).
+    """
+    expanded = (p
+                | "Sources" >> beam.Create(sources)
+                | "Spread" >> beam.Reshuffle()
+                | "Expand" >> Expand(settings.acquire, done_path))
+    written = [expanded["items"] | "WriteItems" >> WriteTable(work.path(ITEMS_TABLE), tables.ITEMS, tables.item_row)]
+    bad_rows = p | "BadLines" >> beam.Create([r for _, r in bad_lines])
+    bad_sources = p | "BadLineSources" >> beam.Create(
+        [SourceResult.of(s, "failed", r.reason) for s, r in bad_lines])
+    rejected = (expanded[REJECTED], bad_rows) | "AllRejections" >> beam.Flatten()
+    written.append(rejected | "WriteRejected" >> WriteTable(work.path("rejected.parquet"), tables.REJECTED,
+                                                            functools.partial(tables.rejected_row, run=tag)))
+    results = (expanded[SOURCES], bad_sources) | "AllSources" >> beam.Flatten()
+    written.append(results | "WriteSources" >> WriteTable(work.path("sources.parquet"), tables.SOURCES,
+                                                          functools.partial(tables.source_row, run=tag)))
+    return finished(written)
+
+
+def finished(written: List[beam.PCollection]) -> beam.PCollection:
+    """Join every write's output into one last PCollection, applied last.
+
+    A runner that computes only what the pipeline's final transform depends on (the Dask runner)
+    then still runs every write; on the others it is a no-op.
+    """
+    return tuple(written) | "Finished" >> beam.Flatten()
+
+
+def build_wave(p: beam.Pipeline, items: List[Source], settings: CorpusSettings, work: Layout, first_index: int,
+               tag: str, first_rejected_index: int = 0, known_speakers_path: Optional[str] = None) -> beam.PCollection:
+    """One wave: fetch, segment, transcribe, judge and shard ``items``, writing into the wave's work area.
+
+    Returns the pipeline's one final PCollection (see ``finished``). With ``--asr_accelerator`` only
+    the transcription step gets a GPU, so the segment step's models (DNSMOS, voice encoder) run on CPU.
+    """
+    side_device = "cpu" if settings.asr_accelerator else settings.asr.device
+    seg_cfg = SegmentConfig(pack_dir=work.pack_dir, split=settings.split,
+                            output_sample_rate=settings.output_sample_rate,
+                            asr_batch_seconds=settings.asr_batch_seconds,
+                            decode_timeout_s=settings.decode_timeout_s,
+                            max_duration_s=settings.acquire.max_duration_s,
+                            max_scratch_bytes=int(settings.max_scratch_gb * 2 ** 30),
+                            scratch_dir=settings.scratch_dir, vad=settings.vad == "silero", gates=settings.gates,
+                            dnsmos=settings.dnsmos, dnsmos_device=side_device,
+                            speakers=settings.speakers, turns=TurnParams(device=side_device))
+    shard_cfg = ShardConfig(shards_dir=work.shards_dir, manifest_dir=work.manifest_dir,
+                            prefix=settings.shard_prefix, samples_per_shard=settings.samples_per_shard,
+                            first_index=first_index)
+
+    acquired = (p
+                | "Items" >> beam.Create(items)
+                | "Spread" >> beam.Reshuffle()
+                | "Acquire" >> Acquire(settings.acquire))
+    segmented = acquired["audio"] | "Segment" >> SegmentAudio(seg_cfg)
+    transcribed = segmented["batches"] | "Transcribe" >> Transcribe(settings.asr, settings.transcribe,
+                                                                           accelerator=settings.asr_accelerator)
+    judged = transcribed["transcripts"] | "Quality" >> Quality(settings.quality)
+    kept = judged["kept"]
+    written = [transcribed[USAGE] | "WriteUsage" >> WriteUsage(work.path(ASR_USAGE))]
+    if settings.speakers:
+        voiced = kept | "Speakers" >> AssignSpeakers(ClusterParams(similar_k=settings.similar_k), known_speakers_path)
+        kept = voiced["kept"]
+        written.append(voiced[SPEAKERS] | "WriteSpeakers" >> WriteTable(
+            work.path("speakers.parquet"), tables.SPEAKERS, functools.partial(tables.speaker_row, run=tag)))
+    written.append(kept | "Shard" >> WriteShards(shard_cfg))
+
+    rejected = ((acquired[REJECTED], segmented[REJECTED], transcribed["failed"], judged[REJECTED])
+                | "AllRejections" >> beam.Flatten())
+    written.append(rejected | "WriteRejected" >> WriteTable(work.path("rejected.parquet"), tables.REJECTED,
+                                                            functools.partial(tables.rejected_row, run=tag)))
+    if settings.keep_rejected_audio:
+        rejected_cfg = ShardConfig(shards_dir=work.path(REJECTED_SHARDS), manifest_dir=work.path(REJECTED_MANIFEST),
+                                   prefix=settings.shard_prefix, samples_per_shard=settings.samples_per_shard,
+                                   first_index=first_rejected_index, rejected=True)
+        written.append(rejected
+                       | "WithAudio" >> beam.Filter(lambda r: r.segment is not None)
+                       | "RejectedShards" >> WriteShards(rejected_cfg))
+    results = (acquired[SOURCES], segmented[SOURCES]) | "AllSources" >> beam.Flatten()
+    written.append(results | "WriteSources" >> WriteTable(work.path("sources.parquet"), tables.SOURCES,
+                                                          functools.partial(tables.source_row, run=tag)))
+    return finished(written)

@@ -1,0 +1,1 @@
+"""Storage: file access through Beam FileSystems (local, s3://, gs://) and the object-store specifics."""

@@ -1,0 +1,234 @@
+"""Small helpers over Beam ``FileSystems``, so every path may be local, ``gs://`` or ``s3://``.
+
+Writes go to a temporary name and are renamed into place, so a reader never sees half a file and a
+retried step simply writes the same bytes again. Paths are never treated as patterns: an output
+folder called ``take[1]`` is listed as exactly that folder (``list_dir`` escapes glob characters;
+``glob`` is only for patterns a user wrote on purpose).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from typing import Callable, Iterator, List
+
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from storage.object_store import credentials_hint, put_empty, share_s3_clients
+
+share_s3_clients()  # every process that touches storage through these helpers (driver and workers)
+
+_RAW = CompressionTypes.UNCOMPRESSED
+TMP_MARK = ".tmp-"
+_GLOB_CHARS = re.compile(r"([*?\[])")
+
+
+def is_local(path: str) -> bool:
+    return "://" not in path or path.startswith("file://")
+
+
+def local_path(path: str) -> str:
+    """The filesystem path of a local path or ``file://`` URI (percent-escapes decoded)."""
+    if path.startswith("file://"):
+        from urllib.parse import unquote_to_bytes
+        raw = path[len("file://"):]
+        return os.fsdecode(unquote_to_bytes(raw)) if "%" in raw else raw
+    return path
+
+
+def file_uri(path: str) -> str:
+    """``file://`` URI of a local path: readable, with ``%``, ``?``, ``#``, control characters and
+    bytes that are not UTF-8 percent-escaped, so every file name round-trips through ``local_path``."""
+    raw = os.fsencode(os.path.abspath(path))
+    out = []
+    for piece in re.split(rb"([\x00-\x1f\x7f%?#]|[\x80-\xff]+)", raw):
+        if not piece:
+            continue
+        if piece[0] >= 0x80:
+            try:
+                out.append(piece.decode("utf-8"))
+                continue
+            except UnicodeDecodeError:
+                pass
+            out.append("".join(f"%{b:02X}" for b in piece))
+        elif len(piece) == 1 and (piece[0] < 0x20 or piece in (b"\x7f", b"%", b"?", b"#")):
+            out.append(f"%{piece[0]:02X}")
+        else:
+            out.append(piece.decode("ascii"))
+    return "file://" + "".join(out)
+
+
+def join(base: str, *parts: str) -> str:
+    return FileSystems.join(base, *parts)
+
+
+def exists(path: str) -> bool:
+    return FileSystems.exists(path)
+
+
+def mkdirs(path: str) -> None:
+    if is_local(path):
+        os.makedirs(local_path(path), exist_ok=True)
+    # object stores have no directories
+
+
+def escape_glob(path: str) -> str:
+    return _GLOB_CHARS.sub(r"[\1]", path)
+
+
+def glob(pattern: str) -> List[str]:
+    """Sorted paths matching a user's ``pattern`` (empty if none). Not for our own paths."""
+    result = FileSystems.match([pattern])[0]
+    return sorted(m.path for m in result.metadata_list)
+
+
+def list_dir(directory: str, prefix: str = "", suffix: str = "") -> List[str]:
+    """Files directly in ``directory`` whose names start with ``prefix`` and end with ``suffix``."""
+    directory = directory.rstrip("/")
+    if is_local(directory):
+        d = local_path(directory)
+        try:
+            names = os.listdir(d)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted(os.path.join(d, n) for n in names
+                      if n.startswith(prefix) and n.endswith(suffix) and os.path.isfile(os.path.join(d, n)))
+    pattern = escape_glob(join(directory, prefix)) + "*" + escape_glob(suffix)
+    return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+
+
+def list_tree(directory: str) -> List[str]:
+    """Every file under ``directory``, recursively."""
+    directory = directory.rstrip("/")
+    if is_local(directory):
+        found = []
+        for dirpath, _, files in os.walk(local_path(directory)):
+            found += [os.path.join(dirpath, f) for f in files]
+        return sorted(found)
+    return sorted(m.path for m in FileSystems.match([escape_glob(directory) + "/**"])[0].metadata_list)
+
+
+def size(path: str) -> int:
+    return FileSystems.match([escape_glob(path)])[0].metadata_list[0].size_in_bytes
+
+
+def read_bytes(path: str) -> bytes:
+    with FileSystems.open(path, compression_type=_RAW) as f:
+        return f.read()
+
+
+def _tmp_name(path: str) -> str:
+    head, tail = path.rsplit("/", 1) if "/" in path else ("", path)
+    name = f".{tail}{TMP_MARK}{uuid.uuid4().hex[:12]}"
+    return f"{head}/{name}" if head else name
+
+
+def is_temporary(path: str) -> bool:
+    return TMP_MARK in path.rsplit("/", 1)[-1]
+
+
+def atomic_write(path: str, write: Callable) -> None:
+    """Call ``write(fileobj)`` on a temporary file, then rename it to ``path`` (replacing it)."""
+    if is_local(path):
+        mkdirs(os.path.dirname(local_path(path)) or ".")
+    tmp = _tmp_name(path)
+    try:
+        f = FileSystems.create(tmp, compression_type=_RAW)
+        try:
+            write(f)
+        finally:
+            f.close()
+        if is_local(path):
+            os.replace(local_path(tmp), local_path(path))
+        else:
+            if FileSystems.exists(path):
+                FileSystems.delete([path])
+            FileSystems.rename([tmp], [path])
+    except BaseException:
+        with contextlib.suppress(Exception):
+            if FileSystems.exists(tmp):
+                FileSystems.delete([tmp])
+        raise
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    if not data and path.startswith("s3://"):  # one put is atomic on S3; Beam's writer fails on no bytes
+        put_empty(path)
+        return
+    atomic_write(path, lambda f: f.write(data))
+
+
+def delete(path: str) -> None:
+    FileSystems.delete([path])
+
+
+def delete_if_exists(path: str) -> None:
+    if is_local(path):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(local_path(path))
+    elif FileSystems.exists(path):
+        FileSystems.delete([path])
+
+
+def delete_tree(path: str) -> None:
+    if is_local(path):
+        shutil.rmtree(local_path(path), ignore_errors=True)
+    else:
+        paths = list_tree(path)
+        if paths:
+            FileSystems.delete(paths)
+
+
+def move(src: str, dst: str) -> None:
+    if is_local(dst):
+        mkdirs(os.path.dirname(local_path(dst)))
+        os.replace(local_path(src), local_path(dst))
+        return
+    if FileSystems.exists(dst):
+        FileSystems.delete([dst])
+    FileSystems.rename([src], [dst])
+
+
+def modified_age_s(path: str) -> float:
+    """Seconds since ``path`` was last modified (0 when unknown)."""
+    try:
+        meta = FileSystems.match([escape_glob(path)])[0].metadata_list[0]
+        return max(0.0, time.time() - meta.last_updated_in_seconds) if meta.last_updated_in_seconds else 0.0
+    except Exception:
+        return 0.0
+
+
+@contextlib.contextmanager
+def local_copy(path: str, suffix: str = "") -> Iterator[str]:
+    """A local filesystem path with the contents of ``path`` (the file itself when it is local)."""
+    if is_local(path):
+        yield local_path(path)
+        return
+    fd, tmp = tempfile.mkstemp(prefix="speechmill-", suffix=suffix)
+    try:
+        with os.fdopen(fd, "wb") as out, FileSystems.open(path, compression_type=_RAW) as src:
+            shutil.copyfileobj(src, out, 1 << 20)
+        yield tmp
+    finally:
+        os.unlink(tmp)
+
+
+def describe_storage_error(e: BaseException, path: str) -> str:
+    """A one-line reason for an object-store failure, naming what to set when credentials are missing."""
+    text = f"{type(e).__name__}: {e}"
+    inner = e
+    while inner is not None:
+        name = type(inner).__name__
+        if name in ("NoCredentialsError", "PartialCredentialsError") or "credentials" in str(inner).lower():
+            return credentials_hint(path)
+        if name in ("DefaultCredentialsError", "RefreshError"):
+            return credentials_hint(path)
+        inner = inner.__cause__ or inner.__context__
+    return text.splitlines()[0][:500] if text else type(e).__name__
+
+

@@ -1,1 +1,0 @@
-"""Downstream trainers (TorToiSe DVAE, autoregressive, CLVP)."""

@@ -1,0 +1,1 @@
+"""The TTS stack trained on the corpus (TorToiSe): front ends, models, training and inference."""

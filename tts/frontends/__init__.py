@@ -1,0 +1,1 @@
+"""Front ends: text tokenizer and cleaners, mel spectrograms."""

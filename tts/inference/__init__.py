@@ -1,0 +1,1 @@
+"""Inference: autoregressive sampling and the synthesis chain."""

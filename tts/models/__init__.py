@@ -1,0 +1,1 @@
+"""TTS models: DVAE, autoregressive, CLVP, CVVP, diffusion decoder, UnivNet vocoder."""

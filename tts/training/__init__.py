@@ -1,0 +1,1 @@
+"""Training: WebDataset loaders, tasks, the training loop and the trainers' command line."""
