@@ -8,6 +8,7 @@ setup(
     packages=find_packages(include=["acquisition*", "asr*", "audio*", "corpus*", "exports*", "pipelines*", "report*",
                                     "run*", "schemas*", "speakers*", "storage*", "transforms*", "tts*"]),
     python_requires=">=3.10",
+    entry_points={"console_scripts": ["speechmill = pipelines.cli:main"]},
     install_requires=[line.strip() for line in open("requirements.txt")
                       if line.strip() and not line.startswith("#")],
 )
