@@ -79,6 +79,16 @@ def float_or_none(text: str) -> Optional[float]:
         raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
 
 
+def int_or_none(text: str) -> Optional[int]:
+    """A whole number, or ``none`` to turn the rule off."""
+    if text.strip().lower() in ("none", "off"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or 'none', got {text!r}") from None
+
+
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one ``OptionError`` line (exit status 2 in ``build_corpus``)."""
 
@@ -247,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
          help="slowest speaking rate kept, transcript characters per second (default 5)")
     _arg(g, "--max_chars_per_s", "quality.max_chars_per_s", type=float_or_none,
          help="fastest speaking rate kept, transcript characters per second (default 25)")
+    _arg(g, "--min_words", "quality.min_words", type=int_or_none,
+         help="fewest words in a clip's transcript: a one-word clip teaches a voice little (default none)")
     _arg(g, "--rate_outlier_iqr", "quality.rate_outlier_iqr", type=float_or_none,
          help="reject a clip whose speaking rate is outside Q1-k*IQR..Q3+k*IQR of its own source's "
               "clips (sources of 8 clips or more; default k=1.5)")

@@ -43,6 +43,7 @@ BAD = {  # option → values that must be refused
     "--min_chars_per_s": ["-1", "26"],
     "--max_chars_per_s": ["4", "-1"],
     "--rate_outlier_iqr": ["0", "-1"],
+    "--min_words": ["0", "-1", "2.5"],
 }
 CASES = [(opt, v) for opt, values in BAD.items() for v in values]
 
@@ -71,3 +72,18 @@ def test_the_table_names_every_field_the_options_set():
     assert table["transcribe.chunk_s"] == "--asr_chunk_s" and table["gates.min_speech_ratio"] == "--min_speech_ratio"
     names = {f.name for f in dataclasses.fields(CorpusSettings)}
     assert {p.split(".")[0] for p in table} <= names
+
+
+def test_a_new_shaping_option_is_recorded_and_old_corpora_are_not_compared_on_it(tmp_path):
+    from pipelines.options import parse_args
+    from run.state import shaping_differences
+    argv = ["--sources", "s.txt", "--output", str(tmp_path / "o"), "--speakers", "off"]
+    old = parse_args(argv)[0].shaping()
+    new_settings = parse_args(argv + ["--min_words", "3"])[0]
+    new = new_settings.shaping()
+    assert new["quality"]["min_words"] == 3 and old["quality"]["min_words"] is None
+    names = option_of(build_parser())
+    options = {key: names.get(path, key) for key, path in new_settings.shaping_paths().items()}
+    assert shaping_differences(old, new, options) == ["--min_words 3 (corpus: None)"]
+    predates = {**old, "quality": {k: v for k, v in old["quality"].items() if k != "min_words"}}
+    assert shaping_differences(predates, new, options) == []

@@ -5,7 +5,8 @@ Two sets of rules, both pure functions:
 * ``judge_audio`` — on the audio alone, run in the segment stage *before* transcription so a
   rejected clip costs no ASR: speech ratio (``not_speech``), bandwidth (``low_bandwidth``),
   clipping (``clipped``), speech-to-noise ratio (``noisy``), DNSMOS overall (``low_dnsmos``).
-* ``judge`` — on the transcript: empty, duration out of bounds, confidence below the minimum,
+* ``judge`` — on the transcript: empty, duration out of bounds, fewer words than the minimum,
+  confidence below the minimum,
   speaking rate (characters per second, spaces included) outside the bounds.
 
 Then, per source, Emilia's speaking-rate rule: a clip whose rate lies outside Q1 − k·IQR … Q3 +
@@ -76,6 +77,7 @@ class QualityConfig:
     tolerance_s: float = setting(0.05, role=OUTPUT)  # clip edges sit on a 10 ms grid
     rate_outlier_iqr: Optional[float] = setting(1.5, role=SHAPING)
     rate_outlier_min_clips: int = setting(8, role=SHAPING)
+    min_words: Optional[int] = setting(None, role=SHAPING)
 
     def validate(self) -> "QualityConfig":
         if self.min_confidence is not None and not 0.0 <= self.min_confidence <= 1.0:
@@ -87,6 +89,8 @@ class QualityConfig:
                                f"({self.min_chars_per_s or 0:g}) and >= 0", "min_chars_per_s")
         if self.rate_outlier_iqr is not None and not self.rate_outlier_iqr > 0:
             raise SettingError("rate_outlier_iqr", f"must be > 0 (or none), got {self.rate_outlier_iqr:g}")
+        if self.min_words is not None and self.min_words < 1:
+            raise SettingError("min_words", f"must be >= 1 (or none), got {self.min_words}")
         return self
 
 
@@ -99,6 +103,8 @@ def judge(t: Transcript, cfg: QualityConfig) -> Optional[Tuple[str, str]]:
         return "too_short", f"{d:.2f} s < {cfg.min_clip_s:g} s"
     if d > cfg.max_clip_s + cfg.tolerance_s:
         return "too_long", f"{d:.2f} s > {cfg.max_clip_s:g} s"
+    if cfg.min_words is not None and len(t.text.split()) < cfg.min_words:
+        return "too_few_words", f"{len(t.text.split())} words < {cfg.min_words}"
     if cfg.min_confidence is not None and t.confidence < cfg.min_confidence:
         return "low_confidence", f"confidence {t.confidence:.3f} < {cfg.min_confidence:g}"
     rate = t.chars_per_s
