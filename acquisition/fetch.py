@@ -30,6 +30,7 @@ import requests
 from acquisition import guarded_http
 from acquisition.safety import WEB_SCHEMES, NetworkPolicy, UnsafeURL, parse_checked
 from schemas.records import AudioFile, Rejection, Source
+from schemas.settings import SettingError
 from storage import fs
 
 STAGE = "acquire"
@@ -54,24 +55,21 @@ class AcquireConfig:
     ytdlp_format: str = "bestaudio/best"
 
     def validate(self) -> "AcquireConfig":
-        if self.max_download_mb <= 0:
-            raise ValueError(f"--max_download_mb must be > 0, got {self.max_download_mb:g}")
-        if self.http_timeout_s <= 0:
-            raise ValueError(f"--http_timeout_s must be > 0, got {self.http_timeout_s:g}")
-        if self.download_timeout_s <= 0:
-            raise ValueError(f"--download_timeout_s must be > 0, got {self.download_timeout_s:g}")
+        for name in ("max_download_mb", "http_timeout_s", "download_timeout_s", "max_duration_s", "max_hours_total"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise SettingError(name, f"must be > 0, got {value:g}")
         if self.http_retries < 0:
-            raise ValueError(f"--http_retries must be >= 0, got {self.http_retries}")
+            raise SettingError("http_retries", f"must be >= 0, got {self.http_retries}")
         if self.max_items_per_source < 1:
-            raise ValueError(f"--max_items_per_source must be >= 1, got {self.max_items_per_source}")
+            raise SettingError("max_items_per_source", f"must be >= 1, got {self.max_items_per_source}")
         if self.max_listed_items < self.max_items_per_source:
-            raise ValueError(f"--max_listed_items ({self.max_listed_items}) must be at least "
-                             f"--max_items_per_source ({self.max_items_per_source})")
-        if self.max_duration_s is not None and self.max_duration_s <= 0:
-            raise ValueError(f"--max_duration_s must be > 0, got {self.max_duration_s:g}")
-        if self.max_hours_total is not None and self.max_hours_total <= 0:
-            raise ValueError(f"--max_hours_total must be > 0, got {self.max_hours_total:g}")
-        self.policy  # parses, raising on a bad network list
+            raise SettingError("max_listed_items", f"({self.max_listed_items}) must be at least {{0}} "
+                               f"({self.max_items_per_source})", "max_items_per_source")
+        try:
+            self.policy
+        except ValueError as e:
+            raise SettingError("allow_private_networks", str(e).split(": ", 1)[-1]) from None
         return self
 
     @property

@@ -13,6 +13,8 @@ from typing import Optional
 
 import torch
 
+from schemas.settings import SHAPING, SettingError, setting
+
 DEFAULT_ASR_MODEL = "jbetker/wav2vec2-large-robust-ft-libritts-voxpopuli"
 DEFAULT_TOKENIZER = "jbetker/tacotron-symbols"
 DEFAULT_FEATURE_EXTRACTOR = "facebook/wav2vec2-large-960h"
@@ -25,22 +27,23 @@ class ModelLoadError(RuntimeError):
 
 @dataclass(frozen=True)
 class AsrModelSpec:
-    model: str = DEFAULT_ASR_MODEL
-    tokenizer: Optional[str] = None
-    feature_extractor: Optional[str] = None
-    revision: Optional[str] = None
+    model: str = setting(DEFAULT_ASR_MODEL, role=SHAPING, key="asr", read="label")
+    tokenizer: Optional[str] = setting(None, role=SHAPING, key="asr_tokenizer", read="tokenizer_id")
+    feature_extractor: Optional[str] = setting(None, role=SHAPING, key="asr_feature_extractor",
+                                               read="feature_extractor_id")
+    revision: Optional[str] = setting(None, role=SHAPING, key="asr", read="label")
     device: str = "cpu"
     dtype: str = "fp32"  # fp32 | bf16 | fp16 (fp16 only on CUDA)
 
     def validate(self) -> "AsrModelSpec":
         if self.dtype not in DTYPES:
-            raise ValueError(f"asr_dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+            raise SettingError("dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.dtype == "fp16" and not self.device.startswith("cuda"):
-            raise ValueError("asr_dtype fp16 needs a CUDA device (use bf16 or fp32 on CPU)")
+            raise SettingError("dtype", "fp16 needs a CUDA device (use bf16 or fp32 on CPU)")
         try:
             torch.device(self.device)
         except RuntimeError as e:
-            raise ValueError(f"asr_device {self.device!r}: {e}") from e
+            raise SettingError("device", f"{self.device!r}: {e}") from e
         return self
 
     @property

@@ -29,6 +29,7 @@ import torch
 
 from asr.ctc import Vocabulary, Word, best_path, collapse
 from asr.model import LoadedCtcModel
+from schemas.settings import OUTPUT, SHAPING, SettingError, setting
 
 
 @dataclass(frozen=True)
@@ -42,13 +43,14 @@ class AsrOutput:
 
 @dataclass(frozen=True)
 class TranscribeOptions:
-    chunk_s: float = 30.0
-    chunk_overlap_s: float = 2.0
-    keep_ctc_tokens: bool = False
+    chunk_s: float = setting(30.0, role=SHAPING, key="asr_chunk_s")
+    chunk_overlap_s: float = setting(2.0, role=OUTPUT, key="asr_chunk_overlap_s")
+    keep_ctc_tokens: bool = setting(False, role=SHAPING, key="keep_ctc_tokens")
 
     def validate(self) -> "TranscribeOptions":
-        if self.chunk_s <= 2 * self.chunk_overlap_s:
-            raise ValueError(f"asr_chunk_s ({self.chunk_s}) must exceed twice the overlap ({self.chunk_overlap_s})")
+        if not self.chunk_s > 2 * self.chunk_overlap_s:
+            raise SettingError("chunk_s", f"({self.chunk_s:g}) must exceed twice the overlap "
+                               f"({self.chunk_overlap_s:g} s)")
         return self
 
 

@@ -26,35 +26,44 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
+from schemas.settings import SHAPING, SettingError, setting
+
 LEVEL_PERCENTILE = 95.0
 
 
 @dataclass(frozen=True)
 class SplitParams:
-    min_clip_s: float = 4.0
-    max_clip_s: float = 20.0
-    min_silence_ms: float = 600.0
-    keep_silence_ms: float = 200.0
-    silence_rel_db: float = 30.0
-    max_merge_gap_s: float = 2.0
-    silent_file_db: float = -85.0  # a file whose level is below this is silence, whatever its shape
-    min_dynamic_range_db: float = 3.0  # level minus 10th percentile: below this there is no speech
-    smooth_ms: float = 150.0
-    min_speech_s: float = 0.5  # a file with less speech than this (by the speech mask) has none
-    speech_threshold: float = 0.5  # VAD probability where speech starts (it ends 0.15 below)
+    min_clip_s: float = setting(4.0, role=SHAPING)
+    max_clip_s: float = setting(20.0, role=SHAPING)
+    min_silence_ms: float = setting(600.0, role=SHAPING)
+    keep_silence_ms: float = setting(200.0, role=SHAPING)
+    silence_rel_db: float = setting(30.0, role=SHAPING)
+    max_merge_gap_s: float = setting(2.0, role=SHAPING)
+    # a file whose level is below this is silence, whatever its shape
+    silent_file_db: float = setting(-85.0, role=SHAPING)
+    # level minus 10th percentile: below this there is no speech
+    min_dynamic_range_db: float = setting(3.0, role=SHAPING)
+    smooth_ms: float = setting(150.0, role=SHAPING)
+    # a file with less speech than this (by the speech mask) has none
+    min_speech_s: float = setting(0.5, role=SHAPING)
+    # VAD probability where speech starts (it ends 0.15 below)
+    speech_threshold: float = setting(0.5, role=SHAPING)
 
     def validate(self) -> "SplitParams":
-        if not 0 < self.min_clip_s <= self.max_clip_s:
-            raise ValueError(f"need 0 < min_clip_s <= max_clip_s, got {self.min_clip_s}, {self.max_clip_s}")
-        if self.min_silence_ms <= 0:
-            raise ValueError(f"min_silence_ms must be > 0, got {self.min_silence_ms}")
+        if not 0 < self.min_clip_s:
+            raise SettingError("min_clip_s", f"must be > 0, got {self.min_clip_s:g}")
+        if not self.min_clip_s <= self.max_clip_s:
+            raise SettingError("min_clip_s", f"({self.min_clip_s:g}) must be at most {{0}} ({self.max_clip_s:g})",
+                               "max_clip_s")
+        if not self.min_silence_ms > 0:
+            raise SettingError("min_silence_ms", f"must be > 0, got {self.min_silence_ms:g}")
         if not 0 <= self.keep_silence_ms * 2 <= self.min_silence_ms:
-            raise ValueError("keep_silence_ms must be between 0 and half of min_silence_ms "
-                             f"(got {self.keep_silence_ms} and {self.min_silence_ms})")
-        if self.silence_rel_db <= 0:
-            raise ValueError(f"silence_rel_db must be > 0, got {self.silence_rel_db}")
-        if self.max_merge_gap_s < 0:
-            raise ValueError(f"max_merge_gap_s must be >= 0, got {self.max_merge_gap_s}")
+            raise SettingError("keep_silence_ms", f"must be between 0 and half of {{0}} (got {self.keep_silence_ms:g} "
+                               f"and {self.min_silence_ms:g})", "min_silence_ms")
+        if not self.silence_rel_db > 0:
+            raise SettingError("silence_rel_db", f"must be > 0, got {self.silence_rel_db:g}")
+        if not self.max_merge_gap_s >= 0:
+            raise SettingError("max_merge_gap_s", f"must be >= 0, got {self.max_merge_gap_s:g}")
         return self
 
 

@@ -12,7 +12,7 @@ from typing import Callable, List, Optional
 
 import apache_beam as beam
 
-from pipelines.options import OPTION_OF, check_output, parse_args
+from pipelines.options import build_parser, check_output, option_of, parse_args
 from run.console import FilteredStderr, beam_quiet_args, log, quiet_libraries
 from run.driver import drive
 from run.lock import LockLost
@@ -26,8 +26,10 @@ def run(argv: Optional[List[str]] = None, make_pipeline: Optional[Callable[[], b
     except OptionError as e:
         log(f"error: {e}")
         raise SystemExit(2)
+    names = option_of(build_parser())
+    shaping_options = {key: names.get(path, key) for key, path in settings.shaping_paths().items()}
     return drive(settings, beam_quiet_args(beam_args, settings.verbose), make_pipeline,
-                 check_output=check_output, option_of=OPTION_OF)
+                 check_output=check_output, option_of=shaping_options)
 
 
 class _Interrupt:

@@ -8,17 +8,18 @@ starts, as is every bad value: one line that names the option, exit status 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
+import math
 import os
-from typing import List, Optional, Tuple
+import typing
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
-from acquisition.fetch import AcquireConfig
 from asr.model import DEFAULT_ASR_MODEL, DEFAULT_FEATURE_EXTRACTOR, DEFAULT_TOKENIZER, AsrModelSpec
-from asr.transcriber import TranscribeOptions
 from audio.silence import SplitParams
 from run.settings import CorpusSettings, OptionError
+from schemas.settings import SettingError
 from storage import fs
-from transforms.quality import AudioGates, QualityConfig
 
 DESCRIPTION = """\
 Build a transcribed speech corpus: acquire → split on silence → wav2vec2 CTC transcription →
@@ -55,24 +56,17 @@ found, network policy, timeouts, limits) are tried again. A run whose corpus-sha
 differ from the corpus's is refused unless --redo says which sources to reprocess.
 """
 
-OPTION_OF = {  # setting path → the option a user types
-    "split.min_clip_s": "--min_clip_s", "split.max_clip_s": "--max_clip_s", "split.min_silence_ms": "--min_silence_ms",
-    "split.keep_silence_ms": "--keep_silence_ms", "split.silence_rel_db": "--silence_rel_db",
-    "split.max_merge_gap_s": "--max_merge_gap_s", "quality.min_confidence": "--min_confidence",
-    "quality.min_chars_per_s": "--min_chars_per_s", "quality.max_chars_per_s": "--max_chars_per_s",
-    "quality.min_clip_s": "--min_clip_s", "quality.max_clip_s": "--max_clip_s",
-    "quality.rate_outlier_iqr": "--rate_outlier_iqr", "quality.rate_outlier_min_clips": "--rate_outlier_iqr",
-    "gates.min_speech_ratio": "--min_speech_ratio", "gates.min_bandwidth_hz": "--min_bandwidth_hz",
-    "gates.max_clipping": "--max_clipping", "gates.min_snr_db": "--min_snr_db",
-    "gates.min_dnsmos_ovrl": "--min_dnsmos_ovrl", "vad": "--vad", "speakers": "--speakers",
-    "similar_k": "--similar_k",
-    "output_sample_rate": "--output_sample_rate", "asr": "--asr_model (and --asr_revision)",
-    "asr_tokenizer": "--asr_tokenizer", "asr_feature_extractor": "--asr_feature_extractor",
-    "asr_chunk_s": "--asr_chunk_s", "keep_ctc_tokens": "--keep_ctc_tokens", "ytdlp_format": "--ytdlp_format",
-}
 
 
-DNSMOS_DEFAULT = object()  # --min_dnsmos_ovrl not given: 2.5 when DNSMOS runs, else off
+def number(text: str) -> float:
+    """A finite number."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
 
 
 def float_or_none(text: str) -> Optional[float]:
@@ -80,150 +74,194 @@ def float_or_none(text: str) -> Optional[float]:
     if text.strip().lower() in ("none", "off"):
         return None
     try:
-        return float(text)
-    except ValueError:
+        return number(text)
+    except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
 
 
+def int_or_none(text: str) -> Optional[int]:
+    """A whole number, or ``none`` to turn the rule off."""
+    if text.strip().lower() in ("none", "off"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or 'none', got {text!r}") from None
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one ``OptionError`` line (exit status 2 in ``build_corpus``)."""
+
+    def error(self, message):
+        raise OptionError(message)
+
+
+def _arg(group, option: str, to: Union[str, Tuple[str, ...]], convert: Callable[[Any], Any] = lambda v: v,
+         **kw) -> argparse.Action:
+    """One option: its parser entry and the settings field(s) it sets (``to``: their paths).
+
+    An option left out sets nothing, so the field's own default holds."""
+    if not kw.get("required"):
+        kw["default"] = argparse.SUPPRESS
+    action = group.add_argument(option, **kw)
+    action.setting_paths = (to,) if isinstance(to, str) else tuple(to)
+    action.convert = convert
+    return action
+
+
+def option_of(parser: argparse.ArgumentParser) -> Dict[str, str]:
+    """Each settings field's path → the option that sets it: the one table, read from the parser."""
+    table = {}
+    for action in parser._actions:
+        for path in getattr(action, "setting_paths", ()):
+            table[path] = action.option_strings[0]
+    return table
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="python -m pipelines.build_corpus", description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     g = p.add_argument_group("input and output")
-    g.add_argument("--sources", required=True,
+    _arg(g, "--sources", "sources", required=True,
                    help="a text file with one source per line, a .csv/.jsonl with a 'uri' column (and optional "
                         "speaker, title, license, kind), or a folder of audio (see above)")
-    g.add_argument("--output", required=True, help="corpus directory (local, gs:// or s3://)")
-    g.add_argument("--samples_per_shard", type=int, default=1000, help="samples per WebDataset shard (default 1000)")
-    g.add_argument("--shard_prefix", default="shard", help="shard file name prefix (default 'shard')")
-    g.add_argument("--output_sample_rate", type=int, default=22050,
-                   help="sample rate of the FLAC clips in the shards, 8000..192000 (default 22050, TorToiSe's)")
-    g.add_argument("--keep_work", action="store_true",
+    _arg(g, "--output", "output", convert=_output, required=True, help="corpus directory (local, gs:// or s3://)")
+    _arg(g, "--samples_per_shard", "samples_per_shard", type=int, help="samples per WebDataset shard (default 1000)")
+    _arg(g, "--shard_prefix", "shard_prefix", help="shard file name prefix (default 'shard')")
+    _arg(g, "--output_sample_rate", "output_sample_rate", type=int,
+         help="sample rate of the FLAC clips in the shards, 8000..192000 (default 22050, TorToiSe's)")
+    _arg(g, "--keep_work", "keep_work", action="store_true",
                    help="keep the run's work area (_work/{tag}: clip packs) after publishing")
-    g.add_argument("--commit_every_hours", type=float, default=4.0,
-                   help="publish the run in waves of about this many hours of audio, each as it completes, so a "
-                        "crash loses at most the wave in flight and the rerun carries on after the last one "
-                        "(default 4: about a minute or two of work at 150-250x realtime on 2 cores; larger waves start "
-                        "fewer pipelines, which matters with several worker processes and on a cluster)")
+    _arg(g, "--commit_every_hours", "commit_every_hours", type=number,
+         help="publish the run in waves of about this many hours of audio, each as it completes, so a "
+              "crash loses at most the wave in flight and the rerun carries on after the last one "
+              "(default 4: about a minute or two of work at 150-250x realtime on 2 cores; larger waves start "
+              "fewer pipelines, which matters with several worker processes and on a cluster)")
 
     g = p.add_argument_group("reruns")
-    g.add_argument("--redo", default=None, metavar="SELECTORS",
+    _arg(g, "--redo", "redo", convert=_redo, metavar="SELECTORS",
                    help="reprocess chosen sources, replacing their samples and rows: comma-separated "
                         "'all', 'failed', 'rejected', 'reason:R' (sources with a row of reason R, e.g. "
                         "reason:low_confidence), a source id, or a source's URI. Needed when corpus-shaping "
                         "settings differ from the corpus's")
-    g.add_argument("--retry_failed", action="store_true",
+    _arg(g, "--retry_failed", "retry_failed", action="store_true",
                    help="try every failed source again, also those that failed for a final reason")
-    g.add_argument("--verbose", action="store_true", help="show Beam's and the libraries' own log lines")
+    _arg(g, "--verbose", "verbose", action="store_true", help="show Beam's and the libraries' own log lines")
 
     g = p.add_argument_group("acquisition")
-    g.add_argument("--staging_dir", default=None, help="where downloads are staged (default OUTPUT/_staging)")
-    g.add_argument("--max_download_mb", type=float, default=2048.0, help="largest download accepted (default 2048 MB)")
-    g.add_argument("--http_timeout_s", type=float, default=30.0, help="HTTP connect/read timeout (default 30 s)")
-    g.add_argument("--download_timeout_s", type=float, default=3600.0,
-                   help="wall-clock limit for one whole download, however slowly it trickles (default 3600 s)")
-    g.add_argument("--http_retries", type=int, default=3,
-                   help="retries of a transient failure (timeout, reset, 5xx, 429), with exponential backoff (default 3)")
-    g.add_argument("--max_items_per_source", type=int, default=1000,
-                   help="most items a run takes from one folder, feed (newest first), playlist or channel; "
-                        "the rest are recorded as deferred and taken by the next runs (default 1000)")
-    g.add_argument("--max_listed_items", type=int, default=100_000,
-                   help="most items listed from one folder, feed, playlist or channel (default 100000)")
-    g.add_argument("--max_duration_s", type=float, default=None,
-                   help="refuse media longer than this (stated duration before download; decoding stops at it)")
-    g.add_argument("--max_hours_total", type=float, default=None,
-                   help="hours budget of a run: items are taken in sources-file order until their stated "
-                        "durations fill it; the rest are deferred to the next run")
-    g.add_argument("--allow_private_networks", nargs="?", const="all", default=None, metavar="CIDRS",
+    _arg(g, "--staging_dir", "acquire.staging_dir", help="where downloads are staged (default OUTPUT/_staging)")
+    _arg(g, "--max_download_mb", "acquire.max_download_mb", type=number,
+         help="largest download accepted (default 2048 MB)")
+    _arg(g, "--http_timeout_s", "acquire.http_timeout_s", type=number, help="HTTP connect/read timeout (default 30 s)")
+    _arg(g, "--download_timeout_s", "acquire.download_timeout_s", type=number,
+         help="wall-clock limit for one whole download, however slowly it trickles (default 3600 s)")
+    _arg(g, "--http_retries", "acquire.http_retries", type=int,
+         help="retries of a transient failure (timeout, reset, 5xx, 429), with exponential backoff (default 3)")
+    _arg(g, "--max_items_per_source", "acquire.max_items_per_source", type=int,
+         help="most items a run takes from one folder, feed (newest first), playlist or channel; "
+              "the rest are recorded as deferred and taken by the next runs (default 1000)")
+    _arg(g, "--max_listed_items", "acquire.max_listed_items", type=int,
+         help="most items listed from one folder, feed, playlist or channel (default 100000)")
+    _arg(g, "--max_duration_s", "acquire.max_duration_s", type=number,
+         help="refuse media longer than this (stated duration before download; decoding stops at it)")
+    _arg(g, "--max_hours_total", "acquire.max_hours_total", type=number,
+         help="hours budget of a run: items are taken in sources-file order until their stated "
+              "durations fill it; the rest are deferred to the next run")
+    _arg(g, "--allow_private_networks", "acquire.allow_private_networks", nargs="?", const="all", metavar="CIDRS",
                    help="allow downloads from loopback/private/link-local addresses: all of them, or only "
                         "the given comma-separated networks (e.g. 127.0.0.0/8). Off by default: a URL or "
                         "redirect to such an address is refused")
-    g.add_argument("--ytdlp_format", default="bestaudio/best",
-                   help="yt-dlp format selector (default bestaudio/best: the best audio-only stream, not re-encoded)")
+    _arg(g, "--ytdlp_format", "acquire.ytdlp_format",
+         help="yt-dlp format selector (default bestaudio/best: the best audio-only stream, not re-encoded)")
 
     g = p.add_argument_group("decoding and segmentation (split on silence)")
-    g.add_argument("--min_clip_s", type=float, default=4.0, help="shortest clip kept (default 4 s)")
-    g.add_argument("--max_clip_s", type=float, default=20.0, help="longest clip kept (default 20 s)")
-    g.add_argument("--min_silence_ms", type=float, default=600.0,
-                   help="a silence at least this long is a place to cut (default 600 ms)")
-    g.add_argument("--keep_silence_ms", type=float, default=200.0,
-                   help="silence kept at each end of a clip (default 200 ms, at most half of --min_silence_ms)")
-    g.add_argument("--silence_rel_db", type=float, default=30.0,
-                   help="a frame is silent when it is this many dB below the file's level "
-                        "(its 95th-percentile frame energy; default 30)")
-    g.add_argument("--max_merge_gap_s", type=float, default=2.0,
-                   help="a too-short piece is merged with a neighbour only across a gap this short (default 2 s)")
-    g.add_argument("--decode_timeout_s", type=float, default=3600.0,
-                   help="wall-clock limit for decoding one source (default 3600 s)")
-    g.add_argument("--max_scratch_gb", type=float, default=4.0,
-                   help="most decoded PCM one source may produce (2 bytes a sample at the output rate; "
-                        "default 4 GiB ≈ 27 h at 22.05 kHz): a file that decodes to more is rejected")
-    g.add_argument("--scratch_dir", default=None, help="where decoded audio is held while a source is split "
+    _arg(g, "--min_clip_s", ("split.min_clip_s", "quality.min_clip_s"), type=number,
+         help="shortest clip kept (default 4 s)")
+    _arg(g, "--max_clip_s", ("split.max_clip_s", "quality.max_clip_s"), type=number,
+         help="longest clip kept (default 20 s)")
+    _arg(g, "--min_silence_ms", "split.min_silence_ms", type=number,
+         help="a silence at least this long is a place to cut (default 600 ms)")
+    _arg(g, "--keep_silence_ms", "split.keep_silence_ms", type=number,
+         help="silence kept at each end of a clip (default 200 ms, at most half of --min_silence_ms)")
+    _arg(g, "--silence_rel_db", "split.silence_rel_db", type=number,
+         help="a frame is silent when it is this many dB below the file's level "
+              "(its 95th-percentile frame energy; default 30)")
+    _arg(g, "--max_merge_gap_s", "split.max_merge_gap_s", type=number,
+         help="a too-short piece is merged with a neighbour only across a gap this short (default 2 s)")
+    _arg(g, "--decode_timeout_s", "decode_timeout_s", type=number,
+         help="wall-clock limit for decoding one source (default 3600 s)")
+    _arg(g, "--max_scratch_gb", "max_scratch_gb", type=number,
+         help="most decoded PCM one source may produce (2 bytes a sample at the output rate; "
+              "default 4 GiB ≈ 27 h at 22.05 kHz): a file that decodes to more is rejected")
+    _arg(g, "--scratch_dir", "scratch_dir", help="where decoded audio is held while a source is split "
                    "(default: the system temporary folder)")
 
     g = p.add_argument_group("transcription")
-    g.add_argument("--asr_model", default=DEFAULT_ASR_MODEL,
-                   help=f"Hugging Face AutoModelForCTC id or local directory (default {DEFAULT_ASR_MODEL})")
-    g.add_argument("--asr_tokenizer", default=None,
-                   help=f"tokenizer id or directory (default: the model's own; {DEFAULT_TOKENIZER} "
-                        "for the default model)")
-    g.add_argument("--asr_feature_extractor", default=None,
-                   help=f"feature extractor id or directory (default: the model's own; "
-                        f"{DEFAULT_FEATURE_EXTRACTOR} for the default model)")
-    g.add_argument("--asr_revision", default=None, help="model revision (commit) to pin")
-    g.add_argument("--asr_device", default="cpu", help="torch device for the model (cpu, cuda, cuda:1 ...)")
-    g.add_argument("--asr_accelerator", default=None, metavar="HINT",
+    _arg(g, "--asr_model", "asr.model",
+         help=f"Hugging Face AutoModelForCTC id or local directory (default {DEFAULT_ASR_MODEL})")
+    _arg(g, "--asr_tokenizer", "asr.tokenizer",
+         help=f"tokenizer id or directory (default: the model's own; {DEFAULT_TOKENIZER} "
+              "for the default model)")
+    _arg(g, "--asr_feature_extractor", "asr.feature_extractor",
+         help=f"feature extractor id or directory (default: the model's own; "
+              f"{DEFAULT_FEATURE_EXTRACTOR} for the default model)")
+    _arg(g, "--asr_revision", "asr.revision", help="model revision (commit) to pin")
+    _arg(g, "--asr_device", "asr.device", help="torch device for the model (cpu, cuda, cuda:1 ...)")
+    _arg(g, "--asr_accelerator", "asr_accelerator", metavar="HINT",
                    help="a Beam accelerator resource hint for the transcription step only, e.g. "
                         "'type:nvidia-l4;count:1;install-nvidia-driver' on Dataflow (with --asr_device cuda); "
                         "the other steps run on plain workers (see docs/cloud.md)")
-    g.add_argument("--asr_dtype", default="fp32", choices=["fp32", "bf16", "fp16"],
+    _arg(g, "--asr_dtype", "asr.dtype", choices=["fp32", "bf16", "fp16"],
                    help="model weights' precision (default fp32; bf16 on a GPU is the fast choice; fp16 CUDA only)")
-    g.add_argument("--asr_batch_seconds", type=float, default=None,
-                   help="most audio in one model call, in seconds, at least --max_clip_s (default 160 on CUDA; "
-                        "on CPU, where batching does not pay, --max_clip_s)")
-    g.add_argument("--asr_chunk_s", type=float, default=30.0,
-                   help="clips longer than this are transcribed in overlapping windows whose logits are "
-                        "joined, so memory stays bounded (default 30)")
-    g.add_argument("--keep_ctc_tokens", action="store_true",
+    _arg(g, "--asr_batch_seconds", "asr_batch_seconds", type=number,
+         help="most audio in one model call, in seconds, at least --max_clip_s (default 160 on CUDA; "
+              "on CPU, where batching does not pay, --max_clip_s)")
+    _arg(g, "--asr_chunk_s", "transcribe.chunk_s", type=number,
+         help="clips longer than this are transcribed in overlapping windows whose logits are "
+              "joined, so memory stays bounded (default 30)")
+    _arg(g, "--keep_ctc_tokens", "transcribe.keep_ctc_tokens", action="store_true",
                    help="store each clip's per-frame CTC label ids (20 ms frames) in its .json")
 
     g = p.add_argument_group("audio gates (before transcription; 'none' turns a gate off)")
-    g.add_argument("--vad", choices=["silero", "energy"], default="silero",
-                   help="speech detection: Silero VAD together with frame energy (default), or energy alone")
-    g.add_argument("--min_speech_ratio", type=float_or_none, default=0.5,
-                   help="lowest share of a clip that the VAD calls speech (default 0.5)")
-    g.add_argument("--min_bandwidth_hz", type=float_or_none, default=4500.0,
-                   help="lowest audio bandwidth: drops telephone-band and 8 kHz audio (default 4500; 9000 also "
-                        "drops audio upsampled from 16 kHz)")
-    g.add_argument("--max_clipping", type=float_or_none, default=0.002,
-                   help="highest share of samples on a plateau at the clip's peak (default 0.002)")
-    g.add_argument("--min_snr_db", type=float_or_none, default=15.0,
-                   help="lowest speech-to-noise ratio in dB (default 15)")
-    g.add_argument("--dnsmos", choices=["auto", "on", "off"], default="auto",
-                   help="score DNSMOS P.835 (≈ 10-25x realtime per CPU core): auto runs it only with "
-                        "--asr_device cuda and onnxruntime's CUDA provider (default auto)")
-    g.add_argument("--min_dnsmos_ovrl", type=float_or_none, default=DNSMOS_DEFAULT,
-                   help="lowest DNSMOS overall quality, 1..5 (default 2.5 when DNSMOS runs, else none)")
-    g.add_argument("--keep_rejected_audio", action="store_true",
+    _arg(g, "--vad", "vad", choices=["silero", "energy"],
+         help="speech detection: Silero VAD together with frame energy (default), or energy alone")
+    _arg(g, "--min_speech_ratio", "gates.min_speech_ratio", type=float_or_none,
+         help="lowest share of a clip that the VAD calls speech (default 0.5)")
+    _arg(g, "--min_bandwidth_hz", "gates.min_bandwidth_hz", type=float_or_none,
+         help="lowest audio bandwidth: drops telephone-band and 8 kHz audio (default 4500; 9000 also "
+              "drops audio upsampled from 16 kHz)")
+    _arg(g, "--max_clipping", "gates.max_clipping", type=float_or_none,
+         help="highest share of samples on a plateau at the clip's peak (default 0.002)")
+    _arg(g, "--min_snr_db", "gates.min_snr_db", type=float_or_none,
+         help="lowest speech-to-noise ratio in dB (default 15)")
+    _arg(g, "--dnsmos", "dnsmos", choices=["auto", "on", "off"],
+         help="score DNSMOS P.835 (≈ 10-25x realtime per CPU core): auto runs it only with "
+              "--asr_device cuda and onnxruntime's CUDA provider (default auto)")
+    _arg(g, "--min_dnsmos_ovrl", "gates.min_dnsmos_ovrl", type=float_or_none,
+         help="lowest DNSMOS overall quality, 1..5 (default 2.5 when DNSMOS runs, else none)")
+    _arg(g, "--keep_rejected_audio", "keep_rejected_audio", action="store_true",
                    help="write rejected clips to rejected_shards/ (same format as shards/) to listen to them")
 
     g = p.add_argument_group("speakers")
-    g.add_argument("--speakers", choices=["on", "off"], default="on",
-                   help="tell voices apart: cut clips at speaker changes, cluster speakers per source and link them "
-                        "across a channel or feed, pick conditioning clips (default on); off: one speaker per source")
-    g.add_argument("--similar_k", type=int, default=3,
-                   help="conditioning candidates per clip: other clips of the same speaker, most similar first (default 3)")
+    _arg(g, "--speakers", "speakers", convert=lambda v: v == "on", choices=["on", "off"],
+         help="tell voices apart: cut clips at speaker changes, cluster speakers per source and link them "
+              "across a channel or feed, pick conditioning clips (default on); off: one speaker per source")
+    _arg(g, "--similar_k", "similar_k", type=int,
+         help="conditioning candidates per clip: other clips of the same speaker, most similar first (default 3)")
 
     g = p.add_argument_group("quality filter (after transcription; 'none' turns a rule off)")
-    g.add_argument("--min_confidence", type=float_or_none, default=0.6,
-                   help="lowest ASR confidence kept, 0..1 (default 0.6; see README for the formula)")
-    g.add_argument("--min_chars_per_s", type=float_or_none, default=5.0,
-                   help="slowest speaking rate kept, transcript characters per second (default 5)")
-    g.add_argument("--max_chars_per_s", type=float_or_none, default=25.0,
-                   help="fastest speaking rate kept, transcript characters per second (default 25)")
-    g.add_argument("--rate_outlier_iqr", type=float_or_none, default=1.5,
-                   help="reject a clip whose speaking rate is outside Q1-k*IQR..Q3+k*IQR of its own source's "
-                        "clips (sources of 8 clips or more; default k=1.5)")
+    _arg(g, "--min_confidence", "quality.min_confidence", type=float_or_none,
+         help="lowest ASR confidence kept, 0..1 (default 0.6; see README for the formula)")
+    _arg(g, "--min_chars_per_s", "quality.min_chars_per_s", type=float_or_none,
+         help="slowest speaking rate kept, transcript characters per second (default 5)")
+    _arg(g, "--max_chars_per_s", "quality.max_chars_per_s", type=float_or_none,
+         help="fastest speaking rate kept, transcript characters per second (default 25)")
+    _arg(g, "--min_words", "quality.min_words", type=int_or_none,
+         help="fewest words in a clip's transcript: a one-word clip teaches a voice little (default none)")
+    _arg(g, "--rate_outlier_iqr", "quality.rate_outlier_iqr", type=float_or_none,
+         help="reject a clip whose speaking rate is outside Q1-k*IQR..Q3+k*IQR of its own source's "
+              "clips (sources of 8 clips or more; default k=1.5)")
     return p
 
 
@@ -301,86 +339,74 @@ def parse_args(argv: Optional[List[str]]) -> Tuple[CorpusSettings, List[str]]:
     beam_args = runner_args(beam_args)
     check_beam_args(beam_args, parser)
     try:
-        return _settings(args), beam_args
+        return _settings(parser, args), beam_args
+    except SettingError as e:
+        raise OptionError(e.describe(lambda path: option_of(parser).get(path, path))) from None
     except OptionError:
         raise
     except ValueError as e:
         raise OptionError(str(e)) from None
 
 
-def _settings(args) -> CorpusSettings:
-    output = args.output.rstrip("/") or args.output
-    if fs.is_local(output):
-        output = os.path.abspath(fs.local_path(output))
-    if args.samples_per_shard < 1:
-        raise OptionError(f"--samples_per_shard must be >= 1, got {args.samples_per_shard}")
-    if not 8000 <= args.output_sample_rate <= 192000:
-        raise OptionError(f"--output_sample_rate must be 8000..192000, got {args.output_sample_rate}")
-    if args.decode_timeout_s <= 0:
-        raise OptionError(f"--decode_timeout_s must be > 0, got {args.decode_timeout_s:g}")
-    if args.max_scratch_gb <= 0:
-        raise OptionError(f"--max_scratch_gb must be > 0, got {args.max_scratch_gb:g}")
-    if args.asr_batch_seconds is not None and args.asr_batch_seconds < args.max_clip_s:
-        raise OptionError(f"--asr_batch_seconds ({args.asr_batch_seconds:g}) must be at least --max_clip_s "
-                          f"({args.max_clip_s:g}): a clip must fit in one model call")
-    if args.commit_every_hours <= 0:
-        raise OptionError(f"--commit_every_hours must be > 0, got {args.commit_every_hours:g}")
-    if args.asr_accelerator is not None and (not args.asr_accelerator.startswith("type:")
-                                             or any(c.isspace() for c in args.asr_accelerator)):
-        raise OptionError(f"--asr_accelerator {args.asr_accelerator!r}: expected a Beam accelerator hint such as "
-                          "'type:nvidia-l4;count:1;install-nvidia-driver' (no spaces)")
-    if args.similar_k < 0:
-        raise OptionError(f"--similar_k must be >= 0, got {args.similar_k}")
-    if args.speakers == "on":
+def _output(value: str) -> str:
+    output = value.rstrip("/") or value
+    return os.path.abspath(fs.local_path(output)) if fs.is_local(output) else output
+
+
+def _given(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Dict[str, Any]:
+    """The options given, as nested field values: {"split": {"min_clip_s": 3.0}, "vad": "energy"}."""
+    values: Dict[str, Any] = {}
+    for action in parser._actions:
+        if hasattr(action, "setting_paths") and hasattr(args, action.dest):
+            value = action.convert(getattr(args, action.dest))
+            for path in action.setting_paths:
+                *parts, name = path.split(".")
+                node = values
+                for p in parts:
+                    node = node.setdefault(p, {})
+                node[name] = value
+    return values
+
+
+def _record(cls, values: Dict[str, Any]):
+    """``cls`` built from nested field values; fields not given keep their defaults."""
+    hints = typing.get_type_hints(cls)
+    kw = {}
+    for f in dataclasses.fields(cls):
+        if f.name in values:
+            value = values[f.name]
+            if isinstance(value, dict) and dataclasses.is_dataclass(hints[f.name]):
+                value = _record(hints[f.name], value)
+            kw[f.name] = value
+    return cls(**kw)
+
+
+def _settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> CorpusSettings:
+    """The options as ``CorpusSettings`` (which validates itself), with the defaults that depend on
+    other values filled in; then the checks of this machine (model weights, folders)."""
+    values = _given(parser, args)
+    acquire, asr, gates = (values.setdefault(k, {}) for k in ("acquire", "asr", "gates"))
+    acquire.setdefault("staging_dir", fs.join(values["output"], "_staging"))
+    device = asr.get("device", AsrModelSpec.device)
+    from audio import dnsmos
+    try:
+        values["dnsmos"] = dnsmos.resolve(values.get("dnsmos", "auto"), device)
+    except dnsmos.DnsmosUnavailable as e:
+        raise OptionError(f"--dnsmos on: {e}") from None
+    gates.setdefault("min_dnsmos_ovrl", 2.5 if values["dnsmos"] else None)
+    values.setdefault("asr_batch_seconds", 160.0 if device.startswith("cuda")
+                      else values.get("split", {}).get("max_clip_s", SplitParams.max_clip_s))
+    settings = _record(CorpusSettings, values)
+    if settings.asr_accelerator is not None and (not settings.asr_accelerator.startswith("type:")
+                                                 or any(c.isspace() for c in settings.asr_accelerator)):
+        raise OptionError(f"--asr_accelerator {settings.asr_accelerator!r}: expected a Beam accelerator hint such "
+                          "as 'type:nvidia-l4;count:1;install-nvidia-driver' (no spaces)")
+    if settings.scratch_dir and not os.path.isdir(settings.scratch_dir):
+        raise OptionError(f"--scratch_dir {settings.scratch_dir} is not a folder")
+    if settings.speakers:
         from speakers.encoder import EncoderUnavailable, weights_path
         try:
             weights_path()
         except EncoderUnavailable as e:
             raise OptionError(f"--speakers on: {e}") from None
-    if args.scratch_dir and not os.path.isdir(args.scratch_dir):
-        raise OptionError(f"--scratch_dir {args.scratch_dir} is not a folder")
-    split = SplitParams(min_clip_s=args.min_clip_s, max_clip_s=args.max_clip_s,
-                        min_silence_ms=args.min_silence_ms, keep_silence_ms=args.keep_silence_ms,
-                        silence_rel_db=args.silence_rel_db, max_merge_gap_s=args.max_merge_gap_s).validate()
-    quality = QualityConfig(min_confidence=args.min_confidence, min_chars_per_s=args.min_chars_per_s,
-                            max_chars_per_s=args.max_chars_per_s, min_clip_s=args.min_clip_s,
-                            max_clip_s=args.max_clip_s, rate_outlier_iqr=args.rate_outlier_iqr).validate()
-    acquire = AcquireConfig(staging_dir=args.staging_dir or fs.join(output, "_staging"),
-                            max_download_mb=args.max_download_mb, http_timeout_s=args.http_timeout_s,
-                            download_timeout_s=args.download_timeout_s,
-                            http_retries=args.http_retries, max_items_per_source=args.max_items_per_source,
-                            max_listed_items=args.max_listed_items,
-                            max_duration_s=args.max_duration_s, max_hours_total=args.max_hours_total,
-                            allow_private_networks=args.allow_private_networks,
-                            ytdlp_format=args.ytdlp_format).validate()
-    asr = AsrModelSpec(model=args.asr_model, tokenizer=args.asr_tokenizer,
-                       feature_extractor=args.asr_feature_extractor, revision=args.asr_revision,
-                       device=args.asr_device, dtype=args.asr_dtype).validate()
-    transcribe = TranscribeOptions(chunk_s=args.asr_chunk_s, keep_ctc_tokens=args.keep_ctc_tokens).validate()
-    from audio import dnsmos
-    try:
-        dnsmos_on = dnsmos.resolve(args.dnsmos, asr.device)
-    except dnsmos.DnsmosUnavailable as e:
-        raise OptionError(f"--dnsmos on: {e}") from None
-    min_dnsmos = args.min_dnsmos_ovrl
-    if min_dnsmos is DNSMOS_DEFAULT:
-        min_dnsmos = 2.5 if dnsmos_on else None
-    if min_dnsmos is not None and not dnsmos_on:
-        raise OptionError("--min_dnsmos_ovrl needs DNSMOS to run: add --dnsmos on (≈ 10-25x realtime per CPU core)")
-    if args.min_speech_ratio is not None and args.vad != "silero":
-        raise OptionError("--min_speech_ratio needs --vad silero (or --min_speech_ratio none)")
-    gates = AudioGates(min_speech_ratio=args.min_speech_ratio, min_bandwidth_hz=args.min_bandwidth_hz,
-                       max_clipping=args.max_clipping, min_snr_db=args.min_snr_db,
-                       min_dnsmos_ovrl=min_dnsmos).validate()
-    from transforms.shard import ShardConfig
-    ShardConfig(shards_dir="", manifest_dir="", prefix=args.shard_prefix).validate()
-    return CorpusSettings(
-        sources=args.sources, output=output, asr=asr, transcribe=transcribe, split=split, quality=quality,
-        acquire=acquire, gates=gates, vad=args.vad, dnsmos=dnsmos_on, keep_rejected_audio=args.keep_rejected_audio,
-        speakers=args.speakers == "on", similar_k=args.similar_k, commit_every_hours=args.commit_every_hours,
-        output_sample_rate=args.output_sample_rate,
-        asr_batch_seconds=args.asr_batch_seconds or (160.0 if asr.device.startswith("cuda") else args.max_clip_s),
-        asr_accelerator=args.asr_accelerator,
-        samples_per_shard=args.samples_per_shard, shard_prefix=args.shard_prefix,
-        decode_timeout_s=args.decode_timeout_s, max_scratch_gb=args.max_scratch_gb, scratch_dir=args.scratch_dir,
-        keep_work=args.keep_work, redo=_redo(args.redo), retry_failed=args.retry_failed, verbose=args.verbose)
+    return settings

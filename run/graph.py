@@ -77,7 +77,7 @@ def build_wave(p: beam.Pipeline, items: List[Source], settings: CorpusSettings, 
                             asr_batch_seconds=settings.asr_batch_seconds,
                             decode_timeout_s=settings.decode_timeout_s,
                             max_duration_s=settings.acquire.max_duration_s,
-                            max_scratch_bytes=int(settings.max_scratch_gb * 2 ** 30),
+                            max_scratch_bytes=settings.max_scratch_bytes,
                             scratch_dir=settings.scratch_dir, vad=settings.vad == "silero", gates=settings.gates,
                             dnsmos=settings.dnsmos, dnsmos_device=side_device,
                             speakers=settings.speakers, turns=TurnParams(device=side_device))

@@ -271,7 +271,7 @@ def test_separate_tokenizer_and_feature_extractor(tmp_path, tiny_model):
 
 
 def test_bad_dtype_and_device_are_refused():
-    with pytest.raises(ValueError, match="asr_dtype"):
+    with pytest.raises(ValueError, match="dtype must be one of"):
         AsrModelSpec(dtype="int8").validate()
     with pytest.raises(ValueError, match="CUDA"):
         AsrModelSpec(dtype="fp16", device="cpu").validate()

@@ -35,3 +35,10 @@ def test_bad_thresholds_are_refused():
         QualityConfig(min_confidence=1.5).validate()
     with pytest.raises(ValueError, match="chars_per_s"):
         QualityConfig(min_chars_per_s=30, max_chars_per_s=20).validate()
+
+
+def test_min_words_rejects_short_transcripts_and_is_off_by_default():
+    few = QualityConfig(min_confidence=0.6, min_chars_per_s=0, max_chars_per_s=25, min_words=3)
+    assert judge(t("hello there", dur=4.0), few) == ("too_few_words", "2 words < 3")
+    assert judge(t("hello there you", dur=4.0), few) is None
+    assert judge(t("hello there", dur=4.0), QualityConfig(min_chars_per_s=0)) is None

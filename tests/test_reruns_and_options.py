@@ -180,11 +180,11 @@ def test_ctrl_c_prints_one_line_and_exits_130(tmp_path, tiny_model, speech, serv
     (["--asr_batch_seconds", "5"], "--asr_batch_seconds (5) must be at least --max_clip_s (20)"),
     (["--decode_timeout_s", "-1"], "--decode_timeout_s must be > 0"),
     (["--download_timeout_s", "0"], "--download_timeout_s must be > 0"),
-    (["--max_scratch_gb", "0"], "--max_scratch_gb must be > 0"),
+    (["--max_scratch_gb", "0"], "--max_scratch_gb must be at least"),
     (["--asr_tokenizer", "/nonexistent/tok"], "cannot load ASR tokenizer '/nonexistent/tok'"),
     (["--asr_feature_extractor", "/nonexistent/fe"], "cannot load ASR feature extractor"),
     (["--output", "/proc/x"], "--output /proc/x: cannot"),
-    (["--shard_prefix", "a.b"], "shard prefix 'a.b'"),
+    (["--shard_prefix", "a.b"], "--shard_prefix 'a.b'"),
 ])
 def test_bad_options_fail_before_any_work(tmp_path, tiny_model, speech, capsys, bad, expect):
     out = tmp_path / "corpus"

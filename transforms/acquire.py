@@ -28,7 +28,7 @@ class _AcquireFn(beam.DoFn):
 class Acquire(beam.PTransform):
     def __init__(self, cfg: AcquireConfig):
         super().__init__()
-        self.cfg = cfg.validate()
+        self.cfg = cfg
 
     def expand(self, sources):
         return sources | "Fetch" >> with_outputs(beam.ParDo(_AcquireFn(self.cfg)), main="audio")

@@ -111,7 +111,7 @@ class Expand(beam.PTransform):
 
     def __init__(self, cfg: AcquireConfig, done_path: Optional[str] = None):
         super().__init__()
-        self.cfg, self.done_path = cfg.validate(), done_path
+        self.cfg, self.done_path = cfg, done_path
 
     def expand(self, sources):
         listed = sources | "List" >> with_outputs(beam.ParDo(_ExpandFn(self.cfg, self.done_path)), main="items")

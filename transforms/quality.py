@@ -5,7 +5,8 @@ Two sets of rules, both pure functions:
 * ``judge_audio`` — on the audio alone, run in the segment stage *before* transcription so a
   rejected clip costs no ASR: speech ratio (``not_speech``), bandwidth (``low_bandwidth``),
   clipping (``clipped``), speech-to-noise ratio (``noisy``), DNSMOS overall (``low_dnsmos``).
-* ``judge`` — on the transcript: empty, duration out of bounds, confidence below the minimum,
+* ``judge`` — on the transcript: empty, duration out of bounds, fewer words than the minimum,
+  confidence below the minimum,
   speaking rate (characters per second, spaces included) outside the bounds.
 
 Then, per source, Emilia's speaking-rate rule: a clip whose rate lies outside Q1 − k·IQR … Q3 +
@@ -22,6 +23,7 @@ import apache_beam as beam
 import numpy as np
 
 from schemas.records import ClipScores, Rejection, Transcript
+from schemas.settings import OUTPUT, SHAPING, SettingError, setting
 from transforms.progress import progress
 from transforms.routing import route, with_outputs
 
@@ -32,21 +34,21 @@ STAGE = "quality"
 class AudioGates:
     """Thresholds on a clip's audio scores (``None``: that gate is off). Defaults: see README."""
 
-    min_speech_ratio: Optional[float] = 0.5
-    min_bandwidth_hz: Optional[float] = 4500.0
-    max_clipping: Optional[float] = 0.002
-    min_snr_db: Optional[float] = 15.0
-    min_dnsmos_ovrl: Optional[float] = None
+    min_speech_ratio: Optional[float] = setting(0.5, role=SHAPING)
+    min_bandwidth_hz: Optional[float] = setting(4500.0, role=SHAPING)
+    max_clipping: Optional[float] = setting(0.002, role=SHAPING)
+    min_snr_db: Optional[float] = setting(15.0, role=SHAPING)
+    min_dnsmos_ovrl: Optional[float] = setting(None, role=SHAPING)
 
     def validate(self) -> "AudioGates":
         if self.min_speech_ratio is not None and not 0 <= self.min_speech_ratio <= 1:
-            raise ValueError(f"--min_speech_ratio must be within 0..1, got {self.min_speech_ratio:g}")
-        if self.min_bandwidth_hz is not None and self.min_bandwidth_hz < 0:
-            raise ValueError(f"--min_bandwidth_hz must be >= 0, got {self.min_bandwidth_hz:g}")
+            raise SettingError("min_speech_ratio", f"must be within 0..1, got {self.min_speech_ratio:g}")
+        if self.min_bandwidth_hz is not None and not self.min_bandwidth_hz >= 0:
+            raise SettingError("min_bandwidth_hz", f"must be >= 0, got {self.min_bandwidth_hz:g}")
         if self.max_clipping is not None and not 0 <= self.max_clipping <= 1:
-            raise ValueError(f"--max_clipping must be within 0..1, got {self.max_clipping:g}")
+            raise SettingError("max_clipping", f"must be within 0..1, got {self.max_clipping:g}")
         if self.min_dnsmos_ovrl is not None and not 1 <= self.min_dnsmos_ovrl <= 5:
-            raise ValueError(f"--min_dnsmos_ovrl must be within 1..5, got {self.min_dnsmos_ovrl:g}")
+            raise SettingError("min_dnsmos_ovrl", f"must be within 1..5, got {self.min_dnsmos_ovrl:g}")
         return self
 
 
@@ -67,24 +69,28 @@ def judge_audio(s: ClipScores, g: AudioGates) -> Optional[Tuple[str, str]]:
 
 @dataclass(frozen=True)
 class QualityConfig:
-    min_confidence: Optional[float] = 0.6
-    min_chars_per_s: Optional[float] = 5.0
-    max_chars_per_s: Optional[float] = 25.0
-    min_clip_s: float = 4.0
-    max_clip_s: float = 20.0
-    tolerance_s: float = 0.05  # clip edges sit on a 10 ms grid
-    rate_outlier_iqr: Optional[float] = 1.5
-    rate_outlier_min_clips: int = 8
+    min_confidence: Optional[float] = setting(0.6, role=SHAPING)
+    min_chars_per_s: Optional[float] = setting(5.0, role=SHAPING)
+    max_chars_per_s: Optional[float] = setting(25.0, role=SHAPING)
+    min_clip_s: float = setting(4.0, role=SHAPING)
+    max_clip_s: float = setting(20.0, role=SHAPING)
+    tolerance_s: float = setting(0.05, role=OUTPUT)  # clip edges sit on a 10 ms grid
+    rate_outlier_iqr: Optional[float] = setting(1.5, role=SHAPING)
+    rate_outlier_min_clips: int = setting(8, role=SHAPING)
+    min_words: Optional[int] = setting(None, role=SHAPING)
 
     def validate(self) -> "QualityConfig":
         if self.min_confidence is not None and not 0.0 <= self.min_confidence <= 1.0:
-            raise ValueError(f"--min_confidence must be within 0..1, got {self.min_confidence}")
-        lo, hi = self.min_chars_per_s or 0.0, self.max_chars_per_s
-        if lo < 0 or (hi is not None and hi < lo):
-            raise ValueError("need 0 <= --min_chars_per_s <= --max_chars_per_s, got "
-                             f"{self.min_chars_per_s} and {self.max_chars_per_s}")
-        if self.rate_outlier_iqr is not None and self.rate_outlier_iqr <= 0:
-            raise ValueError(f"--rate_outlier_iqr must be > 0 (or none), got {self.rate_outlier_iqr:g}")
+            raise SettingError("min_confidence", f"must be within 0..1, got {self.min_confidence:g}")
+        if self.min_chars_per_s is not None and not self.min_chars_per_s >= 0:
+            raise SettingError("min_chars_per_s", f"must be >= 0, got {self.min_chars_per_s:g}")
+        if self.max_chars_per_s is not None and not self.max_chars_per_s >= (self.min_chars_per_s or 0.0):
+            raise SettingError("max_chars_per_s", f"({self.max_chars_per_s:g}) must be at least {{0}} "
+                               f"({self.min_chars_per_s or 0:g}) and >= 0", "min_chars_per_s")
+        if self.rate_outlier_iqr is not None and not self.rate_outlier_iqr > 0:
+            raise SettingError("rate_outlier_iqr", f"must be > 0 (or none), got {self.rate_outlier_iqr:g}")
+        if self.min_words is not None and self.min_words < 1:
+            raise SettingError("min_words", f"must be >= 1 (or none), got {self.min_words}")
         return self
 
 
@@ -97,6 +103,8 @@ def judge(t: Transcript, cfg: QualityConfig) -> Optional[Tuple[str, str]]:
         return "too_short", f"{d:.2f} s < {cfg.min_clip_s:g} s"
     if d > cfg.max_clip_s + cfg.tolerance_s:
         return "too_long", f"{d:.2f} s > {cfg.max_clip_s:g} s"
+    if cfg.min_words is not None and len(t.text.split()) < cfg.min_words:
+        return "too_few_words", f"{len(t.text.split())} words < {cfg.min_words}"
     if cfg.min_confidence is not None and t.confidence < cfg.min_confidence:
         return "low_confidence", f"confidence {t.confidence:.3f} < {cfg.min_confidence:g}"
     rate = t.chars_per_s
@@ -156,7 +164,7 @@ class Quality(beam.PTransform):
 
     def __init__(self, cfg: QualityConfig):
         super().__init__()
-        self.cfg = cfg.validate()
+        self.cfg = cfg
 
     def expand(self, transcripts):
         judged = transcripts | "Judge" >> with_outputs(beam.ParDo(_JudgeFn(self.cfg)), main="kept")

@@ -55,26 +55,6 @@ class SegmentConfig:
     speakers: bool = True
     turns: TurnParams = TurnParams()
 
-    def validate(self) -> "SegmentConfig":
-        self.split.validate()
-        self.gates.validate()
-        if self.gates.min_speech_ratio is not None and not self.vad:
-            raise ValueError("--min_speech_ratio needs the VAD (--vad silero), or set it to none")
-        if self.gates.min_dnsmos_ovrl is not None and not self.dnsmos:
-            raise ValueError("--min_dnsmos_ovrl needs DNSMOS to run (--dnsmos on), or set it to none")
-        if not 8000 <= self.output_sample_rate <= 192000:
-            raise ValueError(f"--output_sample_rate must be 8000..192000, got {self.output_sample_rate}")
-        if self.asr_batch_seconds < self.split.max_clip_s:
-            raise ValueError(f"--asr_batch_seconds ({self.asr_batch_seconds:g}) must be at least "
-                             f"--max_clip_s ({self.split.max_clip_s:g}): a clip must fit in one model call")
-        if self.asr_max_batch < 1:
-            raise ValueError(f"asr_max_batch must be >= 1, got {self.asr_max_batch}")
-        if self.decode_timeout_s <= 0:
-            raise ValueError(f"--decode_timeout_s must be > 0, got {self.decode_timeout_s:g}")
-        if self.max_scratch_bytes < 1 << 20:
-            raise ValueError(f"--max_scratch_gb must be at least 0.001 (1 MiB), got {self.max_scratch_bytes / 2 ** 30:g}")
-        return self
-
     @property
     def limits(self) -> DecodeLimits:
         return DecodeLimits(timeout_s=self.decode_timeout_s, max_duration_s=self.max_duration_s,
@@ -251,7 +231,7 @@ class SegmentAudio(beam.PTransform):
 
     def __init__(self, cfg: SegmentConfig):
         super().__init__()
-        self.cfg = cfg.validate()
+        self.cfg = cfg
 
     def expand(self, audio_files):
         return audio_files | "SplitOnSilence" >> with_outputs(beam.ParDo(_SegmentFn(self.cfg)), main="batches")

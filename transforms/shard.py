@@ -27,13 +27,6 @@ class ShardConfig:
     first_index: int = 0
     rejected: bool = False  # write rejected clips (Rejection records with audio) instead of kept samples
 
-    def validate(self) -> "ShardConfig":
-        if self.samples_per_shard < 1:
-            raise ValueError(f"samples_per_shard must be >= 1, got {self.samples_per_shard}")
-        if not self.prefix or any(c in self.prefix for c in "/\\.{}*?[] "):
-            raise ValueError(f"shard prefix {self.prefix!r} must be a plain name without dots or slashes")
-        return self
-
 
 def source_offsets(counts: Iterable[Tuple[str, int]]) -> Dict[str, int]:
     """Index of each source's first sample when sources are laid out in id order."""
@@ -68,7 +61,7 @@ class WriteShards(beam.PTransform):
 
     def __init__(self, cfg: ShardConfig):
         super().__init__()
-        self.cfg = cfg.validate()
+        self.cfg = cfg
 
     def expand(self, kept):
         cfg = self.cfg

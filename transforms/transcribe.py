@@ -89,7 +89,7 @@ class Transcribe(beam.PTransform):
     def __init__(self, spec: AsrModelSpec, opts: TranscribeOptions = TranscribeOptions(),
                  handler_cls=CtcModelHandler, accelerator: Optional[str] = None):
         super().__init__()
-        self.spec, self.opts, self.handler_cls = spec.validate(), opts.validate(), handler_cls
+        self.spec, self.opts, self.handler_cls = spec, opts, handler_cls
         self.accelerator = accelerator
 
     def _inference(self) -> RunInference:
