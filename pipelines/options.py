@@ -252,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("quality filter (after transcription; 'none' turns a rule off)")
     _arg(g, "--min_confidence", "quality.min_confidence", type=float_or_none,
-         help="lowest ASR confidence kept, 0..1 (default 0.6; see README for the formula)")
+         help="lowest ASR confidence kept, 0..1 (default 0.6; see docs/clean-clips.md for the formula)")
     _arg(g, "--min_chars_per_s", "quality.min_chars_per_s", type=float_or_none,
          help="slowest speaking rate kept, transcript characters per second (default 5)")
     _arg(g, "--max_chars_per_s", "quality.max_chars_per_s", type=float_or_none,
