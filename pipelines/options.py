@@ -12,7 +12,7 @@ import difflib
 import os
 from typing import List, Optional, Tuple
 
-from acquisition.fetch import AcquireConfig
+from acquisition.config import AcquireConfig
 from asr.model import DEFAULT_ASR_MODEL, DEFAULT_FEATURE_EXTRACTOR, DEFAULT_TOKENIZER, AsrModelSpec
 from asr.transcriber import TranscribeOptions
 from audio.silence import SplitParams

@@ -9,7 +9,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-from acquisition.fetch import AcquireConfig
+from acquisition.config import AcquireConfig
 from asr.model import AsrModelSpec
 from asr.transcriber import TranscribeOptions
 from audio.silence import SplitParams

@@ -129,7 +129,8 @@ def test_hours_budget_defers_the_rest(server, tiny_model, speech, bad_inputs, tm
 
 def test_rerun_after_an_interrupted_run_uses_what_it_staged(server, tiny_model, speech, bad_inputs, tmp_path):
     """Downloads staged by a run that died before publishing are not fetched again by the rerun."""
-    from acquisition.fetch import AcquireConfig, acquire
+    from acquisition.config import AcquireConfig
+    from acquisition.fetch import acquire
     from acquisition.sources_file import read_sources
     wav, _ = serve_audio(server, speech, bad_inputs)
     urls = [server.add(f"/s{i}.wav", Route(wav)) for i in range(3)]
