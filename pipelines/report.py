@@ -16,8 +16,10 @@ from typing import List, Optional
 
 from corpus import commit
 from corpus.layout import Layout
+from report import build_report
+from report.data import ReportConfig
 from run.lock import LockedError, OutputLock
-from storage import fs
+from storage import fs, object_store
 
 
 def log(msg: str) -> None:
@@ -25,7 +27,6 @@ def log(msg: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from report.data import ReportConfig
     d = ReportConfig()
     p = argparse.ArgumentParser(prog="python -m pipelines.report", description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n", 1)[1],
@@ -51,8 +52,6 @@ def is_corpus(layout: Layout) -> bool:
 
 def report(output: str, cfg=None):
     """Rebuild ``report.html`` of the corpus at ``output`` under its lock; returns the ``ReportResult``."""
-    from report import build_report
-    from report.data import ReportConfig
     layout = Layout(output.rstrip("/"))
     if not is_corpus(layout):
         raise ValueError(f"{output} is not a speechmill corpus: it has no runs/*.json (nothing was ever "
@@ -66,8 +65,6 @@ def storage_options(extra: List[str]) -> None:
     """Let file access see the storage options a build takes (``--s3_endpoint_url`` ...)."""
     from apache_beam.io.filesystems import FileSystems
     from apache_beam.options.pipeline_options import PipelineOptions
-
-    from storage import object_store
     unknown = [a for a in extra if a.startswith("-") and not a.startswith(("--s3_", "--gcs_", "--project", "--hdfs_"))]
     if unknown:
         raise ValueError(f"unknown option {unknown[0]} (see --help)")
@@ -78,7 +75,6 @@ def storage_options(extra: List[str]) -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args, extra = build_parser().parse_known_args(argv)
-    from report.data import ReportConfig
     try:
         storage_options(extra)
         cfg = ReportConfig(seed=args.seed, kept_samples=args.kept_samples,
