@@ -16,14 +16,13 @@ from typing import List, Optional
 from corpus import commit, rewrite
 from corpus.layout import Layout, committed_runs, shard_indices
 from corpus.summary import corpus_report, write_report
+from run.console import logger
 from run.lock import LockedError, OutputLock
 from run.publish import rebuild_html_report
 from schemas.keys import stable_hash
 from storage import fs
 
-
-def log(msg: str) -> None:
-    print(f"[compact] {msg}", file=sys.stderr, flush=True)
+log = logger("compact")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,12 +18,11 @@ from corpus import commit
 from corpus.layout import Layout
 from report import build_report
 from report.data import ReportConfig
+from run.console import logger
 from run.lock import LockedError, OutputLock
 from storage import fs, object_store
 
-
-def log(msg: str) -> None:
-    print(f"[report] {msg}", file=sys.stderr, flush=True)
+log = logger("report")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,12 +19,12 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 import torch
 
+from run.console import logger
 from tts.frontends.mel import MelSpectrogram, load_mel_norms
 from tts.frontends.text import TextTokenizer, train_tokenizer
 from tts.training.data import LoaderConfig, ShardLoader, expand_urls
@@ -111,8 +111,7 @@ def train_config(args) -> TrainConfig:
                        bf16=not getattr(args, "no_bf16", False)).validate()
 
 
-def log(msg: str) -> None:
-    print(f"[train] {msg}", file=sys.stderr, flush=True)
+log = logger("train")
 
 
 def rank() -> int:
