@@ -60,7 +60,7 @@ def corpus_report(layout: Layout) -> dict:
 def run_report(layout: Layout, tag: str) -> dict:
     """Totals over one run's work area, before it is published."""
     work = layout.work(tag)
-    one = lambda name: [p for p in [work.path(name)] if fs.exists(p)]  # noqa: E731
+    one = lambda name: [p for p in [work.path(name)] if fs.exists(p)]
     return summarise(
         read_table(one("sources.parquet")).to_pylist(),
         read_table([p for p in fs.list_dir(work.manifest_dir, suffix=".parquet") if not fs.is_temporary(p)],

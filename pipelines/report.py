@@ -86,7 +86,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         log("interrupted: the previous report.html is unchanged or replaced whole")
         return 130
-    except Exception as e:  # noqa: BLE001 - storage and format errors: one line, not a traceback
+    except Exception as e:  # storage and format errors: one line, not a traceback
         log(f"failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
         return 1
     log(f"wrote {result.path} ({result.n_bytes / 1e6:.2f} MB; {result.kept_clips:,} kept clips summarised, "

@@ -66,7 +66,7 @@ def test_feed_and_page_through_the_whole_pipeline(server, tiny_model, speech, ba
 
     # a rerun downloads nothing new and changes no sample: only the failures that depend on the world
     # (the 404, the private redirect, the too-large file) are asked again, and recorded again
-    samples = lambda: {k: v for k, v in file_digests(out).items() if k.startswith(("shards/", "manifest/"))}  # noqa: E731
+    samples = lambda: {k: v for k, v in file_digests(out).items() if k.startswith(("shards/", "manifest/"))}
     before, media_hits = samples(), [p for p in server.log if p.startswith(("/ep/", "/m/"))]
     run(args)
     assert samples() == before

@@ -290,7 +290,7 @@ def front_end(args, shards: List[str], reads_text: bool = True) -> FrontEnd:
     if rank() == 0:
         try:
             result = resolve_front_end(args, shards, build=True, reads_text=reads_text)
-        except Exception as e:  # noqa: BLE001 - the other ranks must not wait for a rank that stopped
+        except Exception as e:  # the other ranks must not wait for a rank that stopped
             error = e
     flag = [error is not None]
     dist.broadcast_object_list(flag, src=0)  # every rank stops when rank 0 refuses
