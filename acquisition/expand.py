@@ -20,15 +20,21 @@ from __future__ import annotations
 import os
 from typing import Iterator, List, Tuple, Union
 
-from acquisition.feeds import FeedError, feed_items, looks_like_feed
-from acquisition.fetch import AcquireConfig, FetchError, check_remote_item, open_checked
+from acquisition import ytdlp
+from acquisition.config import AcquireConfig
+from acquisition.errors import FetchError, UnsafeURL
+from acquisition.feeds import feed_items, looks_like_feed
+from acquisition.http import open_checked
 from acquisition.identity import legacy_id, local_source_id
-from acquisition.safety import UnsafeURL
+from acquisition.safety import check_remote_item
+from schemas.errors import SpeechmillError
 from schemas.keys import source_id_for_uri
+from schemas.outcomes import Stage
 from schemas.records import Rejection, Source
+from schemas.redact import redact_url
 from storage import fs
 
-STAGE = "expand"
+STAGE = Stage.EXPAND
 MEDIA_EXTENSIONS = frozenset(
     ".wav .mp3 .flac .m4a .m4b .aac .ogg .oga .opus .wma .aif .aiff .au .amr .caf .mka .ac3 "
     ".mp4 .m4v .mkv .webm .mov .avi .3gp .mpg .mpeg .ts .flv".split())
@@ -49,7 +55,6 @@ def is_media_name(name: str) -> bool:
 
 
 def _child(parent: Source, uri: str, index: int, source_id: str = None, alias: str = None) -> Source:
-    from schemas.redact import redact_url
     return Source(uri=uri, source_id=source_id or source_id_for_uri(uri), speaker=parent.speaker,
                   title=parent.title, license=parent.license, origin=f"{parent.origin} > {index + 1}",
                   extra=parent.extra, kind="direct", alias=alias, parent=parent.parent or redact_url(parent.uri))
@@ -80,7 +85,6 @@ def _probe_http(parent: Source, cfg: AcquireConfig) -> List[Source]:
     with open_checked(parent.uri, cfg) as resp:
         ctype = resp.headers.get("Content-Type", "").lower()
         if ctype.split(";")[0].strip() in STREAM_TYPES:
-            from acquisition import ytdlp
             return ytdlp.expand(parent, cfg)
         if ctype.startswith(("audio/", "video/")):
             return [parent]
@@ -88,7 +92,6 @@ def _probe_http(parent: Source, cfg: AcquireConfig) -> List[Source]:
     if parent.kind == "feed" or looks_like_feed(ctype, head):
         return feed_items(head, parent.uri, parent, cfg.max_listed_items)
     if "html" in ctype or head.lstrip()[:15].lower().startswith((b"<!doctype html", b"<html")):
-        from acquisition import ytdlp
         return ytdlp.expand(parent, cfg)
     return [parent]
 
@@ -113,7 +116,6 @@ def expand_source(source: Source, cfg: AcquireConfig) -> List[Source]:
                 raise FetchError("empty_folder", f"no audio or video objects match {source.uri}")
             return items
         return [source]
-    from acquisition import ytdlp
     path = source.uri.split("?", 1)[0].lower()
     if source.kind == "ytdlp" or (source.kind == "auto" and (path.endswith(STREAM_MANIFESTS)
                                                              or ytdlp.site_extractor(source.uri))):
@@ -128,14 +130,8 @@ def expand(source: Source, cfg: AcquireConfig) -> Iterator[Union[Source, Rejecti
     http(s) comes as ``(item, its rejection)`` (the rest of the feed goes on)."""
     try:
         items = expand_source(source, cfg)
-    except FetchError as e:
-        yield Rejection.for_source(source, STAGE, e.reason, e.detail)
-        return
-    except UnsafeURL as e:
-        yield Rejection.for_source(source, STAGE, e.reason, e.detail)
-        return
-    except FeedError as e:
-        yield Rejection.for_source(source, STAGE, "bad_feed", str(e))
+    except SpeechmillError as e:  # FetchError, UnsafeURL, FeedError
+        yield Rejection.for_error(source, STAGE, e)
         return
     except Exception as e:
         yield Rejection.for_source(source, STAGE, "expand_error", f"{type(e).__name__}: {e}")

@@ -13,6 +13,7 @@ from urllib.parse import urljoin
 
 import feedparser
 
+from schemas.errors import SpeechmillError
 from schemas.keys import source_id_for_uri
 from schemas.records import Source
 from schemas.redact import clean_text, redact_url
@@ -20,8 +21,10 @@ from schemas.redact import clean_text, redact_url
 MEDIA_TYPES = ("audio/", "video/")
 
 
-class FeedError(ValueError):
-    pass
+class FeedError(SpeechmillError, ValueError):
+    """A feed that cannot be read; its rejected row's reason is ``bad_feed``."""
+
+    reason = "bad_feed"
 
 
 def looks_like_feed(content_type: str, head: bytes) -> bool:

@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
 from urllib.parse import urlsplit
 
+from acquisition.errors import UnsafeURL
+from schemas.records import Source
+
 WEB_SCHEMES = ("http", "https")
 METADATA_HOSTS = ("metadata.google.internal", "metadata", "instance-data", "metadata.azure.internal")
 _ALL = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
@@ -31,12 +34,6 @@ _BAD_URL_CHARS = re.compile(r"[\x00-\x20\x7f\\]")
 
 # the one place names are resolved (tests swap it to simulate a rebinding name server)
 RESOLVER: Callable = socket.getaddrinfo
-
-
-class UnsafeURL(Exception):
-    def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
-        self.reason, self.detail = reason, detail
 
 
 @dataclass(frozen=True)
@@ -171,3 +168,13 @@ def check_url(url: str, policy: NetworkPolicy):
     """
     _, host, port = parse_checked(url)
     return resolve_checked(host, port, policy)
+
+
+def check_remote_item(source: Source) -> None:
+    """Refuse a source named by remote content unless it is an http(s) URL."""
+    if source.remote:
+        scheme = source.uri.split("://", 1)[0].lower() if "://" in source.uri else ""
+        if scheme not in WEB_SCHEMES:
+            raise UnsafeURL("unsupported_scheme",
+                            f"a feed, page or playlist named a {scheme or 'non-URL'} location; only "
+                            f"http(s) links found in remote content are fetched")

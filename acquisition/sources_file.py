@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
 from acquisition.identity import legacy_id, local_source_id
+from schemas.errors import SpeechmillError
 from schemas.keys import source_id_for_uri, stable_hash
+from schemas.outcomes import Stage
 from schemas.records import Rejection, Source
 from schemas.redact import clean_text
 from storage import fs
@@ -33,8 +35,10 @@ KNOWN_COLUMNS = ("uri", "speaker", "title", "license", "kind")
 KINDS = ("auto", "direct", "feed", "ytdlp", "folder")
 
 
-class SourcesFileError(ValueError):
-    pass
+class SourcesFileError(SpeechmillError, ValueError):
+    """The sources file as a whole cannot be used (missing, unreadable, no ``uri`` column): the run stops."""
+
+    reason = "bad_sources_file"
 
 
 @dataclass
@@ -196,7 +200,7 @@ def _bad_line(origin: str, why: str, raw: str) -> Tuple[Source, Rejection]:
     """An unusable line as a pseudo-source (so it is recorded once, like any source) and its rejection."""
     raw = clean_text(raw)
     src = Source(uri=raw.strip()[:500], source_id=f"line-{stable_hash(origin + raw)}", origin=origin)
-    return src, Rejection.for_source(src, "sources", "bad_source_line", f"{origin}: {why}")
+    return src, Rejection.for_source(src, Stage.SOURCES, "bad_source_line", f"{origin}: {why}")
 
 
 def read_sources(path: str) -> ParsedSources:

@@ -20,9 +20,11 @@ import shutil
 import tempfile
 from typing import List, Optional
 
+from acquisition.config import AcquireConfig
 from acquisition.egress import CheckingProxy, checking_proxy
-from acquisition.fetch import AcquireConfig, FetchError, staged_path
-from acquisition.safety import UnsafeURL, parse_checked
+from acquisition.errors import FetchError, UnsafeURL
+from acquisition.safety import parse_checked
+from acquisition.staging import move_staged, staged_path
 from schemas.keys import source_id_for_extractor, source_id_for_uri
 from schemas.records import AudioFile, Source
 from schemas.redact import clean_text, redact_url
@@ -178,14 +180,21 @@ def expand(parent: Source, cfg: AcquireConfig) -> List[Source]:
     return [item_source(info, parent, 0, extractor, uri=parent.uri)]
 
 
+def _refusal(info: dict, cfg: AcquireConfig) -> Optional[FetchError]:
+    """Why an item is not downloaded (a live stream, or longer than ``--max_duration_s``), if it is not."""
+    if info.get("is_live") or info.get("live_status") in ("is_live", "is_upcoming", "post_live"):
+        return FetchError("live_stream", "live stream: is_live")
+    dur = info.get("duration")
+    if dur and cfg.max_duration_s and dur > cfg.max_duration_s:
+        return FetchError("too_long", f"too long: {dur:.0f} s > --max_duration_s {cfg.max_duration_s:g}")
+    return None
+
+
 def _refuse(cfg: AcquireConfig):
+    """yt-dlp's ``match_filter``: the refusal's text, or None to go on."""
     def match(info, *, incomplete=False):
-        if info.get("is_live") or info.get("live_status") in ("is_live", "is_upcoming", "post_live"):
-            return "live stream: is_live"
-        dur = info.get("duration")
-        if dur and cfg.max_duration_s and dur > cfg.max_duration_s:
-            return f"too long: {dur:.0f} s > --max_duration_s {cfg.max_duration_s:g}"
-        return None
+        refusal = _refusal(info, cfg)
+        return refusal.detail if refusal else None
     return match
 
 
@@ -215,9 +224,9 @@ def download_item(source: Source, cfg: AcquireConfig) -> AudioFile:
                       "max_filesize": cfg.max_bytes, "match_filter": _refuse(cfg), "overwrites": True}
             with yt_dlp.YoutubeDL(params) as ydl:
                 info = _run(lambda: ydl.extract_info(source.uri, download=False), proxy)
-                refusal = _refuse(cfg)(info)
+                refusal = _refusal(info, cfg)
                 if refusal:
-                    raise FetchError("live_stream" if "live" in refusal else "too_long", refusal)
+                    raise refusal
                 _check_formats(info)
                 size = info.get("filesize") or info.get("filesize_approx")
                 if size and size > cfg.max_bytes:
@@ -232,11 +241,7 @@ def download_item(source: Source, cfg: AcquireConfig) -> AudioFile:
         if size > cfg.max_bytes:
             raise FetchError("too_large", f"{size} bytes, over --max_download_mb {cfg.max_download_mb:g}")
         dest = staged_path(source, cfg.staging_dir, os.path.splitext(local)[1])
-        if fs.is_local(dest):
-            os.replace(local, fs.local_path(dest))
-        else:
-            with open(local, "rb") as f:
-                fs.atomic_write(dest, lambda out: shutil.copyfileobj(f, out, 1 << 20))
+        move_staged(local, dest)
         return AudioFile(source, dest, size)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -13,6 +13,7 @@ from typing import Optional
 
 import torch
 
+from schemas.errors import SpeechmillError
 from schemas.settings import SHAPING, SettingError, setting
 
 DEFAULT_ASR_MODEL = "jbetker/wav2vec2-large-robust-ft-libritts-voxpopuli"
@@ -21,8 +22,8 @@ DEFAULT_FEATURE_EXTRACTOR = "facebook/wav2vec2-large-960h"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-class ModelLoadError(RuntimeError):
-    pass
+class ModelLoadError(SpeechmillError, RuntimeError):
+    reason = "model_unavailable"
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import numpy as np
 
 from audio.energy import FrameEnergy
 from audio.ffmpeg import DecodeLimits, decode_into
+from audio.vad import RATE, VadStream
 
 HOP_S = 0.01
 
@@ -113,7 +114,6 @@ class _SpeechStream:
     def __init__(self, sample_rate: int, n_samples: int, gain: float = 1.0):
         import soxr
 
-        from audio.vad import RATE, VadStream
         self.gain = gain
         self.vad = VadStream(total_samples=int(n_samples * RATE / sample_rate))
         self.resampler = None if sample_rate == RATE else soxr.ResampleStream(sample_rate, RATE, 1, dtype="float32",

@@ -23,17 +23,19 @@ from dataclasses import dataclass
 from typing import Optional
 
 from audio.sniff import HEAD_BYTES, container_of, describe
+from schemas.errors import SpeechmillError
 
 _ENV_VAR = "SPEECHMILL_FFMPEG"
 
 
-class DecodeError(Exception):
+class DecodeError(SpeechmillError):
     """ffmpeg could not turn the input into audio; ``reason`` is a short machine-readable tag."""
 
+    reason = "decode_failed"
+    tagged = True
+
     def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
+        super().__init__(detail, reason)
 
 
 @dataclass(frozen=True)

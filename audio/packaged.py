@@ -9,9 +9,13 @@ from __future__ import annotations
 import importlib.util
 import os
 
+from schemas.errors import SpeechmillError
 
-class ModelFileMissing(RuntimeError):
+
+class ModelFileMissing(SpeechmillError, RuntimeError):
     """The package holding a model file is not installed, or lacks the file."""
+
+    reason = "model_missing"
 
 
 def package_file(package: str, *parts: str, install: str) -> str:

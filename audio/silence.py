@@ -26,6 +26,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
+from audio.vad import speech_mask
 from schemas.settings import SHAPING, SettingError, setting
 
 LEVEL_PERCENTILE = 95.0
@@ -171,7 +172,6 @@ def split_on_silence(db: np.ndarray, hop_s: float, params: SplitParams = SplitPa
     optionally, each frame's speech probability (on the same grid)."""
     speech = None
     if speech_prob is not None:
-        from audio.vad import speech_mask
         speech = speech_mask(speech_prob, params.speech_threshold)
     n = len(db)
     if n == 0:

@@ -25,7 +25,8 @@ import time
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from acquisition.fetch import AcquireConfig, acquire
+from acquisition.config import AcquireConfig
+from acquisition.fetch import acquire
 from benchmarks import scratch_dir
 from run.console import FilteredStderr, beam_quiet_args, quiet_libraries
 from schemas.keys import source_id_for_uri

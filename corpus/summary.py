@@ -8,7 +8,7 @@ from typing import Dict, List
 import pyarrow as pa
 
 from corpus.layout import Layout, committed_table, latest_rows, read_table, run_order
-from schemas.outcomes import AUDIO_GATE_REASONS
+from schemas.outcomes import AUDIO_GATE_REASONS, Status
 from schemas.records import SCHEMA_VERSION
 from storage import fs
 
@@ -24,12 +24,12 @@ def summarise(sources: List[dict], manifest: pa.Table, rejected: List[dict], n_s
     for entry in reasons.values():
         entry["hours"] = round(entry["hours"], 4)
     durations = manifest.column("duration_s").to_pylist() if manifest.num_rows else []
-    failed = [r for r in sources if r["status"] in ("failed", "rejected")]
+    failed = [r for r in sources if r["status"] in (Status.FAILED, Status.REJECTED)]
     return {
         "schema_version": SCHEMA_VERSION,
         "sources": {"total": len(sources),
-                    **{k: statuses.get(k, 0) for k in ("ok", "failed", "rejected", "deferred")}},
-        "retried_next_run": sum(1 for r in sources if r["status"] != "ok" and r.get("retryable")),
+                    **{k.value: statuses.get(k, 0) for k in Status}},
+        "retried_next_run": sum(1 for r in sources if r["status"] != Status.OK and r.get("retryable")),
         "failed_examples": [{"uri": r.get("uri"), "origin": r.get("origin"), "status": r["status"],
                              "reason": r.get("reason")} for r in sorted(failed, key=lambda r: r.get("origin") or "")[:5]],
         "hours_in": round(sum(r["duration_s"] or 0.0 for r in sources) / 3600, 4),
@@ -60,7 +60,7 @@ def corpus_report(layout: Layout) -> dict:
 def run_report(layout: Layout, tag: str) -> dict:
     """Totals over one run's work area, before it is published."""
     work = layout.work(tag)
-    one = lambda name: [p for p in [work.path(name)] if fs.exists(p)]  # noqa: E731
+    one = lambda name: [p for p in [work.path(name)] if fs.exists(p)]
     return summarise(
         read_table(one("sources.parquet")).to_pylist(),
         read_table([p for p in fs.list_dir(work.manifest_dir, suffix=".parquet") if not fs.is_temporary(p)],

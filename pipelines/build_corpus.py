@@ -54,7 +54,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             run(argv)
         except SystemExit as e:
             return int(e.code or 0)
-        except BaseException as e:  # noqa: B902 - Ctrl-C surfaces as whatever Beam was doing
+        except BaseException as e:  # Ctrl-C surfaces as whatever Beam was doing
             if interrupt.seen or isinstance(e, KeyboardInterrupt):
                 signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the message
                 console.write_visible("[speechmill] interrupted: the waves already published are kept; run the "

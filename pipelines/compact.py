@@ -14,16 +14,15 @@ import sys
 from typing import List, Optional
 
 from corpus import commit, rewrite
-from corpus.layout import Layout, shard_indices
+from corpus.layout import Layout, committed_runs, shard_indices
 from corpus.summary import corpus_report, write_report
+from run.console import logger
 from run.lock import LockedError, OutputLock
 from run.publish import rebuild_html_report
 from schemas.keys import stable_hash
 from storage import fs
 
-
-def log(msg: str) -> None:
-    print(f"[compact] {msg}", file=sys.stderr, flush=True)
+log = logger("compact")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,7 +42,6 @@ def _target_size(layout: Layout, given: Optional[int]) -> int:
         if given < 1:
             raise ValueError(f"--samples_per_shard must be >= 1, got {given}")
         return given
-    from corpus.layout import committed_runs
     builds = [r for r in committed_runs(layout).values() if r.get("settings")]
     latest = max(builds, key=lambda r: r.get("published_at", "")) if builds else {}
     size = latest.get("settings", {}).get("samples_per_shard")

@@ -13,10 +13,9 @@ import sys
 from typing import List, Optional
 
 from exports.lhotse import ExportError, export_shar
+from run.console import logger
 
-
-def log(msg: str) -> None:
-    print(f"[export_lhotse] {msg}", file=sys.stderr, flush=True)
+log = logger("export_lhotse")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,6 +14,7 @@ import sys
 from asr.tiny import build_tiny_model
 from audio.ffmpeg import ffmpeg_binary
 from audio.synth import SENTENCES, build_recording
+from run.console import quiet_libraries
 
 VOICES = [["en-us"], ["en-gb"], ["en-us", "en-gb"]]
 
@@ -47,7 +48,6 @@ def main(argv=None) -> int:
     p.add_argument("out_dir", help="where to write the demo input (e.g. demo)")
     p.add_argument("--recordings", type=int, default=3, help="how many recordings to synthesise (default 3)")
     args = p.parse_args(argv)
-    from run.console import quiet_libraries
     quiet_libraries()
     make_demo(args.out_dir, args.recordings)
     print(f"[demo] wrote {args.out_dir}/sources.txt and {args.out_dir}/tiny-wav2vec2", file=sys.stderr)

@@ -16,16 +16,16 @@ from typing import List, Optional
 
 from corpus import commit
 from corpus.layout import Layout
+from report import build_report
+from report.data import ReportConfig
+from run.console import logger
 from run.lock import LockedError, OutputLock
-from storage import fs
+from storage import fs, object_store
 
-
-def log(msg: str) -> None:
-    print(f"[report] {msg}", file=sys.stderr, flush=True)
+log = logger("report")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from report.data import ReportConfig
     d = ReportConfig()
     p = argparse.ArgumentParser(prog="python -m pipelines.report", description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n", 1)[1],
@@ -51,8 +51,6 @@ def is_corpus(layout: Layout) -> bool:
 
 def report(output: str, cfg=None):
     """Rebuild ``report.html`` of the corpus at ``output`` under its lock; returns the ``ReportResult``."""
-    from report import build_report
-    from report.data import ReportConfig
     layout = Layout(output.rstrip("/"))
     if not is_corpus(layout):
         raise ValueError(f"{output} is not a speechmill corpus: it has no runs/*.json (nothing was ever "
@@ -66,8 +64,6 @@ def storage_options(extra: List[str]) -> None:
     """Let file access see the storage options a build takes (``--s3_endpoint_url`` ...)."""
     from apache_beam.io.filesystems import FileSystems
     from apache_beam.options.pipeline_options import PipelineOptions
-
-    from storage import object_store
     unknown = [a for a in extra if a.startswith("-") and not a.startswith(("--s3_", "--gcs_", "--project", "--hdfs_"))]
     if unknown:
         raise ValueError(f"unknown option {unknown[0]} (see --help)")
@@ -78,7 +74,6 @@ def storage_options(extra: List[str]) -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args, extra = build_parser().parse_known_args(argv)
-    from report.data import ReportConfig
     try:
         storage_options(extra)
         cfg = ReportConfig(seed=args.seed, kept_samples=args.kept_samples,
@@ -91,7 +86,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         log("interrupted: the previous report.html is unchanged or replaced whole")
         return 130
-    except Exception as e:  # noqa: BLE001 - storage and format errors: one line, not a traceback
+    except Exception as e:  # storage and format errors: one line, not a traceback
         log(f"failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
         return 1
     log(f"wrote {result.path} ({result.n_bytes / 1e6:.2f} MB; {result.kept_clips:,} kept clips summarised, "

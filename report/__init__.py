@@ -23,6 +23,7 @@ import numpy as np
 from corpus.layout import REJECTED_SHARDS, Layout
 from report import audio, data, figures, page
 from report.data import ReportConfig
+from schemas.outcomes import Status
 from schemas.records import SCORE_FIELDS
 from storage import fs
 
@@ -159,7 +160,7 @@ def page_context(corpus: data.Corpus, cfg: ReportConfig, layout: Layout, log=lam
         ("clips per speaker", figures.count_histogram(speakers, "clips per speaker", "clips", "speakers", cfg.bins)),
     ]
     kept, rejected = audit_clips(corpus, cfg, layout, log)
-    statuses = {s: sum(1 for r in corpus.sources if r["status"] == s) for s in ("ok", "failed", "rejected", "deferred")}
+    statuses = {s.value: sum(1 for r in corpus.sources if r["status"] == s) for s in Status}
     total_elapsed = sum(r.elapsed_s for r in runs)
     total_in = sum(r.hours_in for r in runs)
     paddings = [r.asr_padding for r in runs if r.asr_padding is not None]

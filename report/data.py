@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from corpus.layout import REJECTED_MANIFEST, Layout, committed_runs, committed_table, latest_rows, run_order
 from schemas import tables
-from schemas.outcomes import AUDIO_GATE_REASONS
+from schemas.outcomes import AUDIO_GATE_REASONS, Status
 from schemas.records import SCORE_FIELDS
 from storage import fs
 
@@ -160,13 +160,13 @@ def funnel(sources: List[dict], rejected: List[dict], kept_clips: int, kept_hour
     """Sources listed → decoded → with speech → cut into clips → past each gate → transcribed → kept."""
     failed = defaultdict(int)
     for r in sources:
-        if r["status"] in ("failed", "deferred"):
+        if r["status"] in (Status.FAILED, Status.DEFERRED):
             failed[f"{r['status']}: {r.get('reason') or '?'}"] += 1
-    decoded = [r for r in sources if r["status"] not in ("failed", "deferred")]
-    with_speech = [r for r in decoded if r["status"] == "ok"]
+    decoded = [r for r in sources if r["status"] not in (Status.FAILED, Status.DEFERRED)]
+    with_speech = [r for r in decoded if r["status"] == Status.OK]
     no_speech = defaultdict(int)
     for r in decoded:
-        if r["status"] != "ok":
+        if r["status"] != Status.OK:
             no_speech[r.get("reason") or "?"] += 1
     decoded_h = hours([r["duration_s"] or 0.0 for r in decoded])
     speech_h = hours([r["duration_s"] or 0.0 for r in with_speech])

@@ -160,5 +160,5 @@ _PAGE = _ENV.from_string(TEMPLATE)
 
 def render(context: dict) -> str:
     decoded = context.get("decoded_hours") or 0.0
-    share = (lambda h: "" if h is None or not decoded else f"{100 * h / decoded:.1f}%")  # noqa: E731
+    share = (lambda h: "" if h is None or not decoded else f"{100 * h / decoded:.1f}%")
     return _PAGE.render(share=share, **context)

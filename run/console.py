@@ -5,6 +5,12 @@ stderr they inherit, and Hugging Face prints progress bars while loading a model
 turns down what this process logs; ``FilteredStderr`` also catches what child processes write, at
 the file-descriptor level: lines that start with one of our prefixes pass, the rest is kept (the
 last ``keep`` lines) so that a failure can still show it.
+
+``logger(prefix)`` is the one way a command prints its own lines (``[prefix] message`` on stderr,
+above the live progress bar while one is drawn); ``log`` is the build's. It lives here, in run/,
+because printing is a command's business: the commands (pipelines/, tts/ training) import it, and
+the rooms below run/ (corpus/, report/, transforms/ ...) never print but take a ``log`` callable
+from their caller, so imports still go downward only.
 """
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ import logging
 import os
 import sys
 import threading
-from typing import Deque, Optional, Sequence
+from typing import Callable, Deque, Optional, Sequence
 
 from run import live_progress
 from schemas.redact import safe
@@ -146,12 +152,19 @@ class FilteredStderr:
             self._out = None
 
 
-def log(msg: str) -> None:
-    bar = live_progress.ACTIVE
-    if bar is not None:
-        bar.print_above(f"[speechmill] {msg}")
-    else:
-        print(f"[speechmill] {msg}", file=sys.stderr, flush=True)
+def logger(prefix: str) -> Callable[[str], None]:
+    """A ``log(msg)`` that prints ``[prefix] msg`` on stderr, above the live progress bar while one is drawn."""
+    def log(msg: str) -> None:
+        line = f"[{prefix}] {msg}"
+        bar = live_progress.ACTIVE
+        if bar is not None:
+            bar.print_above(line)
+        else:
+            print(line, file=sys.stderr, flush=True)
+    return log
+
+
+log = logger("speechmill")
 
 
 def print_summary(title: str, report: dict, output: Optional[str] = None) -> None:

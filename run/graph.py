@@ -14,6 +14,7 @@ from corpus.layout import REJECTED_MANIFEST, REJECTED_SHARDS, Layout
 from run.settings import CorpusSettings
 from run.waves import ITEMS_TABLE
 from schemas import tables
+from schemas.outcomes import Status
 from schemas.records import Source, SourceResult
 from speakers.cluster import ClusterParams
 from speakers.turns import TurnParams
@@ -45,7 +46,7 @@ def build_expansion(p: beam.Pipeline, sources: List[Source], bad_lines: list, se
     written = [expanded["items"] | "WriteItems" >> WriteTable(work.path(ITEMS_TABLE), tables.ITEMS, tables.item_row)]
     bad_rows = p | "BadLines" >> beam.Create([r for _, r in bad_lines])
     bad_sources = p | "BadLineSources" >> beam.Create(
-        [SourceResult.of(s, "failed", r.reason) for s, r in bad_lines])
+        [SourceResult.of(s, Status.FAILED, r.reason) for s, r in bad_lines])
     rejected = (expanded[REJECTED], bad_rows) | "AllRejections" >> beam.Flatten()
     written.append(rejected | "WriteRejected" >> WriteTable(work.path("rejected.parquet"), tables.REJECTED,
                                                             functools.partial(tables.rejected_row, run=tag)))

@@ -19,6 +19,7 @@ import uuid
 from typing import Callable, Optional
 
 from storage import fs
+from storage.object_store import create_if_absent
 
 LOCK_NAME = "_lock.json"
 
@@ -59,7 +60,6 @@ def _create_exclusive(path: str, data: bytes) -> bool:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         return True
-    from storage.object_store import create_if_absent
     return create_if_absent(path, data)
 
 

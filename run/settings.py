@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
-from acquisition.fetch import AcquireConfig
+from acquisition.config import AcquireConfig
 from asr.model import AsrModelSpec
 from asr.transcriber import TranscribeOptions
 from audio.silence import SplitParams

@@ -21,9 +21,12 @@ from dataclasses import dataclass
 from typing import List, Optional
 
 from corpus.layout import Layout, committed_runs, read_table
+from corpus.shards import table_bytes
+from schemas import tables
 from schemas.keys import stable_hash
 from schemas.records import Source
 from storage import fs
+from transforms.expand import natural_key
 
 ITEMS_TABLE = "items.parquet"
 UNKNOWN_S = 900.0  # a media item whose length nothing states counts as a quarter of an hour
@@ -81,7 +84,6 @@ def cut(items: List[Source], hours: float) -> List[List[Source]]:
 def plan(key: str, items: List[Source], hours: float, corpus_state: str = "") -> Plan:
     """Waves of ``items`` in sources-file order. Wave tags depend on the items and on ``corpus_state``
     (the committed runs so far), so a later run's waves never take the name of an earlier run's."""
-    from transforms.expand import natural_key
     ordered = sorted(items, key=lambda s: (natural_key(s.origin), s.source_id))
     groups = cut(ordered, hours)
     salt = stable_hash(corpus_state + "|" + ",".join(s.source_id for s in ordered), 16)
@@ -109,8 +111,6 @@ def load(layout: Layout, key: str) -> Optional[Plan]:
 
 def merge_expansion_rows(layout: Layout, p: Plan, work: Layout, tag: str) -> None:
     """Add the listing's rejected and source rows to the first wave's tables (as rows of that wave)."""
-    from corpus.shards import table_bytes
-    from schemas import tables
     listing = layout.work(expansion_tag(p.key))
     for name, schema in (("rejected", tables.REJECTED), ("sources", tables.SOURCES)):
         extra = listing.path(f"{name}.parquet")

@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import re
 
+from schemas.redact import redact_url
+
 MAX_KEY_LEN = 80
 _SAFE = re.compile(r"^[A-Za-z0-9_-]+$")
 _UNSAFE_RUN = re.compile(r"[^A-Za-z0-9-]+")
@@ -38,7 +40,6 @@ def source_id_for_uri(uri: str) -> str:
 
     The hash is of the redacted URI (no credentials or tokens), so a rotated token is the same source.
     """
-    from schemas.redact import redact_url
     return f"{_scheme_tag(uri)}-{stable_hash(redact_url(uri))}"
 
 

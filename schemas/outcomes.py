@@ -5,8 +5,43 @@ audio, holds no audio stream, is empty, or is silence. Everything else depends o
 settings — a file that is not there yet, a network policy, a timeout, a full disk, a size or
 duration limit, a feed that was briefly broken — and the next run tries the source again. A run
 with ``--retry_failed`` tries every failed source again, final or not.
+
+Source statuses and stage names are ``str`` enums: they compare, hash and serialise (JSON,
+Parquet, f-strings, ``str()``) as their plain values, so the tables on disk hold the same bytes as
+plain strings would.
 """
 from __future__ import annotations
+
+from enum import Enum
+
+
+class _Name(str, Enum):
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+class Status(_Name):
+    """What became of a source in a run (the ``status`` column of the sources table)."""
+
+    OK = "ok"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    DEFERRED = "deferred"
+
+
+class Stage(_Name):
+    """The stage that rejected a source or a clip (the ``stage`` column of the rejected table)."""
+
+    SOURCES = "sources"        # the sources file itself
+    EXPAND = "expand"
+    ACQUIRE = "acquire"
+    SEGMENT = "segment"
+    QUALITY = "quality"
+    TRANSCRIBE = "transcribe"
+
 
 FINAL_REASONS = frozenset({
     "is_directory",      # a folder where a media file was expected

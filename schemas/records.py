@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from schemas.errors import SpeechmillError
+from schemas.outcomes import Stage, Status, retryable
+
 SCHEMA_VERSION = 1
 
 
@@ -141,7 +144,7 @@ class Rejection:
 
     source_id: str
     source_uri: str
-    stage: str
+    stage: Stage
     reason: str
     detail: str = ""
     key: Optional[str] = None
@@ -151,13 +154,17 @@ class Rejection:
     text: Optional[str] = None  # its transcript, when it was transcribed
 
     @classmethod
-    def for_source(cls, source: Source, stage: str, reason: str, detail: str = "") -> "Rejection":
+    def for_source(cls, source: Source, stage: Stage, reason: str, detail: str = "") -> "Rejection":
         """A source-level failure; whether the next run retries it follows ``schemas.outcomes``."""
-        from schemas.outcomes import retryable
         return cls(source.source_id, source.uri, stage, reason, _clip(detail), retryable=retryable(reason))
 
     @classmethod
-    def for_segment(cls, segment: Segment, stage: str, reason: str, detail: str = "",
+    def for_error(cls, source: Source, stage: Stage, error: SpeechmillError) -> "Rejection":
+        """A source-level failure from an error that carries its reason."""
+        return cls.for_source(source, stage, error.reason, error.detail)
+
+    @classmethod
+    def for_segment(cls, segment: Segment, stage: Stage, reason: str, detail: str = "",
                     text: Optional[str] = None) -> "Rejection":
         return cls(segment.source.source_id, segment.source.uri, stage, reason, _clip(detail),
                    key=segment.key, duration_s=round(segment.duration_s, 3), segment=segment, text=text)
@@ -168,7 +175,7 @@ class SourceResult:
     """One row per source per run: what became of it. A source with a row here is done."""
 
     source: Source
-    status: str  # "ok", "failed", "rejected" or "deferred"
+    status: Status
     duration_s: float = 0.0
     n_segments: int = 0
     reason: str = ""
@@ -178,9 +185,9 @@ class SourceResult:
     def of(cls, source: Source, status: str, reason: str = "", duration_s: float = 0.0,
            n_segments: int = 0) -> "SourceResult":
         """A source's outcome; failures and rejections are retryable unless their reason is final."""
-        from schemas.outcomes import retryable
+        status = Status(status)
         return cls(source, status, duration_s, n_segments, reason,
-                   retryable=status != "ok" and retryable(reason))
+                   retryable=status != Status.OK and retryable(reason))
 
 
 @dataclass(frozen=True)

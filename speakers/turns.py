@@ -24,6 +24,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from speakers import encoder
+from speakers.cluster import cluster_labels, normalise
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,6 @@ def split_turns(clips: Sequence[Tuple[int, int]], pause: np.ndarray, hop_s: floa
 
 def _voices(plans, by_utt, hop_s: float, params: TurnParams):
     """A voice label for every embedded utterance of the source: clusters, then nearest centroid."""
-    from speakers.cluster import cluster_labels, normalise
     ids = sorted(by_utt)
     if not ids:
         return {}

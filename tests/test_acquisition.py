@@ -5,9 +5,10 @@ import os
 
 import pytest
 
+from acquisition.config import AcquireConfig
 from acquisition.expand import expand, expand_source
 from acquisition.feeds import feed_items, parse_duration
-from acquisition.fetch import AcquireConfig, acquire
+from acquisition.fetch import acquire
 from acquisition.safety import NetworkPolicy, UnsafeURL, check_url
 from acquisition.ytdlp import _refuse, classify
 from schemas.keys import source_id_for_uri
@@ -166,7 +167,7 @@ def test_ytdlp_generic_page_expands_and_downloads(server, speech, bad_inputs, tm
 
 def test_ytdlp_failures_are_classified_by_type(server, tmp_path):
     from acquisition import ytdlp
-    from acquisition.fetch import FetchError
+    from acquisition.errors import FetchError
     url = server.add("/page.html", Route(b"<html><body>no media here</body></html>",
                                          headers={"Content-Type": "text/html"}))
     [r] = list(expand(src(url), cfg(tmp_path)))

@@ -66,7 +66,7 @@ def test_feed_and_page_through_the_whole_pipeline(server, tiny_model, speech, ba
 
     # a rerun downloads nothing new and changes no sample: only the failures that depend on the world
     # (the 404, the private redirect, the too-large file) are asked again, and recorded again
-    samples = lambda: {k: v for k, v in file_digests(out).items() if k.startswith(("shards/", "manifest/"))}  # noqa: E731
+    samples = lambda: {k: v for k, v in file_digests(out).items() if k.startswith(("shards/", "manifest/"))}
     before, media_hits = samples(), [p for p in server.log if p.startswith(("/ep/", "/m/"))]
     run(args)
     assert samples() == before
@@ -129,7 +129,8 @@ def test_hours_budget_defers_the_rest(server, tiny_model, speech, bad_inputs, tm
 
 def test_rerun_after_an_interrupted_run_uses_what_it_staged(server, tiny_model, speech, bad_inputs, tmp_path):
     """Downloads staged by a run that died before publishing are not fetched again by the rerun."""
-    from acquisition.fetch import AcquireConfig, acquire
+    from acquisition.config import AcquireConfig
+    from acquisition.fetch import acquire
     from acquisition.sources_file import read_sources
     wav, _ = serve_audio(server, speech, bad_inputs)
     urls = [server.add(f"/s{i}.wav", Route(wav)) for i in range(3)]

@@ -76,7 +76,7 @@ def test_padding_counters_are_exact_when_threads_share_one_model(tiny_model, thr
                 out = handler.run_inference(batch, model)
                 assert [len(r.inference.outputs) for r in out] == [len(b) for b in batch]
                 carried.extend((r.inference.samples, r.inference.padded) for r in out)
-        except Exception as e:  # noqa: BLE001 - reported by the main thread
+        except Exception as e:  # reported by the main thread
             errors.append(e)
 
     pool = [threading.Thread(target=work, args=(calls[t::threads],)) for t in range(threads)]

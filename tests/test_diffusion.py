@@ -131,8 +131,8 @@ def test_samplers_land_on_the_data_with_a_perfect_denoiser(sampler):
 def test_guidance_blends_conditioned_and_unconditioned_noise():
     short = GaussianDiffusion.linear(4000).respaced(1)  # one step: k = cond_free_k · (1 − 0 / 1)
     x = torch.randn(1, 100, 8)
-    cond = lambda x, s: torch.cat([torch.full_like(x, 0.5), -torch.ones_like(x)], 1)  # noqa: E731
-    uncond = lambda x, s: torch.cat([torch.full_like(x, 0.1), -torch.ones_like(x)], 1)  # noqa: E731
+    cond = lambda x, s: torch.cat([torch.full_like(x, 0.5), -torch.ones_like(x)], 1)
+    uncond = lambda x, s: torch.cat([torch.full_like(x, 0.1), -torch.ones_like(x)], 1)
     plain = short.sample(cond, x.clone(), clip=False)
     guided = short.sample(cond, x.clone(), uncond_fn=uncond, cond_free_k=2.0, clip=False)
     blended = short.sample(lambda x, s: torch.cat([torch.full_like(x, 3 * 0.5 - 2 * 0.1), -torch.ones_like(x)], 1),

@@ -3,7 +3,9 @@ import threading
 
 import pytest
 
-from acquisition.fetch import AcquireConfig, acquire, staged_path
+from acquisition.config import AcquireConfig
+from acquisition.fetch import acquire
+from acquisition.staging import staged_path
 from schemas.keys import source_id_for_uri
 from schemas.records import AudioFile, Rejection, Source
 

@@ -105,7 +105,7 @@ def test_a_feeds_host_is_one_speaker_across_episodes_and_runs(server, tmp_path, 
         eps.append(url)
         truth[url] = voiced(rec, voices)
     day = ["Mon, 01 Jan 2024 08:00:00 GMT", "Tue, 02 Jan 2024 08:00:00 GMT"]
-    feed = lambda n: Route(rss([(f"Ep {i}", f"g{i}", day[i], eps[i], None) for i in range(n)]),  # noqa: E731
+    feed = lambda n: Route(rss([(f"Ep {i}", f"g{i}", day[i], eps[i], None) for i in range(n)]),
                            headers={"Content-Type": "application/rss+xml"})
     url = server.add("/feed.xml", feed(1))
     out = tmp_path / "corpus"

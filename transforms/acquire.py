@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import apache_beam as beam
 
-from acquisition.fetch import AcquireConfig, acquire
+from acquisition.config import AcquireConfig
+from acquisition.fetch import acquire
+from schemas.outcomes import Status
 from schemas.records import AudioFile, SourceResult
 from transforms.routing import route, with_outputs
 
@@ -14,7 +16,7 @@ def acquire_records(source, cfg: AcquireConfig):
         yield out
     else:
         yield out
-        yield SourceResult.of(source, "failed", out.reason)
+        yield SourceResult.of(source, Status.FAILED, out.reason)
 
 
 class _AcquireFn(beam.DoFn):

@@ -18,13 +18,14 @@ from typing import Iterable, List, Optional, Tuple
 
 import apache_beam as beam
 
+from acquisition.config import AcquireConfig
 from acquisition.expand import expand
-from acquisition.fetch import AcquireConfig
 from corpus.done_set import load_ids
+from schemas.outcomes import Stage, Status
 from schemas.records import Rejection, Source, SourceResult
 from transforms.routing import OUTPUTS, REJECTED, SOURCES, route, with_outputs
 
-STAGE = "expand"
+STAGE = Stage.EXPAND
 
 
 def natural_key(origin: str) -> Tuple:
@@ -50,7 +51,7 @@ def within_budget(items: Iterable[Source], max_hours: Optional[float],
 
 def deferred(item: Source, reason: str, detail: str):
     yield Rejection.for_source(item, STAGE, reason, detail)
-    yield SourceResult.of(item, "deferred", reason)
+    yield SourceResult.of(item, Status.DEFERRED, reason)
 
 
 def is_done(item: Source, done) -> bool:
@@ -63,12 +64,12 @@ def expand_records(source: Source, cfg: AcquireConfig, done) -> Iterable:
     for out in expand(source, cfg):
         if isinstance(out, Rejection):  # the source itself failed
             yield out
-            yield SourceResult.of(source, "failed", out.reason)
+            yield SourceResult.of(source, Status.FAILED, out.reason)
         elif isinstance(out, tuple):  # an item refused before it could be fetched
             item, rejection = out
             if not is_done(item, done):
                 yield rejection
-                yield SourceResult.of(item, "failed", rejection.reason)
+                yield SourceResult.of(item, Status.FAILED, rejection.reason)
         else:
             items.append(out)
     pending = [i for i in items if not is_done(i, done)]

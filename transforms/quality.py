@@ -22,12 +22,13 @@ from typing import Iterable, List, Optional, Tuple
 import apache_beam as beam
 import numpy as np
 
+from schemas.outcomes import Stage
 from schemas.records import ClipScores, Rejection, Transcript
 from schemas.settings import OUTPUT, SHAPING, SettingError, setting
 from transforms.progress import progress
 from transforms.routing import route, with_outputs
 
-STAGE = "quality"
+STAGE = Stage.QUALITY
 
 
 @dataclass(frozen=True)

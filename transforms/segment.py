@@ -23,7 +23,8 @@ from audio import clip_scores, dnsmos
 from audio.decoded import decode_to_scratch
 from audio.ffmpeg import DecodeError, DecodeLimits
 from audio.flac import encode_flac
-from audio.silence import SplitParams, split_on_silence
+from audio.silence import Piece, SplitParams, split_on_silence
+from audio.vad import on_grid, speech_mask
 from schemas.keys import segment_key
 from schemas.records import AsrBatch, AudioFile, ClipScores, Rejection, Segment, SourceResult
 from speakers.turns import TurnParams, embedding_bytes, split_turns
@@ -107,7 +108,6 @@ def _clips_of(src, decoded, cfg: SegmentConfig):
     sr, hop = decoded.sample_rate, decoded.hop
     prob = None
     if decoded.speech_probs is not None:
-        from audio.vad import on_grid
         prob = on_grid(decoded.speech_probs, len(decoded.db), decoded.hop_s)
     result = split_on_silence(decoded.db, decoded.hop_s, cfg.split, prob)
     if result.file_reason:
@@ -120,7 +120,6 @@ def _clips_of(src, decoded, cfg: SegmentConfig):
         return
     speech = None
     if prob is not None:
-        from audio.vad import speech_mask
         speech = speech_mask(prob, cfg.split.speech_threshold)
 
     def span(piece):
@@ -183,7 +182,6 @@ def _clips_of(src, decoded, cfg: SegmentConfig):
 
 def _one_voice_each(clips, pause, decoded, cfg: SegmentConfig):
     """Clips cut at speaker changes: (pieces, their voice embeddings, indices of mixed pieces, short turns)."""
-    from audio.silence import Piece
     hop, sr = decoded.hop, decoded.sample_rate
 
     def audio16k(s, e):

@@ -14,12 +14,13 @@ from apache_beam.ml.inference.base import PredictionResult, RunInference
 from asr.handler import CtcModelHandler
 from asr.model import AsrModelSpec
 from asr.transcriber import TranscribeOptions
+from schemas.outcomes import Stage
 from schemas.records import AsrBatch, Rejection, Transcript
 from storage import fs
 from transforms.progress import progress
 from transforms.routing import MAIN, Split
 
-STAGE = "transcribe"
+STAGE = Stage.TRANSCRIBE
 FAILED = "failed"
 USAGE = "usage"
 

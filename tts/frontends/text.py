@@ -48,7 +48,7 @@ def _dollars(m: re.Match) -> str:
         return m.group(1) + " dollars"
     dollars = int(parts[0]) if parts[0] else 0
     cents = int(parts[1]) if len(parts) > 1 and parts[1] else 0
-    unit = lambda n, one, many: f"{n} {one if n == 1 else many}"  # noqa: E731
+    unit = lambda n, one, many: f"{n} {one if n == 1 else many}"
     if dollars and cents:
         return f"{unit(dollars, 'dollar', 'dollars')}, {unit(cents, 'cent', 'cents')}"
     if dollars:
@@ -85,7 +85,7 @@ def clean_text(text: str) -> str:
     from unidecode import unidecode
     try:
         text = normalize_numbers(unidecode(text).lower())
-    except Exception as e:  # noqa: BLE001 - inflect raises its own classes for numbers it cannot name
+    except Exception as e:  # inflect raises its own classes for numbers it cannot name
         raise TextCleaningError(f"cannot spell out the numbers in {text[:80]!r} ({type(e).__name__})") from None
     for pattern, full in ABBREVIATIONS:
         text = pattern.sub(full, text)

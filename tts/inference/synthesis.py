@@ -120,7 +120,7 @@ def read_voice(path: str) -> np.ndarray:
     import soundfile as sf
     try:
         audio, sr = sf.read(path, dtype="float32", always_2d=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is the user's input error
+    except Exception as e:  # any unreadable file is the user's input error
         raise ValueError(f"cannot read voice clip {path}: {e}") from None
     audio = audio.mean(1)
     if sr != CORPUS_RATE:
@@ -176,7 +176,7 @@ def first_calm_run(codes: torch.Tensor, calm: int, run: int = CALM_RUN) -> int:
 def clvp_scores(stack: Stack, text: torch.Tensor, padded: torch.Tensor) -> torch.Tensor:
     n = padded.shape[0]
     t = F.pad(text, (0, 1)).expand(n, -1)  # one stop token, as CLVP was trained
-    ones = lambda x: torch.ones(x.shape, dtype=torch.bool, device=x.device)  # noqa: E731
+    ones = lambda x: torch.ones(x.shape, dtype=torch.bool, device=x.device)
     return stack.clvp(t, ones(t), padded, ones(padded)).float()
 
 

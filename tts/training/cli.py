@@ -19,12 +19,12 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 import torch
 
+from run.console import logger
 from tts.frontends.mel import MelSpectrogram, load_mel_norms
 from tts.frontends.text import TextTokenizer, train_tokenizer
 from tts.training.data import LoaderConfig, ShardLoader, expand_urls
@@ -111,8 +111,7 @@ def train_config(args) -> TrainConfig:
                        bf16=not getattr(args, "no_bf16", False)).validate()
 
 
-def log(msg: str) -> None:
-    print(f"[train] {msg}", file=sys.stderr, flush=True)
+log = logger("train")
 
 
 def rank() -> int:
@@ -291,7 +290,7 @@ def front_end(args, shards: List[str], reads_text: bool = True) -> FrontEnd:
     if rank() == 0:
         try:
             result = resolve_front_end(args, shards, build=True, reads_text=reads_text)
-        except Exception as e:  # noqa: BLE001 - the other ranks must not wait for a rank that stopped
+        except Exception as e:  # the other ranks must not wait for a rank that stopped
             error = e
     flag = [error is not None]
     dist.broadcast_object_list(flag, src=0)  # every rank stops when rank 0 refuses

@@ -133,7 +133,7 @@ class ShardLoader(torch.utils.data.IterableDataset):
                 self.counts.read += 1
                 try:
                     s = decode(raw)
-                except Exception:  # noqa: BLE001 - a bad sample is counted and skipped
+                except Exception:  # a bad sample is counted and skipped
                     self.counts.skipped["undecodable"] += 1
                     continue
                 reason = self._skip_reason(s)

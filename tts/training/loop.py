@@ -105,7 +105,7 @@ def load_state_dict(path: str) -> Dict[str, torch.Tensor]:
             from safetensors.torch import load_file
             return load_file(path)
         sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
+    except Exception as e:  # any unreadable file is the same user error
         raise ValueError(f"{path} is not a checkpoint this trainer can read ({type(e).__name__}: "
                          f"{str(e).strip().splitlines()[0][:160] if str(e).strip() else 'no details'})") from None
     sd = sd.get("model", sd) if isinstance(sd, dict) and "model" in sd and isinstance(sd["model"], dict) else sd
@@ -131,7 +131,7 @@ def fit_state_dict(model: torch.nn.Module, sd: Dict[str, torch.Tensor], path: st
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
     if missing or unexpected:
-        more = lambda keys: f" and {len(keys) - 1} more" if len(keys) > 1 else ""  # noqa: E731
+        more = lambda keys: f" and {len(keys) - 1} more" if len(keys) > 1 else ""
         parts = ([f"lacks {missing[0]!r}{more(missing)}"] if missing else []) + \
                 ([f"has {unexpected[0]!r}{more(unexpected)} that the model does not"] if unexpected else [])
         raise ValueError(f"{path} is not a checkpoint of this {what}: it {' and '.join(parts)} "

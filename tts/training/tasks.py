@@ -110,7 +110,7 @@ class CodeCache:
         for raw in wds.WebDataset([url], shardshuffle=False, nodesplitter=None, workersplitter=None, empty_check=False):
             try:
                 samples.append(decode(raw))
-            except Exception:  # noqa: BLE001 - the loaders skip (and count) what does not decode
+            except Exception:  # the loaders skip (and count) what does not decode
                 continue
         samples.sort(key=lambda x: len(x.audio))
         out: Dict[str, np.ndarray] = {}
