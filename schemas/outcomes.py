@@ -1,7 +1,7 @@
 """The rerun contract: which failures are final and which are tried again on the next run.
 
 A source's outcome is final when it says something about the content itself: the file is not
-audio, holds no audio stream, is empty, or is silence. Everything else depends on the world or on
+audio, holds no audio stream, is empty, is silence, or holds no speech (music or noise alone). Everything else depends on the world or on
 settings — a file that is not there yet, a network policy, a timeout, a full disk, a size or
 duration limit, a feed that was briefly broken — and the next run tries the source again. A run
 with ``--retry_failed`` tries every failed source again, final or not.
@@ -52,6 +52,7 @@ FINAL_REASONS = frozenset({
     "no_audio",          # decoded to zero samples
     "silent",            # decoded to silence
     "no_dynamics",       # decoded to a steady tone or hum: no speech
+    "no_speech",         # the voice detector found no speech in it (music, noise): a verdict on the content
     "bad_source_line",   # the sources file line itself is unusable (a fixed line is a new line)
 })
 

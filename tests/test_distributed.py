@@ -29,7 +29,7 @@ def dask_cluster(tmp_path_factory):
     dask = str(Path(sys.executable).parent / "dask")
     procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
                                "--scheduler-file", str(scheduler_file)], env=env, cwd=folder)]
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 300  # a bound for a loaded machine, not a measurement
     while not scheduler_file.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     worker_log = open(folder / "workers.log", "w")
@@ -38,7 +38,7 @@ def dask_cluster(tmp_path_factory):
                                   stderr=worker_log))
     try:
         with Client(scheduler_file=str(scheduler_file), timeout=60) as client:
-            client.wait_for_workers(2, timeout=120)
+            client.wait_for_workers(2, timeout=600)
             assert all(addr.startswith("tcp://127.0.0.1:") for addr in client.scheduler_info()["workers"])
         yield scheduler_file, folder / "workers.log"
     finally:

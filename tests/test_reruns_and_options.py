@@ -216,11 +216,10 @@ def test_object_store_without_credentials_fails_fast(tmp_path, tiny_model, speec
         monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
         monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
         monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-        started = time.monotonic()
         err = refused(capsys, "--sources", write_sources(tmp_path / "s.txt", [speech["a"][1]]),
                       "--output", "s3://corpora/c1", *permissive(tiny_model),
                       "--s3_endpoint_url", f"http://{host}:{port}", "--s3_region_name", "us-east-1")
-        assert time.monotonic() - started < 60
+        assert "listing the items" not in err  # refused before any work, not after retries
         assert "AWS_ACCESS_KEY_ID" in err and "--s3_access_key_id" in err and "Traceback" not in err
     finally:
         server.stop()
@@ -236,7 +235,28 @@ def test_cli_output_is_the_users_not_the_libraries(tmp_path, tiny_model, speech)
     assert not [l for l in lines if l.startswith(("INFO:", "WARNING:", "Loading weights"))], lines
     assert all(l.startswith(("[speechmill", " ")) for l in lines if l.strip()), lines
     assert any("s.txt:2" in l and "missing.wav" in l and "not_found" in l for l in lines)
-    assert len(lines) < 40
+    # periodic progress lines come as often as the run takes (more on a loaded machine); the rest is short
+    assert len([l for l in lines if not l.startswith("[speechmill] progress:")]) < 40
     verbose = cli("--sources", sources, "--output", tmp_path / "c2", *permissive(tiny_model), "--verbose",
                   "--direct_running_mode=multi_processing", "--direct_num_workers=2")
     assert verbose.returncode == 0 and len(verbose.stderr.splitlines()) > len(lines)
+
+
+def test_no_speech_is_final_and_a_rerun_with_nothing_to_do_writes_no_record(tmp_path, tiny_model, capsys):
+    import soundfile as sf
+
+    from audio.synth import music
+    path = tmp_path / "music.wav"
+    sf.write(str(path), music(25, seed=3), 22050)
+    out = tmp_path / "corpus"
+    args = ["--sources", write_sources(tmp_path / "s.txt", [path]), "--output", str(out), *permissive(tiny_model)]
+    run(args)
+    [row] = table(out, "sources")
+    assert (row["status"], row["reason"]) == ("rejected", "no_speech")
+    records = sorted(p.name for p in (out / "runs").glob("*.json"))
+    assert len(records) == 1
+    capsys.readouterr()
+    run(args)  # a verdict on the content itself: nothing is decoded again, no new run record
+    assert sorted(p.name for p in (out / "runs").glob("*.json")) == records
+    assert "0 to process" in capsys.readouterr().err
+    assert len(table(out, "sources")) == 1
