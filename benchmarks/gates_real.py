@@ -72,7 +72,7 @@ def recordings(root: str, n_voices: int, rng) -> dict:
 
 def frame_power(x: np.ndarray) -> np.ndarray:
     n = len(x) // HOP
-    return np.mean(x[:n * HOP].reshape(n, HOP) ** 2, axis=1)
+    return np.var(x[:n * HOP].reshape(n, HOP), axis=1)  # as audio.energy: a frame's mean is not power
 
 
 def active(clean: np.ndarray) -> np.ndarray:
