@@ -22,6 +22,13 @@ clip before it is transcribed (``benchmarks/quality_gates.py`` measures each):
   0.4, noise a Gaussian one, and the mixture's log-mean minus mean-log tells their ratio apart,
   with no pause needed. The lower of the two counts. ``benchmarks/gates_real.py`` measures the
   error against known mixtures of real speech with real music and noise.
+* ``rt60_s``: reverberation, from how fast the sound dies away where speech stops. Dry speech falls
+  by tens of dB within a few frames at the end of a word; in a room the tail decays at 60 dB per
+  RT60. The score is 60 dB over the 95th percentile of the decay rates of the clip's falls
+  (``DECAY_FRAMES`` frames that drop at least ``DECAY_MIN_DB`` without rising by more than 1 dB,
+  from within 25 dB of the clip's level to above its floor): the fastest a room lets sound
+  fall. On real speech in simulated rooms: 0.2–0.4 dry or at RT60 0.3 s, 0.5–0.7 at RT60 0.8 s.
+  None when the clip has fewer than ``MIN_DECAYS`` such falls.
 """
 from __future__ import annotations
 
@@ -39,6 +46,9 @@ MIN_NOISE_S = 0.3  # fewer non-speech frames than this: the VAD-based estimate i
 WADA_SHAPE = 0.4
 NOISE_KEEP = 1.0
 MIN_SNR_DB = -20.0
+DECAY_FRAMES = 15
+DECAY_MIN_DB = 10.0
+MIN_DECAYS = 5
 
 
 def speech_ratio(speech_frames: np.ndarray) -> Optional[float]:
@@ -160,3 +170,21 @@ def wada_snr_db(x: np.ndarray) -> float:
     g = float(np.log(np.mean(a)) - np.mean(np.log(np.maximum(a, 1e-10))))
     snrs, vals = _wada_table()  # vals rise with the SNR
     return float(np.interp(g, vals, snrs))
+
+
+def rt60_s(frame_db: np.ndarray, hop_s: float = 0.01) -> Optional[float]:
+    """Reverberation time (s) estimated from the fastest free decays of a clip's 10 ms frame energies."""
+    db = np.asarray(frame_db, dtype=np.float64)
+    k = DECAY_FRAMES
+    if len(db) < k + 10:
+        return None
+    level, floor = np.percentile(db, 95), np.percentile(db, 10)
+    w = np.lib.stride_tricks.sliding_window_view(db, k)
+    ok = ((w[:, 0] >= level - 25) & (w[:, -1] >= floor + 6) & (w[:, 0] - w[:, -1] >= DECAY_MIN_DB)
+          & np.all(np.diff(w, axis=1) <= 1.0, axis=1))
+    if np.count_nonzero(ok) < MIN_DECAYS:
+        return None
+    t = (np.arange(k) - (k - 1) / 2) * hop_s
+    slopes = -(w[ok] - w[ok].mean(axis=1, keepdims=True)) @ t / np.sum(t * t)  # dB per second, falling
+    rate = float(np.percentile(slopes, 95))
+    return round(60.0 / rate, 3) if rate > 0 else None

@@ -63,7 +63,7 @@ OPTION_OF = {  # setting path → the option a user types
     "quality.min_clip_s": "--min_clip_s", "quality.max_clip_s": "--max_clip_s",
     "quality.rate_outlier_iqr": "--rate_outlier_iqr", "quality.rate_outlier_min_clips": "--rate_outlier_iqr",
     "gates.min_speech_ratio": "--min_speech_ratio", "gates.min_bandwidth_hz": "--min_bandwidth_hz",
-    "gates.max_clipping": "--max_clipping", "gates.min_snr_db": "--min_snr_db",
+    "gates.max_clipping": "--max_clipping", "gates.min_snr_db": "--min_snr_db", "gates.max_rt60_s": "--max_rt60_s",
     "gates.min_dnsmos_ovrl": "--min_dnsmos_ovrl", "vad": "--vad", "speakers": "--speakers",
     "similar_k": "--similar_k",
     "output_sample_rate": "--output_sample_rate", "asr": "--asr_model (and --asr_revision)",
@@ -192,13 +192,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="speech detection: Silero VAD together with frame energy (default), or energy alone")
     g.add_argument("--min_speech_ratio", type=float_or_none, default=0.5,
                    help="lowest share of a clip that the VAD calls speech (default 0.5)")
-    g.add_argument("--min_bandwidth_hz", type=float_or_none, default=4500.0,
-                   help="lowest audio bandwidth: drops telephone-band and 8 kHz audio (default 4500; 9000 also "
-                        "drops audio upsampled from 16 kHz)")
+    g.add_argument("--min_bandwidth_hz", type=float_or_none, default=6500.0,
+                   help="lowest audio bandwidth: drops telephone-band and 8 kHz audio and low-bitrate codecs "
+                        "(MP3 16 kbps: 5.6 kHz, Opus 8 kbps: 4.9 kHz) while 16 kHz sources (7.9 kHz) pass "
+                        "(default 6500; 9000 also drops audio upsampled from 16 kHz)")
     g.add_argument("--max_clipping", type=float_or_none, default=0.002,
                    help="highest share of samples on a plateau at the clip's peak (default 0.002)")
     g.add_argument("--min_snr_db", type=float_or_none, default=15.0,
                    help="lowest speech-to-noise ratio in dB (default 15)")
+    g.add_argument("--max_rt60_s", type=float_or_none, default=0.6,
+                   help="highest reverberation time estimated from speech offsets, in seconds (default 0.6: "
+                        "keeps dry speech and RT60 0.3 s rooms, drops RT60 0.8 s; see docs/clean-clips.md)")
     g.add_argument("--dnsmos", choices=["auto", "on", "off"], default="auto",
                    help="score DNSMOS P.835 (≈ 10-25x realtime per CPU core): auto runs it only with "
                         "--asr_device cuda and onnxruntime's CUDA provider (default auto)")
@@ -370,7 +374,7 @@ def _settings(args) -> CorpusSettings:
     if args.min_speech_ratio is not None and args.vad != "silero":
         raise OptionError("--min_speech_ratio needs --vad silero (or --min_speech_ratio none)")
     gates = AudioGates(min_speech_ratio=args.min_speech_ratio, min_bandwidth_hz=args.min_bandwidth_hz,
-                       max_clipping=args.max_clipping, min_snr_db=args.min_snr_db,
+                       max_clipping=args.max_clipping, min_snr_db=args.min_snr_db, max_rt60_s=args.max_rt60_s,
                        min_dnsmos_ovrl=min_dnsmos).validate()
     from transforms.shard import ShardConfig
     ShardConfig(shards_dir="", manifest_dir="", prefix=args.shard_prefix).validate()

@@ -4,7 +4,7 @@ Two sets of rules, both pure functions:
 
 * ``judge_audio`` — on the audio alone, run in the segment stage *before* transcription so a
   rejected clip costs no ASR: speech ratio (``not_speech``), bandwidth (``low_bandwidth``),
-  clipping (``clipped``), speech-to-noise ratio (``noisy``), DNSMOS overall (``low_dnsmos``).
+  clipping (``clipped``), speech-to-noise ratio (``noisy``), reverberation (``reverberant``), DNSMOS overall (``low_dnsmos``).
 * ``judge`` — on the transcript: empty, duration out of bounds, confidence below the minimum,
   speaking rate (characters per second, spaces included) outside the bounds.
 
@@ -33,9 +33,10 @@ class AudioGates:
     """Thresholds on a clip's audio scores (``None``: that gate is off). Defaults: see README."""
 
     min_speech_ratio: Optional[float] = 0.5
-    min_bandwidth_hz: Optional[float] = 4500.0
+    min_bandwidth_hz: Optional[float] = 6500.0
     max_clipping: Optional[float] = 0.002
     min_snr_db: Optional[float] = 15.0
+    max_rt60_s: Optional[float] = 0.6
     min_dnsmos_ovrl: Optional[float] = None
 
     def validate(self) -> "AudioGates":
@@ -45,6 +46,8 @@ class AudioGates:
             raise ValueError(f"--min_bandwidth_hz must be >= 0, got {self.min_bandwidth_hz:g}")
         if self.max_clipping is not None and not 0 <= self.max_clipping <= 1:
             raise ValueError(f"--max_clipping must be within 0..1, got {self.max_clipping:g}")
+        if self.max_rt60_s is not None and self.max_rt60_s <= 0:
+            raise ValueError(f"--max_rt60_s must be > 0, got {self.max_rt60_s:g}")
         if self.min_dnsmos_ovrl is not None and not 1 <= self.min_dnsmos_ovrl <= 5:
             raise ValueError(f"--min_dnsmos_ovrl must be within 1..5, got {self.min_dnsmos_ovrl:g}")
         return self
@@ -60,6 +63,8 @@ def judge_audio(s: ClipScores, g: AudioGates) -> Optional[Tuple[str, str]]:
         return "clipped", f"clipping {s.clipping:.4f} > {g.max_clipping:.4f}"
     if g.min_snr_db is not None and s.snr_db is not None and s.snr_db < g.min_snr_db:
         return "noisy", f"snr_db {s.snr_db:.1f} < {g.min_snr_db:.1f}"
+    if g.max_rt60_s is not None and s.rt60_s is not None and s.rt60_s > g.max_rt60_s:
+        return "reverberant", f"rt60_s {s.rt60_s:.2f} > {g.max_rt60_s:.2f}"
     if g.min_dnsmos_ovrl is not None and s.dnsmos_ovrl is not None and s.dnsmos_ovrl < g.min_dnsmos_ovrl:
         return "low_dnsmos", f"dnsmos_ovrl {s.dnsmos_ovrl:.2f} < {g.min_dnsmos_ovrl:.2f}"
     return None
