@@ -2,14 +2,17 @@
 
 The recipe (pydub ``split_on_silence(min_silence_len=600, silence_thresh=-40)``) used an absolute
 threshold; here silence is judged against the file's own level (its 95th-percentile frame energy),
-so the same speech recorded 40 dB quieter splits the same way. With a speech mask from a voice
+so the same speech recorded 40 dB quieter splits the same way. With a speech mask the level is
+judged locally (``local_level``: the loudest second within 5 s), so a quiet speaker in a file with a
+loud one still has speech, which ends in a clip or a rejected row, never in nothing. With a speech mask from a voice
 activity detector, a pause is also any frame that is not speech, so music or hum under the pauses
 no longer hides them, and a file with no speech at all gives no clips (``no_speech``).
 
 Rules, in order:
 1. A frame is a pause when it is quieter than ``level - silence_rel_db`` or is not speech; pause
    runs of at least ``min_silence_ms`` (and any pause at either end of the file) separate regions.
-2. Each region keeps up to ``keep_silence_ms`` of the pause on each side.
+2. Each region keeps up to ``keep_silence_ms`` of the pause on each side, but never reaches into
+   its neighbour: two regions that would overlap meet in the middle of what they share.
 3. A region longer than ``max_clip_s`` is cut in the middle of its longest pause among the places
    that leave a left piece of ``min_clip_s``..``max_clip_s`` (the pauses between sentences, which
    are longer than those between words); only where that window holds no pause at all is it cut
@@ -30,6 +33,7 @@ from audio.vad import speech_mask
 from schemas.settings import SHAPING, SettingError, setting
 
 LEVEL_PERCENTILE = 95.0
+LOCAL_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,19 @@ class SplitResult:
     level_db: float = float("nan")
     threshold_db: float = float("nan")
     pause: Optional[np.ndarray] = field(default=None, compare=False, repr=False)  # frames that may hold a cut
+
+
+def local_level(db: np.ndarray, hop_s: float, span_s: float = LOCAL_S) -> np.ndarray:
+    """Each frame's local level: the loudest 1 s block's 95th-percentile energy within ``span_s``
+    either side (a pause inside quiet speech is judged against that speech, not the file's loudest part)."""
+    from scipy.ndimage import maximum_filter1d
+    block = max(1, int(round(1.0 / hop_s)))
+    n = len(db)
+    nb = -(-n // block)
+    padded = np.concatenate([db, np.full(nb * block - n, np.nan)]).reshape(nb, block)
+    levels = np.nanpercentile(padded, LEVEL_PERCENTILE, axis=1)
+    levels = maximum_filter1d(levels, size=2 * int(round(span_s)) + 1, mode="nearest")
+    return np.repeat(levels, block)[:n]
 
 
 def _runs(mask: np.ndarray) -> List[Tuple[int, int]]:
@@ -192,9 +209,11 @@ def split_on_silence(db: np.ndarray, hop_s: float, params: SplitParams = SplitPa
     pad_f = int(round(params.keep_silence_ms / 1000.0 / hop_s))
     max_gap_f = int(round(params.max_merge_gap_s / hop_s))
 
+    if speech is not None:  # the level is judged locally: speech far quieter than the loud part is still speech
+        threshold = local_level(db, hop_s) - params.silence_rel_db
     quiet = silent = db < threshold
     # where a long region may be cut: quiet frames (half the silence margin) or frames not clearly speech
-    soft = db < level - params.silence_rel_db / 2
+    soft = db < threshold + params.silence_rel_db / 2
     if speech is not None:
         silent = silent | ~speech
         soft = soft | (speech_prob < params.speech_threshold)
@@ -206,6 +225,11 @@ def split_on_silence(db: np.ndarray, hop_s: float, params: SplitParams = SplitPa
         if e > s:
             regions.append(Piece(max(0, s - pad_f), min(n, e + pad_f)))
 
+    for i in range(1, len(regions)):  # a pause narrowed to its quiet part may be shorter than two paddings
+        a, b = regions[i - 1], regions[i]
+        if b.start < a.end:
+            mid = (max(a.start, b.start) + min(a.end, b.end)) // 2
+            regions[i - 1], regions[i] = Piece(a.start, mid), Piece(mid, b.end)
     smooth = _smoothed(db, int(round(params.smooth_ms / 1000.0 / hop_s)))
     pieces = [q for r in regions for q in _split_long(r, smooth, silent | soft, min_f, max_f)]
     pieces = _merge_short(pieces, min_f, max_f, max_gap_f)

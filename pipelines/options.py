@@ -229,12 +229,16 @@ def build_parser() -> argparse.ArgumentParser:
     _arg(g, "--min_speech_ratio", "gates.min_speech_ratio", type=float_or_none,
          help="lowest share of a clip that the VAD calls speech (default 0.5)")
     _arg(g, "--min_bandwidth_hz", "gates.min_bandwidth_hz", type=float_or_none,
-         help="lowest audio bandwidth: drops telephone-band and 8 kHz audio (default 4500; 9000 also "
-              "drops audio upsampled from 16 kHz)")
+         help="lowest audio bandwidth: drops telephone-band and 8 kHz audio and low-bitrate codecs "
+              "(MP3 16 kbps: 5.6 kHz, Opus 8 kbps: 4.9 kHz) while 16 kHz sources (7.9 kHz) pass "
+              "(default 6500; 9000 also drops audio upsampled from 16 kHz)")
     _arg(g, "--max_clipping", "gates.max_clipping", type=float_or_none,
          help="highest share of samples on a plateau at the clip's peak (default 0.002)")
     _arg(g, "--min_snr_db", "gates.min_snr_db", type=float_or_none,
          help="lowest speech-to-noise ratio in dB (default 15)")
+    _arg(g, "--max_rt60_s", "gates.max_rt60_s", type=float_or_none,
+         help="highest reverberation time estimated from the clip's speech offsets, in seconds (default 0.6; "
+              "see docs/clean-clips.md for what it catches)")
     _arg(g, "--dnsmos", "dnsmos", choices=["auto", "on", "off"],
          help="score DNSMOS P.835 (≈ 10-25x realtime per CPU core): auto runs it only with "
               "--asr_device cuda and onnxruntime's CUDA provider (default auto)")

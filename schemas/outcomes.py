@@ -58,7 +58,7 @@ FINAL_REASONS = frozenset({
 
 
 # rejections of clips by their audio, before transcription (transforms.quality.judge_audio)
-AUDIO_GATE_REASONS = ("not_speech", "low_bandwidth", "clipped", "noisy", "low_dnsmos")
+AUDIO_GATE_REASONS = ("not_speech", "low_bandwidth", "clipped", "noisy", "reverberant", "low_dnsmos")
 
 
 def is_final(reason: str) -> bool:

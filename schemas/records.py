@@ -73,7 +73,8 @@ class AudioFile:
     size_bytes: int
 
 
-SCORE_FIELDS = ("speech_ratio", "bandwidth_hz", "clipping", "snr_db", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl")
+SCORE_FIELDS = ("speech_ratio", "bandwidth_hz", "clipping", "snr_db", "rt60_s", "dnsmos_sig", "dnsmos_bak",
+                "dnsmos_ovrl")
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class ClipScores:
     bandwidth_hz: Optional[float] = None
     clipping: Optional[float] = None
     snr_db: Optional[float] = None
+    rt60_s: Optional[float] = None
     dnsmos_sig: Optional[float] = None
     dnsmos_bak: Optional[float] = None
     dnsmos_ovrl: Optional[float] = None

@@ -4,7 +4,8 @@ Two sets of rules, both pure functions:
 
 * ``judge_audio`` — on the audio alone, run in the segment stage *before* transcription so a
   rejected clip costs no ASR: speech ratio (``not_speech``), bandwidth (``low_bandwidth``),
-  clipping (``clipped``), speech-to-noise ratio (``noisy``), DNSMOS overall (``low_dnsmos``).
+  clipping (``clipped``), speech-to-noise ratio (``noisy``), reverberation (``reverberant``),
+  DNSMOS overall (``low_dnsmos``).
 * ``judge`` — on the transcript: empty, duration out of bounds, fewer words than the minimum,
   confidence below the minimum,
   speaking rate (characters per second, spaces included) outside the bounds.
@@ -36,9 +37,10 @@ class AudioGates:
     """Thresholds on a clip's audio scores (``None``: that gate is off). Defaults: see README."""
 
     min_speech_ratio: Optional[float] = setting(0.5, role=SHAPING)
-    min_bandwidth_hz: Optional[float] = setting(4500.0, role=SHAPING)
+    min_bandwidth_hz: Optional[float] = setting(6500.0, role=SHAPING)
     max_clipping: Optional[float] = setting(0.002, role=SHAPING)
     min_snr_db: Optional[float] = setting(15.0, role=SHAPING)
+    max_rt60_s: Optional[float] = setting(0.6, role=SHAPING)
     min_dnsmos_ovrl: Optional[float] = setting(None, role=SHAPING)
 
     def validate(self) -> "AudioGates":
@@ -48,6 +50,8 @@ class AudioGates:
             raise SettingError("min_bandwidth_hz", f"must be >= 0, got {self.min_bandwidth_hz:g}")
         if self.max_clipping is not None and not 0 <= self.max_clipping <= 1:
             raise SettingError("max_clipping", f"must be within 0..1, got {self.max_clipping:g}")
+        if self.max_rt60_s is not None and not self.max_rt60_s > 0:
+            raise SettingError("max_rt60_s", f"must be > 0, got {self.max_rt60_s:g}")
         if self.min_dnsmos_ovrl is not None and not 1 <= self.min_dnsmos_ovrl <= 5:
             raise SettingError("min_dnsmos_ovrl", f"must be within 1..5, got {self.min_dnsmos_ovrl:g}")
         return self
@@ -63,6 +67,8 @@ def judge_audio(s: ClipScores, g: AudioGates) -> Optional[Tuple[str, str]]:
         return "clipped", f"clipping {s.clipping:.4f} > {g.max_clipping:.4f}"
     if g.min_snr_db is not None and s.snr_db is not None and s.snr_db < g.min_snr_db:
         return "noisy", f"snr_db {s.snr_db:.1f} < {g.min_snr_db:.1f}"
+    if g.max_rt60_s is not None and s.rt60_s is not None and s.rt60_s > g.max_rt60_s:
+        return "reverberant", f"rt60_s {s.rt60_s:.2f} > {g.max_rt60_s:.2f}"
     if g.min_dnsmos_ovrl is not None and s.dnsmos_ovrl is not None and s.dnsmos_ovrl < g.min_dnsmos_ovrl:
         return "low_dnsmos", f"dnsmos_ovrl {s.dnsmos_ovrl:.2f} < {g.min_dnsmos_ovrl:.2f}"
     return None

@@ -151,7 +151,8 @@ def _clips_of(src, decoded, cfg: SegmentConfig):
                 speech_ratio=clip_scores.speech_ratio(speech[frames]) if speech is not None else None,
                 bandwidth_hz=clip_scores.bandwidth_hz(samples.astype(np.float32) / 32768.0, sr),
                 clipping=clip_scores.clipping(samples),
-                snr_db=clip_scores.snr_db(decoded.db[frames], speech[frames] if speech is not None else None))
+                snr_db=clip_scores.snr_db(decoded.db, speech, piece.start, piece.end, samples, decoded.hop_s),
+                rt60_s=clip_scores.rt60_s(decoded.db[frames], decoded.hop_s))
             segments.append(Segment(key, src, round(a / sr, 3), round(b / sr, 3), sr, pack_path, offset,
                                     len(data), scores, embedding_bytes(voice)))
             offset += len(data)
