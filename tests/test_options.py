@@ -37,6 +37,7 @@ BAD = {  # option → values that must be refused
     "--min_bandwidth_hz": ["-1"],
     "--max_clipping": ["-0.1", "2"],
     "--min_snr_db": ["nan", "loud"],
+    "--max_rt60_s": ["0", "-0.5", "nan"],
     "--min_dnsmos_ovrl": ["0.5", "6"],
     "--similar_k": ["-1", "1.5"],
     "--min_confidence": ["-0.1", "1.1"],
