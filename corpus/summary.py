@@ -25,13 +25,16 @@ def summarise(sources: List[dict], manifest: pa.Table, rejected: List[dict], n_s
         entry["hours"] = round(entry["hours"], 4)
     durations = manifest.column("duration_s").to_pylist() if manifest.num_rows else []
     failed = [r for r in sources if r["status"] in (Status.FAILED, Status.REJECTED)]
+    # a failed source's own row in the rejected table (no clip key) says what to do about it
+    detail = {r["source_id"]: r.get("detail") for r in rejected if r["key"] is None}
     return {
         "schema_version": SCHEMA_VERSION,
         "sources": {"total": len(sources),
                     **{k.value: statuses.get(k, 0) for k in Status}},
         "retried_next_run": sum(1 for r in sources if r["status"] != Status.OK and r.get("retryable")),
         "failed_examples": [{"uri": r.get("uri"), "origin": r.get("origin"), "status": r["status"],
-                             "reason": r.get("reason")} for r in sorted(failed, key=lambda r: r.get("origin") or "")[:5]],
+                             "reason": r.get("reason"), "detail": detail.get(r["source_id"])}
+                            for r in sorted(failed, key=lambda r: r.get("origin") or "")[:5]],
         "hours_in": round(sum(r["duration_s"] or 0.0 for r in sources) / 3600, 4),
         "segments": int(sum(r["n_segments"] or 0 for r in sources)),
         "kept": manifest.num_rows,

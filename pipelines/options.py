@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import math
 import os
+import tempfile
 import typing
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
@@ -317,9 +318,8 @@ def check_output(output: str) -> None:
         raise OptionError(f"--output {output} exists and is not a folder")
     if not os.path.isdir(probe_dir) or not os.access(probe_dir, os.W_OK | os.X_OK):
         raise OptionError(f"--output {output}: cannot create or write it (no write access to {probe_dir})")
-    try:
-        os.makedirs(path, exist_ok=True)
-        fd, tmp = __import__("tempfile").mkstemp(prefix=".write-check-", dir=path)
+    try:  # a write check where the output will be, creating nothing: a refused run leaves no folder behind
+        fd, tmp = tempfile.mkstemp(prefix=".write-check-", dir=path if os.path.isdir(path) else probe_dir)
         os.close(fd)
         os.unlink(tmp)
     except OSError as e:

@@ -191,6 +191,8 @@ def print_summary(title: str, report: dict, output: Optional[str] = None) -> Non
                      + (f"; all in {output}/sources/*.parquet and rejected/*.parquet" if output else "") + "):")
         for e in examples:
             lines.append(f"    {e['origin'] or '?'}: {safe(e['uri'] or '')[:90]} — {e['status']}, {e['reason']}")
+            if e.get("detail"):
+                lines.append(f"      {safe(e['detail'])[:200]}")
     if report.get("retried_next_run"):
         lines.append(f"  {report['retried_next_run']} of them failed for reasons that are tried again on the next run")
     log("\n".join(lines))

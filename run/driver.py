@@ -44,13 +44,14 @@ def drive(settings: CorpusSettings, beam_args: List[str],
         # driver-side file access (sources file, done set, publishing) sees the same storage options
         FileSystems.set_options(options)
         object_store.set_options(options)
-        check_output(settings.output)
-        check_available(settings.asr)
+        # the sources first: a missing file is the first thing to hear about, before any model lookup
         if not fs.is_local(settings.sources):
             problem = object_store.check_access(settings.sources)
             if problem:
                 raise OptionError(f"--sources {settings.sources}: {problem}")
         parsed = read_sources(settings.sources)
+        check_output(settings.output)
+        check_available(settings.asr)
         _preflight_storage(settings, parsed.sources)
     except (OptionError, ValueError, ModelLoadError, SourcesFileError) as e:
         log(f"error: {e}")
@@ -147,9 +148,10 @@ def _run_locked(settings, beam_args, parsed, layout: Layout, lock: OutputLock, m
     pending = [s for s in parsed.sources if not is_done(s)]
     bad_lines = [(s, r) for s, r in parsed.bad_lines if s.source_id not in done]
     if plan is None:
-        log(f"{len(parsed.sources)} sources in {settings.sources} ({parsed.duplicates} duplicate lines "
+        log(f"{len(parsed.sources)} entries in {settings.sources} ({parsed.duplicates} duplicate lines "
             f"ignored, {len(parsed.bad_lines)} unusable lines); {len(parsed.sources) - len(pending)} already "
-            f"done in {settings.output}; {len(pending)} to process"
+            f"done in {settings.output}; {len(pending)} to process (a folder, feed or channel is one entry "
+            f"until its items are listed)"
             + (f"; {len(again)} picked again by --redo/--retry_failed" if again else ""))
         if not pending and not bad_lines:
             clean_leftovers(layout, settings.acquire.staging_dir, log=log)
@@ -171,8 +173,9 @@ def _run_locked(settings, beam_args, parsed, layout: Layout, lock: OutputLock, m
             summary = _run_wave(layout, plan, i, settings, beam_args, lock, replaced, make_pipeline)
             live.end_wave(summary.get("hours_in", 0.0), summary.get("kept", 0), summary.get("rejected_segments", 0))
             total["elapsed"] += summary.get("elapsed_s", 0.0)
-            print_summary(f"run {key}, wave {i + 1} of {len(plan.tags)} ({summary.get('elapsed_s', 0):.1f} s)",
-                          summary, settings.output)
+            if len(plan.tags) > 1:  # one wave: the corpus summary below says it all
+                print_summary(f"run {key}, wave {i + 1} of {len(plan.tags)} ({summary.get('elapsed_s', 0):.1f} s)",
+                              summary, settings.output)
     finally:
         live.stop()
     waves.finish(layout, plan, keep_work=settings.keep_work)

@@ -233,6 +233,7 @@ def test_cli_run_shows_progress_and_summary(tmp_path, tiny_model, speech):
     assert any("1 ok" in l and "h decoded" in l for l in progress)
     assert any("kept" in l and "rejected" in l for l in progress)
     assert "hours in" in r.stderr and "hours kept" in r.stderr and "acquire/not_found" in r.stderr
+    assert r.stderr.count("hours in") == 1  # one wave: its summary is the corpus's, printed once
 
 
 def test_decoded_duration_over_the_limit_is_rejected(tmp_path, tiny_model, speech):

@@ -260,3 +260,34 @@ def test_no_speech_is_final_and_a_rerun_with_nothing_to_do_writes_no_record(tmp_
     assert sorted(p.name for p in (out / "runs").glob("*.json")) == records
     assert "0 to process" in capsys.readouterr().err
     assert len(table(out, "sources")) == 1
+
+
+def test_a_missing_sources_file_comes_first_and_leaves_no_output_folder(tmp_path, capsys):
+    out = tmp_path / "new" / "corpus"
+    err = refused(capsys, "--sources", tmp_path / "nope.txt", "--output", out,
+                  "--asr_model", tmp_path / "no-such-model")
+    assert "nope.txt" in err and "no-such-model" not in err
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_refused_run_leaves_no_empty_output_folder(tmp_path, capsys):
+    sources = write_sources(tmp_path / "s.txt", [tmp_path / "a.wav"])
+    out = tmp_path / "corpus"
+    err = refused(capsys, "--sources", sources, "--output", out, "--asr_model", tmp_path / "no-such-model")
+    assert "no-such-model" in err and not out.exists()
+
+
+def test_the_terminal_summary_shows_what_to_do_about_a_failed_source(capsys):
+    import pyarrow as pa
+
+    from corpus.summary import summarise
+    from run.console import print_summary
+    sources = [{"source_id": "s1", "uri": "http://10.0.0.7/a.mp3", "origin": "s.txt:1", "status": "failed",
+                "reason": "private_address", "retryable": True, "duration_s": 0.0, "n_segments": 0}]
+    rejected = [{"source_id": "s1", "key": None, "stage": "acquire", "reason": "private_address",
+                 "detail": "10.0.0.7 resolves to 10.0.0.7, a non-public address (pass --allow_private_networks "
+                           "to allow it)", "duration_s": 0.0}]
+    manifest = pa.table({"key": pa.array([], pa.string()), "duration_s": pa.array([], pa.float64())})
+    print_summary("corpus", summarise(sources, manifest, rejected, 0))
+    err = capsys.readouterr().err
+    assert "private_address" in err and "--allow_private_networks" in err
