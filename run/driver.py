@@ -128,7 +128,8 @@ def _run_locked(settings, beam_args, parsed, layout: Layout, lock: OutputLock, m
     commit.recover(layout.root, log)
     state = CorpusState.read(layout)
     try:
-        check_settings(state.shaping, settings.shaping(), settings.redo, settings.output, option_of)
+        check_settings(state.shaping, settings.shaping(), settings.redo, settings.output, option_of,
+                       {r for rs in state.rejected_reasons.values() for r in rs})
         again, replaced = _redo_plan(state, settings)
     except (CorpusSettingsError, ValueError) as e:
         log(f"error: {e}")

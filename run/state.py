@@ -8,9 +8,10 @@ so that the rerun contract is in one place.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Sequence, Set
+from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from corpus.layout import Layout, committed_runs, committed_table, done_source_ids, latest_rows, run_order
+from transforms.quality import THRESHOLD_REASONS
 
 
 class CorpusSettingsError(ValueError):
@@ -92,14 +93,19 @@ class CorpusState:
 
 
 def check_settings(recorded: Optional[dict], current: dict, redo: Sequence[str], output: str,
-                   option_of: Mapping[str, str] = {}) -> None:
-    """Refuse new corpus-shaping settings unless the run says which sources to reprocess.
+                   option_of: Mapping[str, str] = {}, present_reasons: Set[str] = frozenset()) -> None:
+    """Refuse new corpus-shaping settings unless the run says which sources to reprocess, and a
+    ``--redo`` that would leave clips judged by the old settings beside the new ones.
 
-    ``option_of`` maps a setting's path to the option a user types, so the message names options."""
+    ``option_of`` maps a setting's path to the option a user types, so the message names options;
+    ``present_reasons`` are the reasons of the corpus's rejected rows."""
     if not recorded:
         return
     diffs = shaping_differences(recorded, current, option_of)
-    if not diffs or redo:
+    if not diffs:
+        return
+    if redo:
+        _check_redo_covers(recorded, current, redo, option_of, present_reasons)
         return
     lines = "\n".join(f"    {d}" for d in diffs)
     raise CorpusSettingsError(
@@ -113,13 +119,7 @@ def check_settings(recorded: Optional[dict], current: dict, redo: Sequence[str],
 
 def shaping_differences(recorded: dict, current: dict, option_of: Mapping[str, str]) -> List[str]:
     """Lines 'OPTION NEW (corpus: OLD)' for every corpus-shaping setting that differs."""
-    def flat(d, prefix=""):
-        for k, v in d.items():
-            if isinstance(v, dict):
-                yield from flat(v, f"{prefix}{k}.")
-            else:
-                yield f"{prefix}{k}", v
-    old, new = dict(flat(recorded)), dict(flat(current))
+    old, new = dict(_flat(recorded)), dict(_flat(current))
     lines, seen = [], set()
     for key in sorted(set(old) | set(new)):
         if key not in old:  # a setting the corpus predates: nothing to compare with
@@ -135,3 +135,52 @@ def shaping_differences(recorded: dict, current: dict, option_of: Mapping[str, s
 
 def _show(v) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def redo_needed(recorded: dict, current: dict, present_reasons: Set[str]) -> Tuple[List[str], List[str]]:
+    """(setting keys whose change every kept clip may fail, reasons whose rejected sources a loosened
+    threshold may now keep). A stricter threshold, or any other change, needs every source again; a
+    looser one only the sources it rejected (none when the corpus holds no such rejects)."""
+    old, new = dict(_flat(recorded)), dict(_flat(current))
+    every, reasons = [], []
+    for key in sorted(k for k in old if old[k] != new.get(k)):
+        reason = THRESHOLD_REASONS.get(key)
+        a, b = old[key], new.get(key)
+        if reason is None:
+            every.append(key)
+            continue
+        tighter = key.rsplit(".", 1)[-1].startswith("min_")
+        if b is None or (a is not None and (b < a if tighter else b > a)):  # turned off or loosened
+            if reason in present_reasons:
+                reasons.append(reason)
+        else:
+            every.append(key)
+    return every, reasons
+
+
+def _check_redo_covers(recorded: dict, current: dict, redo: Sequence[str], option_of: Mapping[str, str],
+                       present_reasons: Set[str]) -> None:
+    picked = {s.lower() for s in redo}
+    if "all" in picked:
+        return
+    every, reasons = redo_needed(recorded, current, present_reasons)
+    if every:
+        names = ", ".join(dict.fromkeys(option_of.get(k, k) for k in every))
+        raise CorpusSettingsError(
+            f"--redo {','.join(redo)} would leave clips judged with the corpus's old settings: {names} "
+            f"is stricter than (or changes) what the kept clips were made with, so any source's kept clips may "
+            f"no longer pass. Reprocess every source: --redo all (or build into a new --output).")
+    missing = [r for r in reasons if f"reason:{r}" not in picked]
+    if missing:
+        want = ",".join(f"reason:{r}" for r in reasons)
+        raise CorpusSettingsError(
+            f"--redo {','.join(redo)} leaves out sources that the loosened settings would now keep "
+            f"(rejected as {', '.join(missing)}). Use --redo {want} (or --redo all).")
+
+
+def _flat(d: dict, prefix: str = ""):
+    for k, v in d.items():
+        if isinstance(v, dict):
+            yield from _flat(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", v

@@ -291,3 +291,20 @@ def test_the_terminal_summary_shows_what_to_do_about_a_failed_source(capsys):
     print_summary("corpus", summarise(sources, manifest, rejected, 0))
     err = capsys.readouterr().err
     assert "private_address" in err and "--allow_private_networks" in err
+
+
+def test_a_stricter_gate_needs_every_source_again(tmp_path, tiny_model, speech, capsys):
+    out = tmp_path / "corpus"
+    base = ["--sources", write_sources(tmp_path / "s.txt", [speech["a"][1], speech["b"][1]]), "--output", str(out),
+            *permissive(tiny_model)]
+    first = run(base)
+    assert first["kept"] > 0
+    capsys.readouterr()
+    err = refused(capsys, *base, "--min_snr_db", "200", "--redo", "reason:noisy")
+    assert "--min_snr_db" in err and "--redo all" in err  # kept clips were judged with 15 dB
+    stricter = run([*base, "--min_snr_db", "200", "--redo", "all"])
+    assert stricter["kept"] == 0 and all(m["snr_db"] >= 200 for m in table(out, "manifest"))
+    assert stricter["rejects_by_reason"]["quality/noisy"]["count"] >= first["kept"]
+    # looser again: only the sources with noisy rejects come back, and saying so is enough
+    looser = run([*base, "--redo", "reason:noisy"])
+    assert looser["kept"] == first["kept"]

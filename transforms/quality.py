@@ -74,6 +74,16 @@ def judge_audio(s: ClipScores, g: AudioGates) -> Optional[Tuple[str, str]]:
     return None
 
 
+# each threshold (its shaping key) → the reason of the clips it rejects; a ``min_`` threshold is stricter
+# when it rises, a ``max_`` one when it falls (``run.state`` asks what a changed threshold must redo)
+THRESHOLD_REASONS = {
+    "gates.min_speech_ratio": "not_speech", "gates.min_bandwidth_hz": "low_bandwidth", "gates.max_clipping": "clipped",
+    "gates.min_snr_db": "noisy", "gates.max_rt60_s": "reverberant", "gates.min_dnsmos_ovrl": "low_dnsmos",
+    "quality.min_confidence": "low_confidence", "quality.min_chars_per_s": "speaking_rate_low",
+    "quality.max_chars_per_s": "speaking_rate_high", "quality.min_words": "too_few_words",
+}
+
+
 @dataclass(frozen=True)
 class QualityConfig:
     min_confidence: Optional[float] = setting(0.6, role=SHAPING)
