@@ -22,6 +22,8 @@ from typing import Optional
 
 import numpy as np
 
+from schemas.records import ClipScores
+
 BAND_DB = 50.0
 CLIP_NEAR = 0.10  # a sample within 10 % of the peak counts as on the plateau
 NOISE_SHARE = 0.10
@@ -89,3 +91,13 @@ def snr_db(frame_db: np.ndarray, speech_frames: Optional[np.ndarray] = None) -> 
     if signal <= 0:
         return 0.0 if signal == 0 else -MAX_SNR_DB
     return round(float(min(MAX_SNR_DB, 10 * np.log10(signal / noise))), 2)
+
+
+def of_clip(samples: np.ndarray, sample_rate: int, frame_db: np.ndarray,
+            speech_frames: Optional[np.ndarray] = None) -> ClipScores:
+    """All of the above for one clip: int16 ``samples``, and its frames' energies and speech decisions."""
+    return ClipScores(
+        speech_ratio=speech_ratio(speech_frames) if speech_frames is not None else None,
+        bandwidth_hz=bandwidth_hz(samples.astype(np.float32) / 32768.0, sample_rate),
+        clipping=clipping(samples),
+        snr_db=snr_db(frame_db, speech_frames))
