@@ -6,7 +6,8 @@ result) is the same on every rerun. Each element reaches ``run_inference`` alone
 list (the stage skips Beam's batching, which holds a partial group back until the end of a bundle:
 output that not every runner collects). A call
 that raises becomes an error for each of its clips (the stage turns them into failure rows), so a
-bad batch costs only its own clips on every runner. The model is loaded once per worker
+bad batch costs only its own clips on every runner; a batch at another rate than the model's
+(``asr.contract``) is a misconfigured run, and raises. The model is loaded once per worker
 process (``load_model``) and shared between that process's threads, so the padding counters take
 each call's own counts from ``Transcriber.many`` rather than differences of the shared totals.
 """
@@ -46,6 +47,8 @@ class CtcModelHandler(ModelHandler[AsrBatch, PredictionResult, Transcriber]):
 
     def run_inference(self, batch: Sequence[AsrBatch], model: Transcriber,
                       inference_args: Optional[dict[str, Any]] = None) -> Iterable[PredictionResult]:
+        for b in batch:  # a batch cut for another rate is a wrong run, not a bad clip: it stops the run
+            model.m.contract.check(b, model.m.label)
         try:
             return self.transcribe(batch, model)
         except Exception as e:  # noqa: BLE001 - reported per clip, the run goes on

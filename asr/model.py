@@ -13,6 +13,7 @@ from typing import Optional
 
 import torch
 
+from asr.contract import AsrContract
 from schemas.errors import SpeechmillError
 from schemas.settings import SHAPING, SettingError, setting
 
@@ -72,10 +73,14 @@ class LoadedCtcModel:
     blank_id: int
     do_normalize: bool
     use_attention_mask: bool
-    sample_rate: int
+    contract: AsrContract  # the input rate and frame length this model was built for
     device: torch.device
     label: str
     dtype: torch.dtype = torch.float32
+
+    @property
+    def sample_rate(self) -> int:
+        return self.contract.sample_rate
 
 
 def _missing(what: str, name: str, err: Exception) -> ModelLoadError:
@@ -137,4 +142,4 @@ def load_ctc_model(spec: AsrModelSpec) -> LoadedCtcModel:
         model=model, tokenizer=tokenizer, blank_id=int(blank),
         do_normalize=bool(getattr(fe, "do_normalize", True)),
         use_attention_mask=bool(getattr(fe, "return_attention_mask", False)),
-        sample_rate=int(getattr(fe, "sampling_rate", 16000)), device=device, label=spec.label, dtype=dtype)
+        contract=AsrContract.of_model(model, fe), device=device, label=spec.label, dtype=dtype)

@@ -120,9 +120,8 @@ class Transcriber:
     def __init__(self, loaded: LoadedCtcModel, opts: TranscribeOptions = TranscribeOptions()):
         self.m = loaded
         self.opts = opts.validate()
-        cfg = getattr(loaded.model, "config", None)
-        self.stride = int(np.prod(getattr(cfg, "conv_stride", (320,)))) if cfg is not None else 320
-        self.frame_s = self.stride / loaded.sample_rate
+        self.stride = loaded.contract.stride
+        self.frame_s = loaded.contract.frame_s
         self.stats = AsrStats()  # every call's counts; see ``many(stats=...)`` for one call's alone
         self._stats_lock = threading.Lock()
         delimiter = getattr(loaded.tokenizer, "word_delimiter_token", None) or " "

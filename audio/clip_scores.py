@@ -36,6 +36,8 @@ from typing import Optional
 
 import numpy as np
 
+from schemas.records import ClipScores
+
 BAND_DB = 50.0
 CLIP_NEAR = 0.10  # a sample within 10 % of the peak counts as on the plateau
 NOISE_SHARE = 0.10
@@ -188,3 +190,15 @@ def rt60_s(frame_db: np.ndarray, hop_s: float = 0.01) -> Optional[float]:
     slopes = -(w[ok] - w[ok].mean(axis=1, keepdims=True)) @ t / np.sum(t * t)  # dB per second, falling
     rate = float(np.percentile(slopes, 95))
     return round(60.0 / rate, 3) if rate > 0 else None
+
+
+def of_clip(samples: np.ndarray, sample_rate: int, frame_db: np.ndarray, speech_frames: Optional[np.ndarray],
+            start: int, end: int, hop_s: float) -> ClipScores:
+    """All of the above for the clip ``[start, end)`` (frames) of a source: its int16 ``samples``, and
+    the source's frame energies and speech decisions (the noise around the clip counts too)."""
+    return ClipScores(
+        speech_ratio=speech_ratio(speech_frames[start:end]) if speech_frames is not None else None,
+        bandwidth_hz=bandwidth_hz(samples.astype(np.float32) / 32768.0, sample_rate),
+        clipping=clipping(samples),
+        snr_db=snr_db(frame_db, speech_frames, start, end, samples, hop_s),
+        rt60_s=rt60_s(frame_db[start:end], hop_s))

@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
+import soxr
 
 from audio.energy import FrameEnergy
 from audio.ffmpeg import DecodeLimits, decode_into
-from audio.vad import RATE, VadStream
+from audio.vad import RATE as VAD_RATE
+from audio.vad import VadStream, on_grid
 
 HOP_S = 0.01
 
@@ -52,6 +54,16 @@ class DecodedSource:
             return np.zeros(0, dtype=np.int16)
         data = os.pread(self.scratch.fileno(), 2 * (end - start), 2 * start)
         return np.frombuffer(data, dtype="<i2").copy()
+
+    def read_float(self, start: int, end: int) -> np.ndarray:
+        """float32 samples in [-1, 1) [start, end), clamped to the file."""
+        return self.read(start, end).astype(np.float32) / 32768.0
+
+    def speech_on_grid(self) -> Optional[np.ndarray]:
+        """The VAD's speech probabilities on the energy frames' grid (None without the VAD)."""
+        if self.speech_probs is None:
+            return None
+        return on_grid(self.speech_probs, len(self.db), self.hop_s)
 
     def close(self) -> None:
         self.scratch.close()
@@ -112,12 +124,10 @@ class _SpeechStream:
     speech detection) → Silero VAD."""
 
     def __init__(self, sample_rate: int, n_samples: int, gain: float = 1.0):
-        import soxr
-
         self.gain = gain
-        self.vad = VadStream(total_samples=int(n_samples * RATE / sample_rate))
-        self.resampler = None if sample_rate == RATE else soxr.ResampleStream(sample_rate, RATE, 1, dtype="float32",
-                                                                              quality="LQ")
+        self.vad = VadStream(total_samples=int(n_samples * VAD_RATE / sample_rate))
+        self.resampler = None if sample_rate == VAD_RATE else soxr.ResampleStream(sample_rate, VAD_RATE, 1,
+                                                                                  dtype="float32", quality="LQ")
 
     def push(self, data: np.ndarray, last: bool) -> None:
         x = data.astype(np.float32) * (self.gain / 32768.0)

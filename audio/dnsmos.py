@@ -13,12 +13,14 @@ ASR model on the GPU.
 """
 from __future__ import annotations
 
+import itertools
 import threading
-from typing import List, Optional, Sequence, Tuple
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from audio.packaged import ModelFileMissing, package_file
+from audio.resample import int16_to_float
 
 RATE = 16000
 WINDOW = int(9.01 * RATE)
@@ -87,6 +89,17 @@ def score(clips: Sequence[np.ndarray], device: str = "cpu", max_windows: Optiona
         m = mapped[owner == i].mean(axis=0)
         out.append(tuple(round(float(v), 3) for v in m))
     return out
+
+
+def score_clips(clips: Iterable[np.ndarray], sample_rate: int, device: str = "cpu", group: int = 16
+                ) -> Iterator[Tuple[float, float, float]]:
+    """(sig, bak, ovrl) per int16 clip at ``sample_rate``, ``group`` clips at a time (memory stays bounded)."""
+    it = iter(clips)
+    while True:
+        part = [int16_to_float(c, sample_rate, RATE) for c in itertools.islice(it, group)]
+        if not part:
+            return
+        yield from score(part, device)
 
 
 def resolve(mode: str, device: str) -> bool:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+from typing import BinaryIO, Iterable, Iterator, Tuple
 
 import numpy as np
 import soundfile as sf
@@ -15,6 +16,17 @@ def encode_flac(samples: np.ndarray, sample_rate: int) -> bytes:
     # level 0: ~15% faster than libsndfile's default for ~1% larger files on speech
     sf.write(buf, samples, int(sample_rate), format="FLAC", subtype="PCM_16", compression_level=0.0)
     return buf.getvalue()
+
+
+def write_pack(f: BinaryIO, clips: Iterable[np.ndarray], sample_rate: int) -> Iterator[Tuple[np.ndarray, int, int]]:
+    """Write each int16 clip as FLAC to ``f``, end to end (a clip pack: one file per source, read back by
+    offset); yields each clip's (samples, offset, length in bytes) as it is written."""
+    offset = 0
+    for samples in clips:
+        data = encode_flac(samples, sample_rate)
+        f.write(data)
+        yield samples, offset, len(data)
+        offset += len(data)
 
 
 def decode_flac(data: bytes) -> tuple:

@@ -86,6 +86,15 @@ class SplitResult:
     level_db: float = float("nan")
     threshold_db: float = float("nan")
     pause: Optional[np.ndarray] = field(default=None, compare=False, repr=False)  # frames that may hold a cut
+    speech: Optional[np.ndarray] = field(default=None, compare=False, repr=False)  # speech frames, with a VAD
+
+    def file_detail(self, duration_s: float, params: "SplitParams") -> str:
+        """Why the whole file was rejected, in words (``file_reason`` says which)."""
+        if self.file_reason == "no_audio":
+            return "no samples"
+        if self.file_reason == "no_speech":
+            return f"the voice detector found under {params.min_speech_s:g} s of speech in {duration_s:.1f} s"
+        return f"level {self.level_db:.1f} dBFS over {duration_s:.1f} s"
 
 
 def local_level(db: np.ndarray, hop_s: float, span_s: float = LOCAL_S) -> np.ndarray:
@@ -187,9 +196,7 @@ def split_on_silence(db: np.ndarray, hop_s: float, params: SplitParams = SplitPa
                      speech_prob: Optional[np.ndarray] = None) -> SplitResult:
     """Clips (frame ranges) of a file given its frame energies in dBFS on a ``hop_s`` grid and,
     optionally, each frame's speech probability (on the same grid)."""
-    speech = None
-    if speech_prob is not None:
-        speech = speech_mask(speech_prob, params.speech_threshold)
+    speech = None if speech_prob is None else speech_mask(speech_prob, params.speech_threshold)
     n = len(db)
     if n == 0:
         return SplitResult((), (), "no_audio")
@@ -235,4 +242,4 @@ def split_on_silence(db: np.ndarray, hop_s: float, params: SplitParams = SplitPa
     pieces = _merge_short(pieces, min_f, max_f, max_gap_f)
     clips = tuple(p for p in pieces if p.end - p.start >= min_f)
     short = tuple(p for p in pieces if p.end - p.start < min_f)
-    return SplitResult(clips, short, "", level, threshold, silent | soft)
+    return SplitResult(clips, short, "", level, threshold, silent | soft, speech)

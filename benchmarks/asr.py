@@ -211,10 +211,10 @@ def beam_overhead(clips, batch_s: float, tmp: str):
     # the importable module, not ``__main__``: Beam pickles its functions by reference, so the
     # pipeline carries names, not the audio, and the worker appends to this module's list
     import benchmarks.asr as here
+    from asr.contract import plan_batches
     from asr.model import AsrModelSpec
     from asr.tiny import build_tiny_model
     from schemas.records import AsrBatch, Segment, Source
-    from transforms.segment import plan_batches
     from transforms.transcribe import Transcribe
     os.environ.setdefault("SPEECHMILL_PROGRESS_S", "3600")  # the stage's own progress lines mean nothing here
     spec = AsrModelSpec(model=build_tiny_model(os.path.join(tmp, "tiny")))
@@ -283,9 +283,9 @@ def beam_line(clips, batch_s: float, tmp: str) -> str:
 
 def measure(arch: str, dtype: str, path: str, clips, args):
     """Rows of the speed table and one row of the bounds table for one architecture and dtype."""
+    from asr.contract import plan_batches
     from asr.model import AsrModelSpec, load_ctc_model
     from asr.transcriber import Transcriber
-    from transforms.segment import plan_batches
 
     total = sum(len(c) for c in clips) / 16000
     spec = AsrModelSpec(model=path, device=args.device, dtype=dtype)

@@ -3,7 +3,8 @@
 The encoder is a 3-layer LSTM (256 units) over 40-band mel spectrograms of 16 kHz audio (25 ms
 windows, 10 ms hop, power — not log — as Resemblyzer computes them), whose last hidden state goes
 through a linear layer and a ReLU and is L2-normalised: a 256-d voice embedding for a 1.6 s
-"partial" utterance. A longer stretch is cut into partials whose embeddings are averaged.
+"partial" utterance. A longer stretch is cut into partials whose embeddings are averaged. Audio at
+another rate is resampled to the encoder's own (``RATE``) first: callers say what rate they hand in.
 
 The network is rebuilt here and only its weights are read (``weights_only``), so neither the
 package's code nor its webrtcvad dependency is imported. Partials of many clips are embedded in
@@ -17,8 +18,9 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from audio.packaged import ModelFileMissing, package_file
+from audio.resample import resample
 
-RATE = 16000
+RATE = 16000  # the rate the encoder was trained at, whatever rate its callers decode at
 N_FFT = 400  # 25 ms
 HOP = 160  # 10 ms
 N_MELS = 40
@@ -97,10 +99,10 @@ def loudness_normalised(x: np.ndarray) -> np.ndarray:
     return x * np.float32(10 ** (change_db / 20)) if change_db > 0 else x
 
 
-def partials(x: np.ndarray) -> List[np.ndarray]:
-    """1.6 s pieces of a stretch of 16 kHz audio, end to end; a last piece of at least 0.8 s, or
-    the only one, is zero-padded to full length."""
-    x = np.asarray(x, dtype=np.float32)
+def partials(x: np.ndarray, rate: int = RATE) -> List[np.ndarray]:
+    """1.6 s pieces (at ``RATE``) of a stretch of float32 audio at ``rate``, end to end; a last piece
+    of at least 0.8 s, or the only one, is zero-padded to full length."""
+    x = resample(x, rate, RATE)
     out = []
     for a in range(0, max(1, len(x)), PARTIAL_SAMPLES):
         piece = x[a:a + PARTIAL_SAMPLES]
@@ -113,7 +115,7 @@ def partials(x: np.ndarray) -> List[np.ndarray]:
 
 
 def embed_partials(pieces: Sequence[np.ndarray], device: str = "cpu", batch: int = 64) -> np.ndarray:
-    """(n, 256) float32 embeddings of 1.6 s pieces of 16 kHz audio."""
+    """(n, 256) float32 embeddings of 1.6 s pieces at ``RATE`` (what ``partials`` makes)."""
     if not len(pieces):
         return np.zeros((0, 256), dtype=np.float32)
     import torch

@@ -23,6 +23,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from audio.silence import Piece
 from speakers import encoder
 from speakers.cluster import cluster_labels, normalise
 
@@ -63,11 +64,12 @@ def utterances(start: int, end: int, pause: np.ndarray, min_pause_f: int) -> Lis
 
 
 def split_turns(clips: Sequence[Tuple[int, int]], pause: np.ndarray, hop_s: float,
-                audio16k: Callable[[int, int], np.ndarray], params: TurnParams = TurnParams()) -> List[List[Turn]]:
+                audio: Callable[[int, int], np.ndarray], params: TurnParams = TurnParams(),
+                rate: int = encoder.RATE) -> List[List[Turn]]:
     """For each clip (frame range), its turns: one voice each, with the turn's voice embedding.
 
-    ``audio16k(start_frame, end_frame)`` returns that stretch as 16 kHz float32. All partials of all
-    clips are embedded in one batched pass.
+    ``audio(start_frame, end_frame)`` returns that stretch as float32 at ``rate`` (the encoder
+    resamples it to its own). Partials of many clips are embedded in one batched pass.
     """
     min_pause_f = max(1, int(round(params.min_pause_s / hop_s)))
     min_utt_f = int(round(params.min_utterance_s / hop_s))
@@ -83,7 +85,7 @@ def split_turns(clips: Sequence[Tuple[int, int]], pause: np.ndarray, hop_s: floa
         plans.append(utts)
         for u, (s, e, _) in enumerate(utts):
             if e - s >= min_utt_f:
-                for p in encoder.partials(audio16k(s, e)):
+                for p in encoder.partials(audio(s, e), rate):
                     pieces.append(p)
                     owners.append((c, u))
         if len(pieces) >= 64:
@@ -131,6 +133,30 @@ def _turns(utts, by_utt, labels, c: int, params: TurnParams) -> List[Turn]:
     turns.append(Turn(cur_start, utts[-1][1], encoder.mean_embedding(np.stack(cur_vecs)) if cur_vecs else None,
                       cur_mixed))
     return turns
+
+
+def one_voice_each(clips: Sequence[Piece], pause: np.ndarray, hop: int, rate: int,
+                   read: Callable[[int, int], np.ndarray], params: TurnParams, min_clip_s: float):
+    """Clips cut at speaker changes: (pieces, their voice embeddings, indices of mixed pieces, and
+    (piece, why) of turns too short to keep). ``read(start, end)``: float32 samples at ``rate``,
+    ``hop`` samples to a frame."""
+    hop_s = hop / rate
+    turns = split_turns([(c.start, c.end) for c in clips], pause, hop_s,
+                        lambda s, e: read(s * hop, e * hop), params, rate)
+    out, voices, mixed, short = [], [], set(), []
+    min_f = int(round(min_clip_s / hop_s))
+    for clip_turns in turns:
+        for t in clip_turns:
+            piece = Piece(t.start, t.end)
+            if t.end - t.start < min_f and len(clip_turns) > 1:
+                short.append((piece, f"{(t.end - t.start) * hop_s:.2f} s turn of one voice between "
+                                     f"another's, minimum {min_clip_s:g} s"))
+                continue
+            if t.mixed:
+                mixed.add(len(out))
+            out.append(piece)
+            voices.append(t.embedding)
+    return out, voices, mixed, short
 
 
 def embedding_bytes(v: Optional[np.ndarray]) -> Optional[bytes]:

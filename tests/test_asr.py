@@ -107,7 +107,7 @@ def test_group_norm_padding_is_what_changes_batched_output(tmp_path, long_speech
     rng = np.random.default_rng(1)
     varied = sorted((long_speech[int(s):int(s) + int(n)] for s, n in
                      zip(rng.uniform(0, 16000 * 15, 12), rng.uniform(16000 * 4, 16000 * 8, 12))), key=len)
-    from transforms.segment import plan_batches
+    from asr.contract import plan_batches
     t = Transcriber(m)
     groups = plan_batches([len(c) / 16000 for c in varied], 24.0, 64)  # as the segment stage groups them
     batched = [o for g in groups for o in t([varied[i] for i in g])]

@@ -1,12 +1,17 @@
 """What the transcribe stage reports: failure rows for a batch the model handler failed on, and
 padding counters that stay exact when threads share one model."""
+import dataclasses
+import json
+import shutil
 import threading
 
 import apache_beam as beam
 import numpy as np
+import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from asr.contract import AsrInputError
 from asr.handler import CtcModelHandler
 from asr.model import AsrModelSpec
 from schemas.records import AsrBatch, Segment, Source
@@ -91,3 +96,20 @@ def test_padding_counters_are_exact_when_threads_share_one_model(tiny_model, thr
     # the same totals travel with the results as data, for runners without metrics
     assert (sum(c[0] for c in carried), sum(c[1] for c in carried)) == (samples, padding)
     assert (model.stats.samples, model.stats.padded, model.stats.batches) == (samples, padding, 2 * len(calls))
+
+
+def test_the_handler_takes_its_rate_from_the_model_and_refuses_another(tmp_path, tiny_model):
+    model_dir = tmp_path / "at8k"
+    shutil.copytree(tiny_model, model_dir)
+    cfg_path = model_dir / "processor_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["feature_extractor"]["sampling_rate"] = 8000
+    cfg_path.write_text(json.dumps(cfg))
+    handler = CtcModelHandler(AsrModelSpec(model=str(model_dir)))
+    model = handler.load_model()
+    assert (model.m.sample_rate, model.m.contract.stride, model.m.contract.frame_s) == (8000, 320, 0.04)
+    at_16k = asr_batch("wide", [16000, 20000])
+    with pytest.raises(AsrInputError, match="at 16000 Hz, but .*at8k takes 8000 Hz"):
+        handler.run_inference([at_16k], model)
+    out = handler.run_inference([dataclasses.replace(at_16k, sample_rate=8000)], model)
+    assert [o.error for o in out[0].inference.outputs] == [None, None]

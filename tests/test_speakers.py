@@ -143,6 +143,24 @@ def test_clustering_is_blocked_and_deterministic():
     assert len({(x, y) for x, y in zip(a, truth)}) == 5  # one cluster per true voice
 
 
+@pytest.mark.skipif(not have_shared_speech(), reason="needs ../shared/data/real_speech")
+@pytest.mark.parametrize("rate", [22050, 8000])
+def test_encoder_hears_any_rate_as_its_own(rate):
+    """Audio handed in at another rate, with that rate, embeds as at the encoder's 16 kHz; handed in as
+    if it were 16 kHz, it does not (so the resampling is what makes them agree). The 1961 recording is
+    band-limited below 4 kHz, so its 8 kHz copy holds the same speech."""
+    x, sr = sf.read(str(SHARED_SPEECH / "jfk.flac"), dtype="float32")
+    x = x.mean(axis=1) if x.ndim > 1 else x  # the file is stereo, the same speech on both channels
+
+    def embed(y, r=encoder.RATE):
+        return encoder.mean_embedding(encoder.embed_partials(encoder.partials(y, r)))
+    at_16k = embed(soxr.resample(x, sr, encoder.RATE))
+    other = soxr.resample(x, sr, rate)
+    same, misread = float(at_16k @ embed(other, rate)), float(at_16k @ embed(other))
+    print(f"{rate} Hz: cosine {same:.4f} with the rate given, {misread:.4f} read as 16 kHz")
+    assert same >= 0.99 and misread < 0.9
+
+
 def test_encoder_tells_the_test_voices_apart():
     from audio.synth import speak, trim
 
