@@ -119,7 +119,7 @@ def run_segment(path: str, name: str, d: str):
     """(kept segments, rejections) of one file through the segment stage with the default gates."""
     from schemas.records import AsrBatch, AudioFile, Rejection, Source
     from transforms.segment import SegmentConfig, segment_source
-    cfg = SegmentConfig(pack_dir=os.path.join(d, "packs"), speakers=False).validate()
+    cfg = SegmentConfig(pack_dir=os.path.join(d, "packs"), speakers=False)
     kept, rejected = [], []
     sid = name.replace(" ", "_").replace(".", "_")
     for out in segment_source(AudioFile(Source("file://" + path, sid), path, os.path.getsize(path)), cfg):

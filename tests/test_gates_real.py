@@ -46,7 +46,7 @@ def segment(tmp_path, x, name, **gates):
         sf.write(path, x, RATE, subtype="PCM_16")
     cfg = SegmentConfig(pack_dir=str(tmp_path / "packs"), speakers=False, gates=AudioGates(**gates))
     kept, rejected = [], []
-    for out in segment_source(AudioFile(Source("file://" + path, name), path, os.path.getsize(path)), cfg.validate()):
+    for out in segment_source(AudioFile(Source("file://" + path, name), path, os.path.getsize(path)), cfg):
         if isinstance(out, AsrBatch):
             kept += list(out.segments)
         elif isinstance(out, Rejection):
