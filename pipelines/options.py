@@ -13,8 +13,10 @@ import os
 from typing import List, Optional, Tuple
 
 from acquisition.fetch import AcquireConfig
+from asr.builtin import OFFLINE_ALIAS
 from asr.model import DEFAULT_ASR_MODEL, DEFAULT_FEATURE_EXTRACTOR, DEFAULT_TOKENIZER, AsrModelSpec
 from asr.transcriber import TranscribeOptions
+from asr.whisper import WhisperGates
 from audio.silence import SplitParams
 from run.settings import CorpusSettings, OptionError
 from storage import fs
@@ -69,10 +71,22 @@ OPTION_OF = {  # setting path → the option a user types
     "output_sample_rate": "--output_sample_rate", "asr": "--asr_model (and --asr_revision)",
     "asr_tokenizer": "--asr_tokenizer", "asr_feature_extractor": "--asr_feature_extractor",
     "asr_chunk_s": "--asr_chunk_s", "keep_ctc_tokens": "--keep_ctc_tokens", "ytdlp_format": "--ytdlp_format",
+    "quality.sentence_end_only": "--sentence_end_only",
+    "whisper_gates.max_no_speech_prob": "--max_no_speech_prob", "whisper_gates.min_avg_logprob": "--min_avg_logprob",
+    "whisper_gates.max_compression_ratio": "--max_compression_ratio",
+    "whisper_gates.max_ngram_repeats": "--max_ngram_repeats",
+    "whisper_gates.max_chars_per_s": "--whisper_max_chars_per_s",
 }
 
 
 DNSMOS_DEFAULT = object()  # --min_dnsmos_ovrl not given: 2.5 when DNSMOS runs, else off
+
+
+def int_or_none(text: str) -> Optional[int]:
+    """A whole number, or ``none`` to turn the gate off."""
+    if text.strip().lower() in ("none", "off"):
+        return None
+    return int(text)
 
 
 def float_or_none(text: str) -> Optional[float]:
@@ -163,7 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("transcription")
     g.add_argument("--asr_model", default=DEFAULT_ASR_MODEL,
-                   help=f"Hugging Face AutoModelForCTC id or local directory (default {DEFAULT_ASR_MODEL})")
+                   help=f"a CTC model (Hugging Face AutoModelForCTC id or local directory; default {DEFAULT_ASR_MODEL}) "
+                        f"or a Whisper model: {OFFLINE_ALIAS} (bundled, works offline), a CTranslate2 folder, a "
+                        "faster-whisper size name or a Hugging Face Whisper id or folder (see docs/transcription.md)")
     g.add_argument("--asr_tokenizer", default=None,
                    help=f"tokenizer id or directory (default: the model's own; {DEFAULT_TOKENIZER} "
                         "for the default model)")
@@ -224,6 +240,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--rate_outlier_iqr", type=float_or_none, default=1.5,
                    help="reject a clip whose speaking rate is outside Q1-k*IQR..Q3+k*IQR of its own source's "
                         "clips (sources of 8 clips or more; default k=1.5)")
+    g.add_argument("--sentence_end_only", action="store_true",
+                   help="keep only clips whose transcript ends a sentence (terminal punctuation; needs a model "
+                        "that writes punctuation, such as Whisper)")
+
+    g = p.add_argument_group("Whisper gates (Whisper models only; 'none' turns a gate off; see docs/transcription.md)")
+    g.add_argument("--max_no_speech_prob", type=float_or_none, default=0.4,
+                   help="highest probability of 'no speech' the model may give a clip (default 0.4)")
+    g.add_argument("--min_avg_logprob", type=float_or_none, default=-0.8,
+                   help="lowest mean log-probability of the decoded tokens (default -0.8)")
+    g.add_argument("--max_compression_ratio", type=float_or_none, default=2.4,
+                   help="highest gzip compression ratio of the text: a loop compresses well (default 2.4)")
+    g.add_argument("--max_ngram_repeats", type=int_or_none, default=4,
+                   help="most times a 1-4 word n-gram may be said back to back (default 4)")
+    g.add_argument("--whisper_max_chars_per_s", type=float_or_none, default=35.0,
+                   help="most transcript characters per second of audio (default 35)")
     return p
 
 
@@ -344,7 +375,12 @@ def _settings(args) -> CorpusSettings:
                         silence_rel_db=args.silence_rel_db, max_merge_gap_s=args.max_merge_gap_s).validate()
     quality = QualityConfig(min_confidence=args.min_confidence, min_chars_per_s=args.min_chars_per_s,
                             max_chars_per_s=args.max_chars_per_s, min_clip_s=args.min_clip_s,
-                            max_clip_s=args.max_clip_s, rate_outlier_iqr=args.rate_outlier_iqr).validate()
+                            max_clip_s=args.max_clip_s, rate_outlier_iqr=args.rate_outlier_iqr,
+                            sentence_end_only=args.sentence_end_only).validate()
+    whisper_gates = WhisperGates(max_no_speech_prob=args.max_no_speech_prob, min_avg_logprob=args.min_avg_logprob,
+                                 max_compression_ratio=args.max_compression_ratio,
+                                 max_ngram_repeats=args.max_ngram_repeats,
+                                 max_chars_per_s=args.whisper_max_chars_per_s).validate()
     acquire = AcquireConfig(staging_dir=args.staging_dir or fs.join(output, "_staging"),
                             max_download_mb=args.max_download_mb, http_timeout_s=args.http_timeout_s,
                             download_timeout_s=args.download_timeout_s,
@@ -376,6 +412,7 @@ def _settings(args) -> CorpusSettings:
     ShardConfig(shards_dir="", manifest_dir="", prefix=args.shard_prefix).validate()
     return CorpusSettings(
         sources=args.sources, output=output, asr=asr, transcribe=transcribe, split=split, quality=quality,
+        whisper_gates=whisper_gates,
         acquire=acquire, gates=gates, vad=args.vad, dnsmos=dnsmos_on, keep_rejected_audio=args.keep_rejected_audio,
         speakers=args.speakers == "on", similar_k=args.similar_k, commit_every_hours=args.commit_every_hours,
         output_sample_rate=args.output_sample_rate,

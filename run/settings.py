@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 from acquisition.fetch import AcquireConfig
+from asr.builtin import is_whisper
 from asr.model import AsrModelSpec
 from asr.transcriber import TranscribeOptions
+from asr.whisper import WhisperGates
 from audio.silence import SplitParams
 from transforms.quality import AudioGates, QualityConfig
 
@@ -36,6 +38,7 @@ class CorpusSettings:
     similar_k: int = 3
     commit_every_hours: float = 4.0
     transcribe: TranscribeOptions = TranscribeOptions()
+    whisper_gates: WhisperGates = WhisperGates()
     output_sample_rate: int = 22050
     asr_batch_seconds: float = 160.0
     asr_accelerator: Optional[str] = None
@@ -76,4 +79,5 @@ class CorpusSettings:
             "asr_chunk_s": self.transcribe.chunk_s,
             "keep_ctc_tokens": self.transcribe.keep_ctc_tokens,
             "ytdlp_format": self.acquire.ytdlp_format,
+            **({"whisper_gates": dataclasses.asdict(self.whisper_gates)} if is_whisper(self.asr.model) else {}),
         }
