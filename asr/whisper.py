@@ -191,8 +191,8 @@ class WhisperTranscriber:
             worst[c][1] = min(worst[c][1], float(seg.avg_logprob))
             for w in seg.words or ():
                 if w.word.strip():
-                    words[c].append(Word(w.word.strip(), round(max(0.0, w.start - t0), 3),
-                                         round(max(0.0, w.end - t0), 3), round(float(w.probability), 4)))
+                    words[c].append(Word(w.word.strip(), round(max(0.0, float(w.start) - t0), 3),
+                                         round(max(0.0, float(w.end) - t0), 3), round(float(w.probability), 4)))
         for j, i in enumerate(keep):
             text = " ".join(t for t in texts[j] if t)
             out[i] = (text, tuple(words[j]),
@@ -208,20 +208,23 @@ class WhisperTranscriber:
                                  rejected=verdict))
         return out
 
-    def score(self, audio: np.ndarray, text: str) -> Tuple[float, List[Tuple[str, float]]]:
-        """The model's own scoring of a given transcript of one clip (≤ 30 s): the clip confidence and
-        each word's probability, from the same alignment pass that gives word timings."""
+    def score(self, audio: np.ndarray, texts: Sequence[str]) -> List[Tuple[float, List[Tuple[str, float]]]]:
+        """The model's own scoring of given transcripts of one clip (≤ 30 s), encoded once: per text the
+        clip confidence and each word's probability, from the alignment pass that gives word timings."""
+        from faster_whisper.audio import pad_or_trim
         from faster_whisper.tokenizer import Tokenizer
         m = self.model
         tok = Tokenizer(m.hf_tokenizer, m.model.is_multilingual, task="transcribe", language=self.language or "en")
         feats = m.feature_extractor(np.asarray(audio, dtype=np.float32))
         n_frames = min(feats.shape[-1], m.feature_extractor.nb_max_frames)
-        from faster_whisper.audio import pad_or_trim
         enc = m.encode(pad_or_trim(feats[:, :n_frames]))
-        tokens = [t for t in tok.encode(" " + text.strip()) if t < tok.eot]
-        aligned = m.find_alignment(tok, [tokens], enc, n_frames)[0]
-        probs = [(w["word"].strip(), float(w["probability"])) for w in aligned if w["word"].strip()]
-        return clip_confidence([p for _, p in probs]), probs
+        out = []
+        for text in texts:
+            tokens = [t for t in tok.encode(" " + text.strip()) if t < tok.eot]
+            aligned = m.find_alignment(tok, [tokens], enc, n_frames)[0]
+            probs = [(w["word"].strip(), float(w["probability"])) for w in aligned if w["word"].strip()]
+            out.append((clip_confidence([p for _, p in probs]), probs))
+        return out
 
 
 class WhisperModelHandler(ModelHandler[AsrBatch, PredictionResult, WhisperTranscriber]):

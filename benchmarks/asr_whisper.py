@@ -153,12 +153,10 @@ def main(argv=None) -> int:
     texts = [o.text for o in w_out[:len(lv)]]
     vocab = [w for t in texts for w in t.split()]
     for i, (a, _) in enumerate(lv):
-        own = whisper.score(a, texts[i])[0]
-        other = whisper.score(a, texts[(i + 1) % len(texts)])[0]
         ws = texts[i].split()
         injected = " ".join(rng.choice(vocab) if k % 3 == 2 else w for k, w in enumerate(ws))
-        print(f"  clip {i}: own {own:.3f}  another clip's {other:.3f}  every 3rd word replaced "
-              f"{whisper.score(a, injected)[0]:.3f}")
+        own, other, wrong = (c for c, _ in whisper.score(a, [texts[i], texts[(i + 1) % len(texts)], injected]))
+        print(f"  clip {i}: own {own:.3f}  another clip's {other:.3f}  every 3rd word replaced {wrong:.3f}")
     return 0
 
 

@@ -91,11 +91,9 @@ def test_confidence_is_lower_for_text_the_audio_does_not_support(whisper):
     swap = "dashwood selfish amiable leisure respectable"
     min_conf = QualityConfig().min_confidence
     for i, (a, text) in enumerate(zip(clips, texts)):
-        own, _ = whisper.score(a, text)
-        other, _ = whisper.score(a, texts[(i + 1) % len(texts)])
         words = text.split()
-        injected, _ = whisper.score(a, " ".join(swap.split()[k % 5] if k % 3 == 2 else w
-                                                for k, w in enumerate(words)))
+        injected = " ".join(swap.split()[k % 5] if k % 3 == 2 else w for k, w in enumerate(words))
+        own, other, injected = (c for c, _ in whisper.score(a, [text, texts[(i + 1) % len(texts)], injected]))
         assert own >= min_conf > max(other, injected), (text, own, other, injected)
 
 
@@ -171,3 +169,31 @@ def test_builtin_alias_is_checked_and_the_kinds_told_apart(tmp_path, monkeypatch
         check_available(AsrModelSpec())  # the recipe's wav2vec2 default, not cached: the error names the alias
     with pytest.raises(ModelLoadError, match=OFFLINE_ALIAS):
         check_available(AsrModelSpec(model="Systran/faster-whisper-nonexistent"))
+
+
+def random_hf_whisper(out: Path) -> str:
+    """A transformers Whisper with random weights and tiny.en's tokenizer: it loops, as Whisper can."""
+    import torch
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizerFast
+    torch.manual_seed(0)
+    cfg = WhisperConfig(vocab_size=51864, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=80)
+    WhisperForConditionalGeneration(cfg).save_pretrained(out)
+    WhisperTokenizerFast(tokenizer_file=str(Path(resolve_builtin(OFFLINE_ALIAS)) / "tokenizer.json")).save_pretrained(out)
+    WhisperFeatureExtractor(feature_size=80).save_pretrained(out)
+    return str(out)
+
+
+def test_a_hugging_face_whisper_folder_is_converted_and_its_loop_rejected(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder = random_hf_whisper(tmp_path / "hf-whisper")
+    assert is_whisper(folder)
+    spec = AsrModelSpec(model=folder)
+    check_available(spec)  # converted here, once
+    assert list((tmp_path / "cache").rglob("model.bin"))
+    clip = audio("sense_and_sensibility_01_austen_64kb-0880")
+    [(text, _, scores)] = WhisperTranscriber(spec).decode([clip])
+    assert text and judge_whisper(text, scores, WhisperGates())[0] in (
+        "low_avg_logprob", "repetitive_text", "repeated_ngram")
+    loops_only = WhisperGates(max_no_speech_prob=None, min_avg_logprob=None)
+    assert judge_whisper(text, scores, loops_only)[0] in ("repetitive_text", "repeated_ngram"), text[:200]
