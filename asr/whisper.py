@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -139,13 +140,15 @@ class WhisperTranscriber:
     """A loaded Whisper model; ``__call__`` transcribes one batch of clips at 16 kHz."""
 
     def __init__(self, spec: AsrModelSpec, gates: WhisperGates = WhisperGates(), beam_size: int = 5,
-                 cpu_threads: int = 0):
+                 cpu_threads: Optional[int] = None):
         from faster_whisper import WhisperModel
         try:
             folder = locate(spec.model, spec.revision)
         except ModelNotFound as e:
             raise ModelLoadError(str(e)) from e
         device, _, index = spec.device.partition(":")
+        if cpu_threads is None:  # the worker's share of the machine's cores (run.engine), else CTranslate2's default
+            cpu_threads = int(os.environ.get("OMP_NUM_THREADS") or 0)
         self.model = WhisperModel(folder, device=device, device_index=int(index or 0),
                                   compute_type=compute_type(spec), cpu_threads=cpu_threads)
         self.label, self.gates, self.beam_size = spec.label, gates.validate(), beam_size

@@ -136,8 +136,8 @@ class Transcript:
 
     @property
     def sentence_end(self) -> bool:
-        """Whether the transcript ends a sentence (``ends_sentence``). Only a model that writes
-        punctuation (Whisper) can say so; a CTC transcript never does."""
+        """Whether the transcript ends a sentence (``ends_sentence``); only a model that writes
+        punctuation (Whisper, the recipe's wav2vec2) can say so."""
         return ends_sentence(self.text)
 
 
