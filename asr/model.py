@@ -13,6 +13,7 @@ from typing import Optional
 
 import torch
 
+from asr.builtin import OFFLINE_ALIAS, ModelNotFound, is_whisper, locate
 from asr.contract import AsrContract
 from schemas.errors import SpeechmillError
 from schemas.settings import SHAPING, SettingError, setting
@@ -88,7 +89,8 @@ def _missing(what: str, name: str, err: Exception) -> ModelLoadError:
     where = ("it is not a local directory and is not in the Hugging Face cache "
              "(HF_HUB_OFFLINE=1)") if offline else "it is neither a local directory nor a reachable hub id"
     first = (str(err).strip().splitlines() or [""])[0][:300]
-    return ModelLoadError(f"cannot load ASR {what} {name!r}: {where}. ({type(err).__name__}: {first})")
+    return ModelLoadError(f"cannot load ASR {what} {name!r}: {where}; --asr_model {OFFLINE_ALIAS} works "
+                          f"offline. ({type(err).__name__}: {first})")
 
 
 def _offline() -> bool:
@@ -96,7 +98,14 @@ def _offline() -> bool:
 
 
 def check_available(spec: AsrModelSpec) -> None:
-    """Fail fast, before a pipeline starts, when the model, tokenizer or feature extractor cannot be found."""
+    """Fail fast, before a pipeline starts, when the model, tokenizer or feature extractor cannot be found.
+    A Whisper model (``asr.builtin.is_whisper``) is checked by ``asr.whisper.locate`` instead."""
+    if is_whisper(spec.model):
+        try:
+            locate(spec.model, spec.revision)
+        except ModelNotFound as e:
+            raise ModelLoadError(str(e)) from e
+        return
     from transformers import AutoConfig, AutoFeatureExtractor, AutoTokenizer
     try:
         AutoConfig.from_pretrained(spec.model, revision=spec.revision, trust_remote_code=False,

@@ -39,6 +39,7 @@ class AsrOutput:
     words: Tuple[Word, ...] = ()
     ctc_frames: Optional[Tuple[int, ...]] = None  # per-frame argmax ids, with --keep_ctc_tokens
     error: Optional[str] = None
+    rejected: Optional[Tuple[str, str]] = None  # (reason, detail) from the model's own checks (asr.whisper)
 
 
 @dataclass(frozen=True)

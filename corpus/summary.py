@@ -24,6 +24,8 @@ def summarise(sources: List[dict], manifest: pa.Table, rejected: List[dict], n_s
     for entry in reasons.values():
         entry["hours"] = round(entry["hours"], 4)
     durations = manifest.column("duration_s").to_pylist() if manifest.num_rows else []
+    ends = ([e for e in manifest.column("sentence_end").to_pylist() if e is not None]
+            if manifest.num_rows and "sentence_end" in manifest.column_names else [])
     failed = [r for r in sources if r["status"] in (Status.FAILED, Status.REJECTED)]
     # a failed source's own row in the rejected table (no clip key) says what to do about it
     detail = {r["source_id"]: r.get("detail") for r in rejected if r["key"] is None}
@@ -39,6 +41,8 @@ def summarise(sources: List[dict], manifest: pa.Table, rejected: List[dict], n_s
         "segments": int(sum(r["n_segments"] or 0 for r in sources)),
         "kept": manifest.num_rows,
         "hours_kept": round(sum(durations) / 3600, 4),
+        # share of kept clips whose transcript ends a sentence (None when no clip records it)
+        "sentence_end_share": round(sum(ends) / len(ends), 4) if ends else None,
         "rejected_segments": sum(1 for r in rejected if r["key"] is not None),
         "asr_hours_saved": round(sum((r["duration_s"] or 0.0) for r in rejected
                                      if r["key"] is not None and r["stage"] == "quality"
@@ -57,7 +61,7 @@ def corpus_report(layout: Layout) -> dict:
                 if (r["source_id"], r.get("run")) in current]
     manifests = [p for p in fs.list_dir(layout.manifest_dir, suffix=".parquet") if not fs.is_temporary(p)]
     shards = [p for p in fs.list_dir(layout.shards_dir, suffix=".tar") if not fs.is_temporary(p)]
-    return summarise(sources, read_table(manifests, ["key", "duration_s"]), rejected, len(shards))
+    return summarise(sources, read_table(manifests, ["key", "duration_s", "sentence_end"]), rejected, len(shards))
 
 
 def run_report(layout: Layout, tag: str) -> dict:
@@ -67,7 +71,7 @@ def run_report(layout: Layout, tag: str) -> dict:
     return summarise(
         read_table(one("sources.parquet")).to_pylist(),
         read_table([p for p in fs.list_dir(work.manifest_dir, suffix=".parquet") if not fs.is_temporary(p)],
-                   ["key", "duration_s"]),
+                   ["key", "duration_s", "sentence_end"]),
         read_table(one("rejected.parquet")).to_pylist(),
         len([p for p in fs.list_dir(work.shards_dir, suffix=".tar") if not fs.is_temporary(p)]),
     )

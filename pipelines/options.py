@@ -16,6 +16,7 @@ import tempfile
 import typing
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
+from asr.builtin import OFFLINE_ALIAS
 from asr.model import DEFAULT_ASR_MODEL, DEFAULT_FEATURE_EXTRACTOR, DEFAULT_TOKENIZER, AsrModelSpec
 from audio.silence import SplitParams
 from run.settings import CorpusSettings, OptionError
@@ -200,7 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("transcription")
     _arg(g, "--asr_model", "asr.model",
-         help=f"Hugging Face AutoModelForCTC id or local directory (default {DEFAULT_ASR_MODEL})")
+         help=f"a CTC model (Hugging Face AutoModelForCTC id or local directory; default {DEFAULT_ASR_MODEL}) "
+              f"or a Whisper model: {OFFLINE_ALIAS} (bundled, works offline), a CTranslate2 folder, a "
+              "faster-whisper size name or a Hugging Face Whisper id or folder (see docs/transcription.md)")
     _arg(g, "--asr_tokenizer", "asr.tokenizer",
          help=f"tokenizer id or directory (default: the model's own; {DEFAULT_TOKENIZER} "
               "for the default model)")
@@ -267,6 +270,21 @@ def build_parser() -> argparse.ArgumentParser:
     _arg(g, "--rate_outlier_iqr", "quality.rate_outlier_iqr", type=float_or_none,
          help="reject a clip whose speaking rate is outside Q1-k*IQR..Q3+k*IQR of its own source's "
               "clips (sources of 8 clips or more; default k=1.5)")
+    _arg(g, "--sentence_end_only", "quality.sentence_end_only", action="store_true",
+         help="keep only clips whose transcript ends a sentence (terminal punctuation; needs a model "
+              "that writes punctuation, such as Whisper)")
+
+    g = p.add_argument_group("Whisper gates (Whisper models only; 'none' turns a gate off; see docs/transcription.md)")
+    _arg(g, "--max_no_speech_prob", "whisper_gates.max_no_speech_prob", type=float_or_none,
+         help="highest probability of 'no speech' the model may give a clip (default 0.4)")
+    _arg(g, "--min_avg_logprob", "whisper_gates.min_avg_logprob", type=float_or_none,
+         help="lowest mean log-probability of the decoded tokens (default -0.8)")
+    _arg(g, "--max_compression_ratio", "whisper_gates.max_compression_ratio", type=float_or_none,
+         help="highest gzip compression ratio of the text: a loop compresses well (default 2.4)")
+    _arg(g, "--max_ngram_repeats", "whisper_gates.max_ngram_repeats", type=int_or_none,
+         help="most times a 1-4 word n-gram may be said back to back (default 4)")
+    _arg(g, "--whisper_max_chars_per_s", "whisper_gates.max_chars_per_s", type=float_or_none,
+         help="most transcript characters per second of audio (default 35)")
     return p
 
 

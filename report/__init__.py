@@ -172,7 +172,8 @@ def page_context(corpus: data.Corpus, cfg: ReportConfig, layout: Layout, log=lam
                ("ok / failed / rejected", f"{statuses['ok']:,} / {statuses['failed']:,} / {statuses['rejected']:,}"),
                ("hours decoded", page._fmt_hours(decoded)), ("hours kept", page._fmt_hours(kept_h)),
                ("clips kept", f"{m.num_rows:,}"), ("speakers", f"{len(speakers):,}"),
-               ("shards", f"{corpus.n_shards:,}")],
+               ("shards", f"{corpus.n_shards:,}")]
+              + ([("clips ending a sentence", f"{ends:.0%}")] if (ends := data.sentence_end_share(m)) is not None else []),
         decoded_hours=decoded, funnel=steps, funnel_plot=figures.funnel_chart(steps),
         rejects=data.reject_groups(corpus.rejected), distributions=plots,
         n_speakers=len(speakers), n_kept_sources=len(per_source), speaker_plots=speaker_plots,

@@ -25,7 +25,7 @@ from schemas.records import SCORE_FIELDS
 from storage import fs
 
 MANIFEST_COLUMNS = ["key", "shard", "source_id", "speaker", "title", "original_url", "source_uri", "start_s",
-                    "end_s", "duration_s", "text", "confidence", "chars_per_s", *SCORE_FIELDS]
+                    "end_s", "duration_s", "text", "confidence", "chars_per_s", "sentence_end", *SCORE_FIELDS]
 REJECTED_COLUMNS = ["source_id", "source_uri", "key", "stage", "reason", "detail", "duration_s", "run", "text",
                     *SCORE_FIELDS]
 
@@ -290,6 +290,14 @@ def run_lines(runs: Dict[str, dict]) -> List[RunLine]:
         out.append(RunLine(tag, r.get("published_at", ""), wave, h, elapsed, realtime, r.get("asr_padding_fraction"),
                            int(r.get("kept") or 0), str(r.get("asr_model") or "")))
     return sorted(out, key=lambda x: (x.published_at, x.run), reverse=True)
+
+
+def sentence_end_share(manifest: pa.Table) -> Optional[float]:
+    """Share of kept clips whose transcript ends a sentence, over the clips that record it."""
+    if not manifest.num_rows:
+        return None
+    ends = [e for e in manifest.column("sentence_end").to_pylist() if e is not None]
+    return sum(ends) / len(ends) if ends else None
 
 
 def speakers_per_source(manifest: pa.Table) -> np.ndarray:

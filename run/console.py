@@ -176,6 +176,8 @@ def print_summary(title: str, report: dict, output: Optional[str] = None) -> Non
         f"({report['kept']} samples in {report['shards']} shards)",
         f"  segments {report['segments']}, rejected segments {report['rejected_segments']}",
     ]
+    if report.get("sentence_end_share") is not None:
+        lines.append(f"  kept clips that end a sentence: {report['sentence_end_share']:.1%}")
     if report.get("asr_hours_saved"):
         lines.append(f"  audio gates removed {report['asr_hours_saved']:.3f} h before transcription")
     if report.get("asr_padding_fraction") is not None:

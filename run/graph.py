@@ -92,7 +92,8 @@ def build_wave(p: beam.Pipeline, items: List[Source], settings: CorpusSettings, 
                 | "Acquire" >> Acquire(settings.acquire))
     segmented = acquired["audio"] | "Segment" >> SegmentAudio(seg_cfg)
     transcribed = segmented["batches"] | "Transcribe" >> Transcribe(settings.asr, settings.transcribe,
-                                                                           accelerator=settings.asr_accelerator)
+                                                                           accelerator=settings.asr_accelerator,
+                                                                           whisper_gates=settings.whisper_gates)
     judged = transcribed["transcripts"] | "Quality" >> Quality(settings.quality)
     kept = judged["kept"]
     written = [transcribed[USAGE] | "WriteUsage" >> WriteUsage(work.path(ASR_USAGE))]

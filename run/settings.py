@@ -15,6 +15,7 @@ from typing import Dict, Optional, Tuple
 from acquisition.config import AcquireConfig
 from asr.model import AsrModelSpec
 from asr.transcriber import TranscribeOptions
+from asr.whisper import WhisperGates
 from audio.silence import SplitParams
 from schemas.settings import OUTPUT, SHAPING, SettingError, part, recorded, setting, validate_parts
 from transforms.quality import AudioGates, QualityConfig
@@ -38,6 +39,7 @@ class CorpusSettings:
     quality: QualityConfig = part(default_factory=QualityConfig, nest=True)
     gates: AudioGates = part(default_factory=AudioGates, nest=True)
     transcribe: TranscribeOptions = part(default_factory=TranscribeOptions)
+    whisper_gates: WhisperGates = part(default_factory=WhisperGates, nest=True)
     vad: str = setting("silero", role=SHAPING)
     dnsmos: bool = setting(False)
     keep_rejected_audio: bool = setting(False, role=OUTPUT)

@@ -139,6 +139,12 @@ class Transcript:
         d = self.segment.duration_s
         return len(self.text) / d if d > 0 else 0.0
 
+    @property
+    def sentence_end(self) -> bool:
+        """Whether the transcript ends a sentence (``ends_sentence``); only a model that writes
+        punctuation (Whisper, the recipe's wav2vec2) can say so."""
+        return ends_sentence(self.text)
+
 
 @dataclass(frozen=True)
 class Rejection:
@@ -220,6 +226,16 @@ class AsrBatch:
     @property
     def total_samples(self) -> int:
         return int(sum(len(a) for a in self.audio))
+
+
+_CLOSERS = "\"'”’»)]}"
+
+
+def ends_sentence(text: str) -> bool:
+    """Terminal punctuation at the end (after closing quotes or brackets); a trailing ellipsis is a
+    sentence left unfinished."""
+    t = text.rstrip().rstrip(_CLOSERS).rstrip()
+    return t.endswith((".", "!", "?")) and not t.endswith(("..", "…"))
 
 
 def _clip(text: str, limit: int = 2000) -> str:

@@ -11,8 +11,8 @@ command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
 # the report page's test drives Debian's chromium through its chromedriver (browsers are not downloaded)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
-# real read speech (LibriVox, 16 kHz, 2.3 MB) for the audio gate tests
-[ -d /usr/share/pocketsphinx/test/data/librivox ] || missing+=(pocketsphinx-testdata)
+# real LibriVox speech with reference transcripts (public domain): the demo's input and the Whisper tests
+[ -f /usr/share/pocketsphinx/test/data/librivox/transcription ] || missing+=(pocketsphinx-testdata)
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ] && ! "$PY" -c "import ensurepip, venv" >/dev/null 2>&1; then
   missing+=(python3-venv)  # Debian splits venv/ensurepip out of python3

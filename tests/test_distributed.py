@@ -53,7 +53,7 @@ def dask_cluster(tmp_path_factory):
 
 
 def demo_args(demo: Path, out: Path) -> list:
-    """The demo's command line (scripts/demo.sh)."""
+    """The demo's command line (scripts/demo.sh) with the demo's tiny CTC model in place of Whisper."""
     return ["--sources", str(demo / "sources.txt"), "--output", str(out), "--asr_model", str(demo / "tiny-wav2vec2"),
             "--min_confidence", "0", "--min_chars_per_s", "0", "--max_chars_per_s", "1000", "--samples_per_shard", "8"]
 

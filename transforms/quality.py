@@ -8,7 +8,8 @@ Two sets of rules, both pure functions:
   DNSMOS overall (``low_dnsmos``).
 * ``judge`` — on the transcript: empty, duration out of bounds, fewer words than the minimum,
   confidence below the minimum,
-  speaking rate (characters per second, spaces included) outside the bounds.
+  speaking rate (characters per second, spaces included) outside the bounds, and with
+  ``sentence_end_only`` a transcript that does not end a sentence (``not_sentence_end``).
 
 Then, per source, Emilia's speaking-rate rule: a clip whose rate lies outside Q1 − k·IQR … Q3 +
 k·IQR of its own source's clips is rejected (``speaking_rate_outlier``), for sources with at
@@ -95,6 +96,7 @@ class QualityConfig:
     rate_outlier_iqr: Optional[float] = setting(1.5, role=SHAPING)
     rate_outlier_min_clips: int = setting(8, role=SHAPING)
     min_words: Optional[int] = setting(None, role=SHAPING)
+    sentence_end_only: bool = setting(False, role=SHAPING)  # keep only clips whose transcript ends a sentence
 
     def validate(self) -> "QualityConfig":
         if self.min_confidence is not None and not 0.0 <= self.min_confidence <= 1.0:
@@ -129,6 +131,8 @@ def judge(t: Transcript, cfg: QualityConfig) -> Optional[Tuple[str, str]]:
         return "speaking_rate_low", f"chars_per_s {rate:.1f} < {cfg.min_chars_per_s:g}"
     if cfg.max_chars_per_s is not None and rate > cfg.max_chars_per_s:
         return "speaking_rate_high", f"chars_per_s {rate:.1f} > {cfg.max_chars_per_s:g}"
+    if cfg.sentence_end_only and not t.sentence_end:
+        return "not_sentence_end", f"the transcript ends {t.text.rstrip()[-12:]!r}, without terminal punctuation"
     return None
 
 

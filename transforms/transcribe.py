@@ -1,4 +1,6 @@
-"""Transcribe stage: ``RunInference`` with the CTC handler; a failed batch becomes failure rows.
+"""Transcribe stage: ``RunInference`` with the CTC or the Whisper handler (by ``--asr_model``, see
+``asr.builtin.is_whisper``); a failed batch becomes failure rows, a clip Whisper's gates refuse a
+rejection with their reason.
 
 The handler turns a model call that raises into per-clip errors itself (rather than Beam's
 exception-handling outputs), so the stage is one single-output chain on every runner.
@@ -11,9 +13,11 @@ from typing import Optional
 import apache_beam as beam
 from apache_beam.ml.inference.base import PredictionResult, RunInference
 
+from asr.builtin import is_whisper
 from asr.handler import CtcModelHandler
 from asr.model import AsrModelSpec
 from asr.transcriber import TranscribeOptions
+from asr.whisper import WhisperGates, WhisperModelHandler
 from schemas.outcomes import Stage
 from schemas.records import AsrBatch, Rejection, Transcript
 from storage import fs
@@ -74,6 +78,10 @@ def to_transcripts(result: PredictionResult):
             progress().add(rejected=1)
             yield FAILED, Rejection.for_segment(seg, STAGE, "asr_error", out.error)
             continue
+        if out.rejected is not None:
+            progress().add(rejected=1)
+            yield FAILED, Rejection.for_segment(seg, STAGE, *out.rejected, text=out.text)
+            continue
         words = tuple((w.text, w.start_s, w.end_s, w.confidence) for w in out.words)
         yield MAIN, Transcript(seg, out.text, out.confidence, result.model_id, words, out.ctc_frames)
     progress().add(transcribed=len(batch))
@@ -88,18 +96,23 @@ class Transcribe(beam.PTransform):
     """
 
     def __init__(self, spec: AsrModelSpec, opts: TranscribeOptions = TranscribeOptions(),
-                 handler_cls=CtcModelHandler, accelerator: Optional[str] = None):
+                 handler_cls=CtcModelHandler, accelerator: Optional[str] = None,
+                 whisper_gates: WhisperGates = WhisperGates()):
         super().__init__()
         self.spec, self.opts, self.handler_cls = spec, opts, handler_cls
         self.accelerator = accelerator
+        self.whisper = is_whisper(spec.model) and handler_cls is CtcModelHandler
+        self.whisper_gates = whisper_gates
 
     def _inference(self) -> RunInference:
-        step = RunInference(self.handler_cls(self.spec, self.opts))
+        handler = (WhisperModelHandler(self.spec, self.opts, self.whisper_gates) if self.whisper
+                   else self.handler_cls(self.spec, self.opts))
+        step = RunInference(handler)
         return step.with_resource_hints(accelerator=self.accelerator) if self.accelerator else step
 
     def expand(self, batches):
         return (batches
                 | "OneCall" >> beam.Map(lambda b: [b])  # the handler skips Beam's batching: see asr.handler
-                | "Wav2Vec2CTC" >> self._inference()
+                | ("Whisper" if self.whisper else "Wav2Vec2CTC") >> self._inference()
                 | "ToTranscripts" >> beam.FlatMap(to_transcripts)
                 | "Outputs" >> Split("transcripts", (FAILED, USAGE)))
