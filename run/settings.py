@@ -16,6 +16,7 @@ from acquisition.config import AcquireConfig
 from asr.model import AsrModelSpec
 from asr.transcriber import TranscribeOptions
 from audio.silence import SplitParams
+from dedup.decide import DedupParams
 from schemas.settings import OUTPUT, SHAPING, SettingError, part, recorded, setting, validate_parts
 from transforms.quality import AudioGates, QualityConfig
 
@@ -38,6 +39,7 @@ class CorpusSettings:
     quality: QualityConfig = part(default_factory=QualityConfig, nest=True)
     gates: AudioGates = part(default_factory=AudioGates, nest=True)
     transcribe: TranscribeOptions = part(default_factory=TranscribeOptions)
+    dedup: DedupParams = part(default_factory=DedupParams, nest=True)
     vad: str = setting("silero", role=SHAPING)
     dnsmos: bool = setting(False)
     keep_rejected_audio: bool = setting(False, role=OUTPUT)
