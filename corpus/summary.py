@@ -8,7 +8,7 @@ from typing import Dict, List
 import pyarrow as pa
 
 from corpus.layout import Layout, committed_table, latest_rows, read_table, run_order
-from schemas.outcomes import AUDIO_GATE_REASONS, Status
+from schemas.outcomes import AUDIO_GATE_REASONS, DUPLICATE_REASONS, Status
 from schemas.records import SCHEMA_VERSION
 from storage import fs
 
@@ -47,6 +47,8 @@ def summarise(sources: List[dict], manifest: pa.Table, rejected: List[dict], n_s
         "asr_hours_saved": round(sum((r["duration_s"] or 0.0) for r in rejected
                                      if r["key"] is not None and r["stage"] == "quality"
                                      and r["reason"] in AUDIO_GATE_REASONS) / 3600, 4),
+        "hours_duplicate": round(sum((r["duration_s"] or 0.0) for r in rejected
+                                     if r["key"] is not None and r["reason"] in DUPLICATE_REASONS) / 3600, 4),
         "rejects_by_reason": dict(sorted(reasons.items())),
         "shards": n_shards,
     }

@@ -285,6 +285,23 @@ def build_parser() -> argparse.ArgumentParser:
          help="most times a 1-4 word n-gram may be said back to back (default 4)")
     _arg(g, "--whisper_max_chars_per_s", "whisper_gates.max_chars_per_s", type=float_or_none,
          help="most transcript characters per second of audio (default 35)")
+
+    g = p.add_argument_group("duplicates (across sources, runs and channels; see docs/dedup.md)")
+    _arg(g, "--dedup_audio", "dedup.audio", convert=lambda v: v == "on", choices=["on", "off"],
+         help="reject a clip whose audio repeats a clip kept before it, in this run or the corpus "
+              "(Chromaprint fingerprints: re-uploads, mirrors, intros, ads; default on)")
+    _arg(g, "--dedup_min_fraction", "dedup.min_fraction", type=number,
+         help="share of a clip's length that must repeat other audio for it to be a duplicate (default 0.5)")
+    _arg(g, "--dedup_max_ber", "dedup.max_ber", type=number,
+         help="bit-error rate under which two fingerprints are the same audio (default 0.25; unrelated "
+              "audio ≈ 0.4-0.5)")
+    _arg(g, "--dedup_text", "dedup.text", choices=["keep", "per_speaker", "drop"],
+         help="a clip whose transcript repeats a kept clip's: keep it, drop it when the same speaker said it "
+              "already (per_speaker, the default: the same text in another voice still teaches a voice), or drop it")
+    _arg(g, "--dedup_text_threshold", "dedup.text_threshold", type=number,
+         help="word-bigram Jaccard similarity from which two transcripts are the same text (default 0.7)")
+    _arg(g, "--dedup_text_min_words", "dedup.text_min_words", type=int,
+         help="shorter transcripts are never text duplicates (default 6)")
     return p
 
 

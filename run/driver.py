@@ -8,6 +8,8 @@ import time
 from typing import Callable, List, Mapping, Optional, Set, Tuple
 
 import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -28,6 +30,7 @@ from run.waves import ITEMS_TABLE
 from schemas import tables
 from schemas.records import Source
 from storage import fs, object_store
+from transforms.dedup import PUBLISHED_COLUMNS
 from transforms.transcribe import read_usage
 
 
@@ -218,6 +221,20 @@ def _make_plan(layout: Layout, key: str, pending: List[Source], bad_lines: list,
     return plan
 
 
+def _dedup_lookup(layout: Layout, work: Layout, replaced: Set[str]) -> str:
+    """The published clips' keys, speakers, transcripts and fingerprints as a lookup file: the index
+    this wave's clips are judged against. Read from the committed manifests, so whatever ``--redo``
+    or ``compact`` rewrote is what it holds; the samples of sources being reprocessed are left out."""
+    parts = [p for p in fs.list_dir(layout.manifest_dir, suffix=".parquet") if not fs.is_temporary(p)]
+    table = read_table(parts, ["source_id"] + PUBLISHED_COLUMNS)
+    if table.num_rows and replaced:
+        table = table.filter(pc.invert(pc.is_in(table.column("source_id"), pa.array(sorted(replaced)))))
+    table = table.select([c for c in PUBLISHED_COLUMNS if c in table.column_names])
+    if table.num_rows:
+        table = table.sort_by("key")
+    return done_set.write_table_lookup(work.root, "dedup_index", table)
+
+
 def _run_wave(layout: Layout, plan, i: int, settings: CorpusSettings, beam_args, lock: OutputLock, replaced: Set[str],
               make_pipeline) -> dict:
     """Run wave ``i`` of the plan and publish it as one commit (the first wave also carries the listing's rows)."""
@@ -229,13 +246,14 @@ def _run_wave(layout: Layout, plan, i: int, settings: CorpusSettings, beam_args,
     first_index = next_shard_index(layout, settings.shard_prefix)
     first_rejected = next_shard_index(layout, settings.shard_prefix, REJECTED_SHARDS)
     known_path = done_set.write_lookup(work.root, "known_speakers", [json.dumps(k) for k in state.known_speakers()])
+    dedup_path = _dedup_lookup(layout, work, replaced) if settings.dedup.active else None
     items = plan.items(i)
     log(f"run {plan.key}, wave {i + 1} of {len(plan.tags)}: {len(items)} items, writing to {work.root}, "
         f"shards from index {first_index}")
     started = time.monotonic()
     if items:
         p = make_pipeline()
-        build_wave(p, items, settings, work, first_index, tag, first_rejected, known_path)
+        build_wave(p, items, settings, work, first_index, tag, first_rejected, known_path, dedup_path)
         run_to_end(p)
     if i == 0:  # the listing's rows (unlistable sources, deferred items, bad lines) go with the first wave
         waves.merge_expansion_rows(layout, plan, work, tag)

@@ -19,6 +19,7 @@ from schemas.records import Source, SourceResult
 from speakers.cluster import ClusterParams
 from speakers.turns import TurnParams
 from transforms.acquire import Acquire
+from transforms.dedup import Dedup
 from transforms.expand import Expand
 from transforms.quality import Quality
 from transforms.routing import REJECTED, SOURCES
@@ -66,11 +67,13 @@ def finished(written: List[beam.PCollection]) -> beam.PCollection:
 
 
 def build_wave(p: beam.Pipeline, items: List[Source], settings: CorpusSettings, work: Layout, first_index: int,
-               tag: str, first_rejected_index: int = 0, known_speakers_path: Optional[str] = None) -> beam.PCollection:
+               tag: str, first_rejected_index: int = 0, known_speakers_path: Optional[str] = None,
+               dedup_path: Optional[str] = None) -> beam.PCollection:
     """One wave: fetch, segment, transcribe, judge and shard ``items``, writing into the wave's work area.
 
     Returns the pipeline's one final PCollection (see ``finished``). With ``--asr_accelerator`` only
     the transcription step gets a GPU, so the segment step's models (DNSMOS, voice encoder) run on CPU.
+    ``dedup_path`` is the published corpus's dedup index (``transforms.dedup``), when dedup is on.
     """
     side_device = "cpu" if settings.asr_accelerator else settings.asr.device
     seg_cfg = SegmentConfig(pack_dir=work.pack_dir, split=settings.split,
@@ -81,7 +84,8 @@ def build_wave(p: beam.Pipeline, items: List[Source], settings: CorpusSettings, 
                             max_scratch_bytes=settings.max_scratch_bytes,
                             scratch_dir=settings.scratch_dir, vad=settings.vad == "silero", gates=settings.gates,
                             dnsmos=settings.dnsmos, dnsmos_device=side_device,
-                            speakers=settings.speakers, turns=TurnParams(device=side_device))
+                            speakers=settings.speakers, turns=TurnParams(device=side_device),
+                            fingerprints=settings.dedup.audio)
     shard_cfg = ShardConfig(shards_dir=work.shards_dir, manifest_dir=work.manifest_dir,
                             prefix=settings.shard_prefix, samples_per_shard=settings.samples_per_shard,
                             first_index=first_index)
@@ -102,10 +106,14 @@ def build_wave(p: beam.Pipeline, items: List[Source], settings: CorpusSettings, 
         kept = voiced["kept"]
         written.append(voiced[SPEAKERS] | "WriteSpeakers" >> WriteTable(
             work.path("speakers.parquet"), tables.SPEAKERS, functools.partial(tables.speaker_row, run=tag)))
+    rejections = [acquired[REJECTED], segmented[REJECTED], transcribed["failed"], judged[REJECTED]]
+    if settings.dedup.active:
+        deduped = kept | "Dedup" >> Dedup(settings.dedup, dedup_path)
+        kept = deduped["kept"]
+        rejections.append(deduped[REJECTED])
     written.append(kept | "Shard" >> WriteShards(shard_cfg))
 
-    rejected = ((acquired[REJECTED], segmented[REJECTED], transcribed["failed"], judged[REJECTED])
-                | "AllRejections" >> beam.Flatten())
+    rejected = tuple(rejections) | "AllRejections" >> beam.Flatten()
     written.append(rejected | "WriteRejected" >> WriteTable(work.path("rejected.parquet"), tables.REJECTED,
                                                             functools.partial(tables.rejected_row, run=tag)))
     if settings.keep_rejected_audio:

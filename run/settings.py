@@ -17,6 +17,7 @@ from asr.model import AsrModelSpec
 from asr.transcriber import TranscribeOptions
 from asr.whisper import WhisperGates
 from audio.silence import SplitParams
+from dedup.decide import DedupParams
 from schemas.settings import OUTPUT, SHAPING, SettingError, part, recorded, setting, validate_parts
 from transforms.quality import AudioGates, QualityConfig
 
@@ -40,6 +41,7 @@ class CorpusSettings:
     gates: AudioGates = part(default_factory=AudioGates, nest=True)
     transcribe: TranscribeOptions = part(default_factory=TranscribeOptions)
     whisper_gates: WhisperGates = part(default_factory=WhisperGates, nest=True)
+    dedup: DedupParams = part(default_factory=DedupParams, nest=True)
     vad: str = setting("silero", role=SHAPING)
     dnsmos: bool = setting(False)
     keep_rejected_audio: bool = setting(False, role=OUTPUT)

@@ -41,6 +41,7 @@ class Stage(_Name):
     SEGMENT = "segment"
     QUALITY = "quality"
     TRANSCRIBE = "transcribe"
+    DEDUP = "dedup"
 
 
 FINAL_REASONS = frozenset({
@@ -58,6 +59,9 @@ FINAL_REASONS = frozenset({
 
 
 # rejections of clips by their audio, before transcription (transforms.quality.judge_audio)
+# rejections of clips that repeat a kept clip's audio or transcript (dedup.decide)
+DUPLICATE_REASONS = ("duplicate_audio", "duplicate_text")
+
 AUDIO_GATE_REASONS = ("not_speech", "low_bandwidth", "clipped", "noisy", "reverberant", "low_dnsmos")
 
 

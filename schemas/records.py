@@ -108,6 +108,7 @@ class Segment:
     pack_length: int
     scores: ClipScores = ClipScores()
     embedding: Optional[bytes] = field(default=None, repr=False)  # voice embedding, 256 float16 (speakers.turns)
+    fingerprint: Optional[bytes] = field(default=None, repr=False)  # Chromaprint items, uint32 LE (dedup.fingerprint)
 
     @property
     def duration_s(self) -> float:

@@ -46,6 +46,7 @@ MANIFEST = pa.schema([
     *[(name, pa.float64()) for name in SCORE_FIELDS],
     ("similar_keys", pa.list_(pa.string())),
     ("speaker_embedding", pa.list_(pa.float16())),
+    ("fingerprint", pa.binary()),  # the clip's Chromaprint items (uint32 LE): the next run's dedup index
     ("schema_version", pa.int32()),
 ])
 
@@ -137,6 +138,7 @@ def manifest_row(t: Transcript, shard: str) -> dict:
         **seg.scores.as_dict(),
         "similar_keys": list(t.similar_keys),
         "speaker_embedding": _halves(seg.embedding),
+        "fingerprint": seg.fingerprint,
         "schema_version": SCHEMA_VERSION,
     }
 
@@ -198,6 +200,7 @@ def sample_metadata(t: Transcript, shard: str) -> dict:
     """The ``{key}.json`` of a sample: the manifest row plus the source's extra metadata."""
     meta = manifest_row(t, shard)
     meta.pop("speaker_embedding")  # 256 numbers: kept in the manifest, not in every sample
+    meta.pop("fingerprint")  # binary, for deduplication: kept in the manifest only
     meta["words"] = [{"word": w, "start_s": a, "end_s": b, "confidence": c} for w, a, b, c in t.words]
     if t.ctc_tokens is not None:
         meta["ctc_tokens"] = list(t.ctc_tokens)

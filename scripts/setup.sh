@@ -13,6 +13,9 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 # real LibriVox speech with reference transcripts (public domain): the demo's input and the Whisper tests
 [ -f /usr/share/pocketsphinx/test/data/librivox/transcription ] || missing+=(pocketsphinx-testdata)
+# Chromaprint, for the acoustic fingerprints of duplicate audio (pyacoustid loads libchromaprint.so.1)
+ldconfig -p 2>/dev/null | grep -q 'libchromaprint.so.1 ' || missing+=(libchromaprint1)
+command -v fpcalc >/dev/null 2>&1 || missing+=(libchromaprint-tools)
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ] && ! "$PY" -c "import ensurepip, venv" >/dev/null 2>&1; then
   missing+=(python3-venv)  # Debian splits venv/ensurepip out of python3

@@ -20,7 +20,7 @@ LAYERS: Tuple[Tuple[str, ...], ...] = (
     ("run",),
     ("transforms",),
     ("report",),
-    ("acquisition", "asr", "speakers"),
+    ("acquisition", "asr", "speakers", "dedup"),
     ("audio",),
     ("corpus",),
     ("storage",),

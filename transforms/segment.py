@@ -29,6 +29,7 @@ from schemas.keys import segment_key
 from schemas.records import AsrBatch, AudioFile, Rejection, Segment, SourceResult
 from speakers.turns import TurnParams, embedding_bytes, one_voice_each
 from storage import fs
+from transforms.dedup import attach_fingerprints
 from transforms.progress import progress
 from transforms.quality import STAGE as QUALITY
 from transforms.quality import AudioGates, judge_audio
@@ -55,6 +56,7 @@ class SegmentConfig:
     dnsmos_device: str = "cpu"
     speakers: bool = True
     turns: TurnParams = TurnParams()
+    fingerprints: bool = False  # each clip's Chromaprint fingerprint, for the dedup stage
 
     @property
     def limits(self) -> DecodeLimits:
@@ -119,6 +121,8 @@ def _clips_of(src, decoded: DecodedSource, cfg: SegmentConfig):
 
     if spans:
         fs.atomic_write(pack_path, write_pack)
+    if cfg.fingerprints:
+        segments = attach_fingerprints(segments, decoded)
     if cfg.dnsmos:
         mos = dnsmos.score_clips((decoded.read(a, b) for a, b, _ in spans), sr, cfg.dnsmos_device)
         segments = [replace(seg, scores=replace(seg.scores, dnsmos_sig=sig, dnsmos_bak=bak, dnsmos_ovrl=ovrl))
