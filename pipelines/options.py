@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
-import math
 import os
 import tempfile
 import typing
@@ -19,6 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 from asr.builtin import OFFLINE_ALIAS
 from asr.model import DEFAULT_ASR_MODEL, DEFAULT_FEATURE_EXTRACTOR, DEFAULT_TOKENIZER, AsrModelSpec
 from audio.silence import SplitParams
+from pipelines.option_values import float_or_none, int_or_none, number
 from run.settings import CorpusSettings, OptionError
 from schemas.settings import SettingError
 from storage import fs
@@ -57,38 +57,6 @@ content itself (not audio, silent ...). Failures that depend on the world or on 
 found, network policy, timeouts, limits) are tried again. A run whose corpus-shaping settings
 differ from the corpus's is refused unless --redo says which sources to reprocess.
 """
-
-
-
-def number(text: str) -> float:
-    """A finite number."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
-
-
-def float_or_none(text: str) -> Optional[float]:
-    """A number, or ``none`` to turn the gate off."""
-    if text.strip().lower() in ("none", "off"):
-        return None
-    try:
-        return number(text)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
-
-
-def int_or_none(text: str) -> Optional[int]:
-    """A whole number, or ``none`` to turn the rule off."""
-    if text.strip().lower() in ("none", "off"):
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number or 'none', got {text!r}") from None
 
 
 class _Parser(argparse.ArgumentParser):
