@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import sys
 from typing import Iterator, List
 
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
@@ -54,51 +55,69 @@ def runner_args(beam_args: List[str]) -> List[str]:
     return args
 
 
-def local_worker_processes(beam_args: List[str]) -> int:
-    """How many worker processes of this run share this machine's cores (1 in memory)."""
-    from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
-    options = PipelineOptions(beam_args)
-    runner = options.view_as(StandardOptions).runner
-    direct = options.view_as(DirectOptions)
-    if runner not in (None, "DirectRunner", "SwitchingDirectRunner", "FnApiRunner") \
-            or direct.direct_running_mode != "multi_processing":
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def threads_per_process() -> int:
+    """Compute threads each process of a run uses: ``OMP_NUM_THREADS`` where the user set it, else 1.
+
+    Every runner gets the same budget: one intra-op thread a process, the cores used by processes
+    (DirectRunner's ``multi_processing`` workers, Dask workers). A thread per core in every process
+    spins while it waits for a core on a busy machine (the encoder burns about nine times the CPU
+    for the same work), and the voice encoder's floats depend on the thread count, so one budget
+    everywhere also gives the same ``speaker_embedding`` bits whichever runner built the corpus.
+    """
+    try:
+        return max(1, int(os.environ.get("OMP_NUM_THREADS", "")))
+    except ValueError:
         return 1
-    n = direct.direct_num_workers
-    return (os.cpu_count() or 1) if n == 0 else max(1, n or 1)  # Beam reads 0 as one per core
+
+
+def apply_threads(threads: int) -> None:
+    """Set the budget for this process (torch if it is loaded already) and for the processes it starts."""
+    for name in THREAD_VARIABLES:
+        os.environ[name] = str(threads)
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
 
 
 @contextlib.contextmanager
-def thread_budget(processes: int) -> Iterator[None]:
-    """Split the cores between ``processes`` worker processes on this machine.
-
-    torch and OpenMP otherwise give every process a thread per core: two workers on two cores run
-    four compute threads that spin while they wait for a core, which costs more CPU and more time
-    than one process alone. The budget reaches the workers through ``OMP_NUM_THREADS`` (read by
-    torch as it starts); a value the user set is kept.
-    """
-    if processes <= 1 or "OMP_NUM_THREADS" in os.environ:
-        yield
-        return
-    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // processes))
+def thread_budget() -> Iterator[int]:
+    """Run with :func:`threads_per_process` compute threads in this process and in the worker processes
+    it starts (through the environment, read by torch, OpenMP and BLAS as they start); the
+    environment and torch's setting are put back afterwards. Yields the budget."""
+    saved = {name: os.environ.get(name) for name in THREAD_VARIABLES}
+    torch = sys.modules.get("torch")
+    torch_threads = torch.get_num_threads() if torch is not None else None
+    threads = threads_per_process()
+    apply_threads(threads)
     try:
-        yield
+        yield threads
     finally:
-        os.environ.pop("OMP_NUM_THREADS", None)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        torch = sys.modules.get("torch")
+        if torch is not None and torch_threads is not None and torch.get_num_threads() != torch_threads:
+            torch.set_num_threads(torch_threads)
 
 
 @contextlib.contextmanager
 def engine(beam_args: List[str]) -> Iterator[List[str]]:
     """Yield the arguments every pipeline of a run uses; on Dask without a cluster address, start a
-    local cluster (worker processes on 127.0.0.1, one thread each) for the whole run; with several
-    DirectRunner worker processes, split the cores between them."""
-    if not is_dask(beam_args) or _given(beam_args, _CLUSTER_OPTIONS):
-        with thread_budget(local_worker_processes(beam_args)):
+    local cluster (worker processes on 127.0.0.1, one thread each) for the whole run. Every runner
+    runs under one :func:`thread_budget`."""
+    with thread_budget():
+        if not is_dask(beam_args) or _given(beam_args, _CLUSTER_OPTIONS):
             yield list(beam_args)
-        return
-    from distributed import LocalCluster
-    with LocalCluster(n_workers=os.cpu_count() or 1, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as cluster:
-        yield list(beam_args) + [f"--dask_client_address={cluster.scheduler_address}"]
+            return
+        from distributed import LocalCluster
+        with LocalCluster(n_workers=os.cpu_count() or 1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                          dashboard_address=None) as cluster:
+            yield list(beam_args) + [f"--dask_client_address={cluster.scheduler_address}"]
 
 
 def run_to_end(pipeline) -> None:

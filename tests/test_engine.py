@@ -1,0 +1,34 @@
+"""The thread budget: one compute thread a process on every runner unless the user set another."""
+import os
+
+import torch
+
+from run.engine import THREAD_VARIABLES, engine
+
+
+def test_every_runner_runs_one_compute_thread_a_process_and_puts_the_setting_back(monkeypatch):
+    for name in THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for args in ([], ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]):
+            with engine(args):
+                assert torch.get_num_threads() == 1
+                assert all(os.environ[name] == "1" for name in THREAD_VARIABLES)
+            assert torch.get_num_threads() == 2
+            assert not any(name in os.environ for name in THREAD_VARIABLES)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_budget_the_user_set_is_kept(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    before = torch.get_num_threads()
+    try:
+        with engine([]):
+            assert torch.get_num_threads() == 3
+            assert os.environ["MKL_NUM_THREADS"] == "3"
+        assert os.environ["OMP_NUM_THREADS"] == "3"
+    finally:
+        torch.set_num_threads(before)
