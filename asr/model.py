@@ -9,62 +9,19 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 
 from asr.builtin import OFFLINE_ALIAS, ModelNotFound, is_whisper, locate
 from asr.contract import AsrContract
+from asr.spec import DEFAULT_ASR_MODEL, DEFAULT_FEATURE_EXTRACTOR, DEFAULT_TOKENIZER, AsrModelSpec  # noqa: F401
 from schemas.errors import SpeechmillError
-from schemas.settings import SHAPING, SettingError, setting
 
-DEFAULT_ASR_MODEL = "jbetker/wav2vec2-large-robust-ft-libritts-voxpopuli"
-DEFAULT_TOKENIZER = "jbetker/tacotron-symbols"
-DEFAULT_FEATURE_EXTRACTOR = "facebook/wav2vec2-large-960h"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class ModelLoadError(SpeechmillError, RuntimeError):
     reason = "model_unavailable"
-
-
-@dataclass(frozen=True)
-class AsrModelSpec:
-    model: str = setting(DEFAULT_ASR_MODEL, role=SHAPING, key="asr", read="label")
-    tokenizer: Optional[str] = setting(None, role=SHAPING, key="asr_tokenizer", read="tokenizer_id")
-    feature_extractor: Optional[str] = setting(None, role=SHAPING, key="asr_feature_extractor",
-                                               read="feature_extractor_id")
-    revision: Optional[str] = setting(None, role=SHAPING, key="asr", read="label")
-    device: str = "cpu"
-    dtype: str = "fp32"  # fp32 | bf16 | fp16 (fp16 only on CUDA)
-
-    def validate(self) -> "AsrModelSpec":
-        if self.dtype not in DTYPES:
-            raise SettingError("dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        if self.dtype == "fp16" and not self.device.startswith("cuda"):
-            raise SettingError("dtype", "fp16 needs a CUDA device (use bf16 or fp32 on CPU)")
-        try:
-            torch.device(self.device)
-        except RuntimeError as e:
-            raise SettingError("device", f"{self.device!r}: {e}") from e
-        return self
-
-    @property
-    def tokenizer_id(self) -> str:
-        if self.tokenizer:
-            return self.tokenizer
-        return DEFAULT_TOKENIZER if self.model == DEFAULT_ASR_MODEL else self.model
-
-    @property
-    def feature_extractor_id(self) -> str:
-        if self.feature_extractor:
-            return self.feature_extractor
-        return DEFAULT_FEATURE_EXTRACTOR if self.model == DEFAULT_ASR_MODEL else self.model
-
-    @property
-    def label(self) -> str:
-        """What every transcript records as its model: ``id@revision`` (or the id alone)."""
-        return f"{self.model}@{self.revision}" if self.revision else self.model
 
 
 @dataclass

@@ -29,7 +29,7 @@ import torch
 
 from asr.ctc import Vocabulary, Word, best_path, collapse
 from asr.model import LoadedCtcModel
-from schemas.settings import OUTPUT, SHAPING, SettingError, setting
+from asr.spec import TranscribeOptions  # noqa: F401  (its home is asr.spec)
 
 
 @dataclass(frozen=True)
@@ -40,19 +40,6 @@ class AsrOutput:
     ctc_frames: Optional[Tuple[int, ...]] = None  # per-frame argmax ids, with --keep_ctc_tokens
     error: Optional[str] = None
     rejected: Optional[Tuple[str, str]] = None  # (reason, detail) from the model's own checks (asr.whisper)
-
-
-@dataclass(frozen=True)
-class TranscribeOptions:
-    chunk_s: float = setting(30.0, role=SHAPING, key="asr_chunk_s")
-    chunk_overlap_s: float = setting(2.0, role=OUTPUT, key="asr_chunk_overlap_s")
-    keep_ctc_tokens: bool = setting(False, role=SHAPING, key="keep_ctc_tokens")
-
-    def validate(self) -> "TranscribeOptions":
-        if not self.chunk_s > 2 * self.chunk_overlap_s:
-            raise SettingError("chunk_s", f"({self.chunk_s:g}) must exceed twice the overlap "
-                               f"({self.chunk_overlap_s:g} s)")
-        return self
 
 
 @dataclass

@@ -32,37 +32,12 @@ from asr.builtin import ModelNotFound, locate
 from asr.ctc import Word
 from asr.handler import AsrCall
 from asr.model import AsrModelSpec, ModelLoadError
+from asr.spec import WhisperGates
 from asr.transcriber import AsrOutput, TranscribeOptions
 from schemas.records import AsrBatch
-from schemas.settings import SHAPING, SettingError, setting
 
 RATE = 16000
 CHUNK_S = 30.0  # Whisper's window
-
-
-@dataclass(frozen=True)
-class WhisperGates:
-    """Per-clip checks of Whisper's output (``None``: that gate is off). Defaults measured on real
-    speech and on silence, noise and music by ``benchmarks/asr_whisper.py``; see docs/transcription.md."""
-
-    max_no_speech_prob: Optional[float] = setting(0.4, role=SHAPING)  # speech ≤ 0.26; silence, noise, music 0.32..0.96
-    min_avg_logprob: Optional[float] = setting(-0.8, role=SHAPING)  # speech ≥ -0.43; silence, noise, music ≤ -1.0
-    max_compression_ratio: Optional[float] = setting(2.4, role=SHAPING)  # Whisper's own; real speech ≤ 1.73
-    max_ngram_repeats: Optional[int] = setting(4, role=SHAPING)  # a 1..4-word n-gram said this often in a row; real ≤ 3
-    max_chars_per_s: Optional[float] = setting(35.0, role=SHAPING)  # real speech ≤ 23.4
-
-    def validate(self) -> "WhisperGates":
-        if self.max_no_speech_prob is not None and not 0 <= self.max_no_speech_prob <= 1:
-            raise SettingError("max_no_speech_prob", f"must be within 0..1, got {self.max_no_speech_prob:g}")
-        if self.min_avg_logprob is not None and not self.min_avg_logprob <= 0:
-            raise SettingError("min_avg_logprob", f"must be <= 0, got {self.min_avg_logprob:g}")
-        if self.max_compression_ratio is not None and not self.max_compression_ratio > 0:
-            raise SettingError("max_compression_ratio", f"must be > 0, got {self.max_compression_ratio:g}")
-        if self.max_ngram_repeats is not None and self.max_ngram_repeats < 1:
-            raise SettingError("max_ngram_repeats", f"must be >= 1, got {self.max_ngram_repeats}")
-        if self.max_chars_per_s is not None and not self.max_chars_per_s > 0:
-            raise SettingError("max_chars_per_s", f"must be > 0, got {self.max_chars_per_s:g}")
-        return self
 
 
 @dataclass(frozen=True)

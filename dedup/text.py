@@ -10,8 +10,6 @@ from __future__ import annotations
 import re
 from typing import Dict, FrozenSet, List, Optional, Tuple
 
-from datasketch import MinHash, MinHashLSH
-
 NUM_PERM = 64
 SEED = 1  # fixed: the same text always hashes the same
 _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?", re.UNICODE)
@@ -37,10 +35,12 @@ class TextIndex:
 
     def __init__(self, threshold: float = 0.7, min_words: int = 6):
         self.threshold, self.min_words = threshold, min_words
+        from datasketch import MinHashLSH  # here: datasketch's import costs most of a second, needed only to dedup
         self._lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM)
         self._items: Dict[str, Tuple[FrozenSet[str], Optional[str], int]] = {}  # key → (shingles, speaker, order)
 
-    def _minhash(self, sh: FrozenSet[str]) -> MinHash:
+    def _minhash(self, sh: FrozenSet[str]) -> "MinHash":  # noqa: F821
+        from datasketch import MinHash
         m = MinHash(num_perm=NUM_PERM, seed=SEED)
         m.update_batch([s.encode() for s in sorted(sh)])
         return m

@@ -5,21 +5,26 @@ by ``run.driver`` (graphs in ``run.graph``, stages in ``transforms/``), and the 
 """
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import sys
-from typing import Callable, List, Optional
-
-import apache_beam as beam
+from typing import TYPE_CHECKING, Callable, List, Optional
 
 from pipelines.options import build_parser, check_output, option_of, parse_args
 from run.console import FilteredStderr, beam_quiet_args, log, quiet_libraries
-from run.driver import drive
 from run.lock import LockLost
 from run.settings import OptionError
 
+if TYPE_CHECKING:
+    import apache_beam as beam
 
-def run(argv: Optional[List[str]] = None, make_pipeline: Optional[Callable[[], beam.Pipeline]] = None) -> dict:
+# The driver (Beam, the stages, their models) is imported once the options are read and checked,
+# as ``pipelines.cli`` imports a subcommand: ``--help``, an option error or a refusal answers at once.
+DRIVER = "run.driver"
+
+
+def run(argv: Optional[List[str]] = None, make_pipeline: Optional[Callable[[], "beam.Pipeline"]] = None) -> dict:
     """Run one build; returns the whole corpus report. Raises ``SystemExit(2)`` on bad options."""
     try:
         settings, beam_args = parse_args(argv)
@@ -28,6 +33,7 @@ def run(argv: Optional[List[str]] = None, make_pipeline: Optional[Callable[[], b
         raise SystemExit(2)
     names = option_of(build_parser())
     shaping_options = {key: names.get(path, key) for key, path in settings.shaping_paths().items()}
+    drive = importlib.import_module(DRIVER).drive
     return drive(settings, beam_quiet_args(beam_args, settings.verbose), make_pipeline,
                  check_output=check_output, option_of=shaping_options)
 

@@ -16,7 +16,7 @@ import typing
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from asr.builtin import OFFLINE_ALIAS
-from asr.model import DEFAULT_ASR_MODEL, DEFAULT_FEATURE_EXTRACTOR, DEFAULT_TOKENIZER, AsrModelSpec
+from asr.spec import DEFAULT_ASR_MODEL, DEFAULT_FEATURE_EXTRACTOR, DEFAULT_TOKENIZER, AsrModelSpec
 from audio.silence import SplitParams
 from pipelines.option_values import float_or_none, int_or_none, number
 from run.settings import CorpusSettings, OptionError

@@ -39,12 +39,12 @@ def quiet_libraries(verbose: bool = False) -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        from transformers.utils import logging as hf_logging
+    # transformers reads the variables above as it is imported; one imported already is told here
+    # (importing it just for this would cost a second before a command could answer)
+    hf_logging = sys.modules.get("transformers.utils.logging")
+    if hf_logging is not None:
         hf_logging.disable_progress_bar()
         hf_logging.set_verbosity_error()
-    except Exception:  # transformers is optional for some commands
-        pass
     root = logging.getLogger()
     drop = DropKnownNoise()
     root.addFilter(drop)

@@ -13,13 +13,11 @@ from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
 from acquisition.config import AcquireConfig
-from asr.model import AsrModelSpec
-from asr.transcriber import TranscribeOptions
-from asr.whisper import WhisperGates
+from asr.spec import AsrModelSpec, TranscribeOptions, WhisperGates
 from audio.silence import SplitParams
 from dedup.decide import DedupParams
 from schemas.settings import OUTPUT, SHAPING, SettingError, part, recorded, setting, validate_parts
-from transforms.quality import AudioGates, QualityConfig
+from transforms.gate_settings import AudioGates, QualityConfig
 
 SHARD_PREFIX_BANNED = "/\\.{}*?[] "
 MIN_SCRATCH_BYTES = 1 << 20  # a source must be allowed at least 1 MiB of decoded audio

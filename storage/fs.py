@@ -16,16 +16,18 @@ import time
 import uuid
 from typing import Callable, Iterator, List
 
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
-
 from storage.object_store import credentials_hint, put_empty, share_s3_clients
 
-share_s3_clients()  # every process that touches storage through these helpers (driver and workers)
-
-_RAW = CompressionTypes.UNCOMPRESSED
+_RAW = "uncompressed"  # Beam's CompressionTypes.UNCOMPRESSED
 TMP_MARK = ".tmp-"
 _GLOB_CHARS = re.compile(r"([*?\[])")
+
+
+def _filesystems():
+    """Beam's ``FileSystems``, imported on first use: reading a command's options needs none of Beam."""
+    from apache_beam.io.filesystems import FileSystems
+    share_s3_clients()  # every process that touches storage through these helpers (driver and workers)
+    return FileSystems
 
 
 def is_local(path: str) -> bool:
@@ -64,11 +66,13 @@ def file_uri(path: str) -> str:
 
 
 def join(base: str, *parts: str) -> str:
-    return FileSystems.join(base, *parts)
+    if "://" not in base:  # what Beam's local filesystem does, without importing Beam
+        return os.path.join(base, *parts)
+    return _filesystems().join(base, *parts)
 
 
 def exists(path: str) -> bool:
-    return FileSystems.exists(path)
+    return _filesystems().exists(path)
 
 
 def mkdirs(path: str) -> None:
@@ -83,7 +87,7 @@ def escape_glob(path: str) -> str:
 
 def glob(pattern: str) -> List[str]:
     """Sorted paths matching a user's ``pattern`` (empty if none). Not for our own paths."""
-    result = FileSystems.match([pattern])[0]
+    result = _filesystems().match([pattern])[0]
     return sorted(m.path for m in result.metadata_list)
 
 
@@ -99,7 +103,7 @@ def list_dir(directory: str, prefix: str = "", suffix: str = "") -> List[str]:
         return sorted(os.path.join(d, n) for n in names
                       if n.startswith(prefix) and n.endswith(suffix) and os.path.isfile(os.path.join(d, n)))
     pattern = escape_glob(join(directory, prefix)) + "*" + escape_glob(suffix)
-    return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+    return sorted(m.path for m in _filesystems().match([pattern])[0].metadata_list)
 
 
 def list_tree(directory: str) -> List[str]:
@@ -110,15 +114,15 @@ def list_tree(directory: str) -> List[str]:
         for dirpath, _, files in os.walk(local_path(directory)):
             found += [os.path.join(dirpath, f) for f in files]
         return sorted(found)
-    return sorted(m.path for m in FileSystems.match([escape_glob(directory) + "/**"])[0].metadata_list)
+    return sorted(m.path for m in _filesystems().match([escape_glob(directory) + "/**"])[0].metadata_list)
 
 
 def size(path: str) -> int:
-    return FileSystems.match([escape_glob(path)])[0].metadata_list[0].size_in_bytes
+    return _filesystems().match([escape_glob(path)])[0].metadata_list[0].size_in_bytes
 
 
 def read_bytes(path: str) -> bytes:
-    with FileSystems.open(path, compression_type=_RAW) as f:
+    with _filesystems().open(path, compression_type=_RAW) as f:
         return f.read()
 
 
@@ -138,7 +142,7 @@ def atomic_write(path: str, write: Callable) -> None:
         mkdirs(os.path.dirname(local_path(path)) or ".")
     tmp = _tmp_name(path)
     try:
-        f = FileSystems.create(tmp, compression_type=_RAW)
+        f = _filesystems().create(tmp, compression_type=_RAW)
         try:
             write(f)
         finally:
@@ -146,13 +150,13 @@ def atomic_write(path: str, write: Callable) -> None:
         if is_local(path):
             os.replace(local_path(tmp), local_path(path))
         else:
-            if FileSystems.exists(path):
-                FileSystems.delete([path])
-            FileSystems.rename([tmp], [path])
+            if _filesystems().exists(path):
+                _filesystems().delete([path])
+            _filesystems().rename([tmp], [path])
     except BaseException:
         with contextlib.suppress(Exception):
-            if FileSystems.exists(tmp):
-                FileSystems.delete([tmp])
+            if _filesystems().exists(tmp):
+                _filesystems().delete([tmp])
         raise
 
 
@@ -164,15 +168,15 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
 
 
 def delete(path: str) -> None:
-    FileSystems.delete([path])
+    _filesystems().delete([path])
 
 
 def delete_if_exists(path: str) -> None:
     if is_local(path):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(local_path(path))
-    elif FileSystems.exists(path):
-        FileSystems.delete([path])
+    elif _filesystems().exists(path):
+        _filesystems().delete([path])
 
 
 def delete_tree(path: str) -> None:
@@ -181,7 +185,7 @@ def delete_tree(path: str) -> None:
     else:
         paths = list_tree(path)
         if paths:
-            FileSystems.delete(paths)
+            _filesystems().delete(paths)
 
 
 def move(src: str, dst: str) -> None:
@@ -189,15 +193,15 @@ def move(src: str, dst: str) -> None:
         mkdirs(os.path.dirname(local_path(dst)))
         os.replace(local_path(src), local_path(dst))
         return
-    if FileSystems.exists(dst):
-        FileSystems.delete([dst])
-    FileSystems.rename([src], [dst])
+    if _filesystems().exists(dst):
+        _filesystems().delete([dst])
+    _filesystems().rename([src], [dst])
 
 
 def modified_age_s(path: str) -> float:
     """Seconds since ``path`` was last modified (0 when unknown)."""
     try:
-        meta = FileSystems.match([escape_glob(path)])[0].metadata_list[0]
+        meta = _filesystems().match([escape_glob(path)])[0].metadata_list[0]
         return max(0.0, time.time() - meta.last_updated_in_seconds) if meta.last_updated_in_seconds else 0.0
     except Exception:
         return 0.0
@@ -211,7 +215,7 @@ def local_copy(path: str, suffix: str = "") -> Iterator[str]:
         return
     fd, tmp = tempfile.mkstemp(prefix="speechmill-", suffix=suffix)
     try:
-        with os.fdopen(fd, "wb") as out, FileSystems.open(path, compression_type=_RAW) as src:
+        with os.fdopen(fd, "wb") as out, _filesystems().open(path, compression_type=_RAW) as src:
             shutil.copyfileobj(src, out, 1 << 20)
         yield tmp
     finally:

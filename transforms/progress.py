@@ -11,8 +11,6 @@ import sys
 import threading
 import time
 
-from apache_beam.metrics import Metrics
-
 _FIELDS = ("sources", "sources_failed", "audio_s", "segments", "transcribed", "kept", "rejected",
            "shards")
 
@@ -24,6 +22,7 @@ class Progress:
         self.counts = {k: 0.0 for k in _FIELDS}
         self._lock = threading.Lock()
         self._last = time.monotonic()
+        from apache_beam.metrics import Metrics  # here, not at the top: printing a command's help needs no Beam
         self._metrics = {k: Metrics.counter("speechmill", k) for k in _FIELDS}
         self.quiet = False  # the driver's live progress shows these counts itself
 
