@@ -11,10 +11,12 @@ import signal
 import sys
 from typing import TYPE_CHECKING, Callable, List, Optional
 
+from acquisition.sources_file import SourcesFileError, read_sources
 from pipelines.options import build_parser, check_output, option_of, parse_args
 from run.console import FilteredStderr, beam_quiet_args, log, quiet_libraries
 from run.lock import LockLost
-from run.settings import OptionError
+from run.settings import CorpusSettings, OptionError
+from storage import fs
 
 if TYPE_CHECKING:
     import apache_beam as beam
@@ -31,11 +33,26 @@ def run(argv: Optional[List[str]] = None, make_pipeline: Optional[Callable[[], "
     except OptionError as e:
         log(f"error: {e}")
         raise SystemExit(2)
+    refuse_early(settings)
     names = option_of(build_parser())
     shaping_options = {key: names.get(path, key) for key, path in settings.shaping_paths().items()}
     drive = importlib.import_module(DRIVER).drive
     return drive(settings, beam_quiet_args(beam_args, settings.verbose), make_pipeline,
                  check_output=check_output, option_of=shaping_options)
+
+
+def refuse_early(settings: CorpusSettings) -> None:
+    """The driver's first refusals (a local sources file that is missing or unreadable, an output
+    that is not a corpus), made before the driver is imported so that they answer at once; the
+    driver makes them again, for every kind of path."""
+    if not fs.is_local(settings.sources) or os.path.isdir(fs.local_path(settings.sources)):
+        return
+    try:
+        read_sources(settings.sources)
+        check_output(settings.output)
+    except (OptionError, ValueError, SourcesFileError) as e:
+        log(f"error: {e}")
+        raise SystemExit(2)
 
 
 class _Interrupt:

@@ -291,6 +291,8 @@ def _beam_parser():
 
 def check_beam_args(beam_args: List[str], ours: argparse.ArgumentParser) -> None:
     """Raise ``OptionError`` for an argument that is neither ours nor a Beam pipeline option."""
+    if not beam_args:  # nothing to check: Beam's options (seconds to import) are left for the run
+        return
     beam = _beam_parser()
     try:
         _, unknown = beam.parse_known_args(beam_args)
