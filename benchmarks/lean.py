@@ -19,7 +19,9 @@ then under a parallel CPU load (one busy process per core). The input is real sp
 under ``--speech`` (default /work/realdata/voices) joined with 0.8 s pauses and looped to
 ``--minutes``. With ``--rss`` it also builds a whole corpus (``pipelines.build_corpus``, in-memory
 DirectRunner, a tiny random CTC model on the ASR step) from a ``--minutes`` and a
-``--long_minutes`` source and prints the peak RSS ratio. It also times ``--help`` and an option error.
+``--long_minutes`` source and prints the peak RSS ratio; with ``--threads`` it builds the
+``--minutes`` file with one compute thread a process and with a thread per core, idle and loaded.
+It also times ``--help`` and an option error.
 """
 from __future__ import annotations
 
@@ -178,6 +180,26 @@ def build_rss(path: str, tmp: str, env, tag: str) -> dict:
     return {"wall_s": wall, "peak_mb": usage.ru_maxrss / 1024, "cpu_s": usage.ru_utime + usage.ru_stime}
 
 
+def threads_table(path: str, tmp: str, env: Dict[str, str], cores: int) -> None:
+    """A whole build (tiny CTC model, in memory) with the run's own budget (one compute thread) and
+    with a thread per core, idle and under load."""
+    plain = {k: v for k, v in env.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    print(f"\nwhole build of the same file, thread budgets ({cores} cores)")
+    print(f"{'budget':28s} {'load':>6s} {'CPU s':>7s} {'wall s':>7s}")
+    for load in (False, True):
+        stop, procs = under_load(cores) if load else (None, [])
+        try:
+            for name, e in (("one thread a process", plain), (f"a thread per core ({cores})",
+                                                             dict(plain, OMP_NUM_THREADS=str(cores)))):
+                r = build_rss(path, tmp, e, f"threads-{len(name)}-{load}")
+                print(f"{name:28s} {'yes' if load else 'no':>6s} {r['cpu_s']:7.1f} {r['wall_s']:7.1f}")
+        finally:
+            if stop is not None:
+                stop.set()
+                for proc in procs:
+                    proc.join()
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.lean", description=__doc__.split("\n\n")[0])
     p.add_argument("--speech", default="/work/realdata/voices", help="folder of <voice>/<n>.wav 16 kHz clips")
@@ -187,6 +209,7 @@ def main(argv=None) -> int:
     p.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset of " + ",".join(CONFIGS))
     p.add_argument("--no_load", action="store_true", help="skip the run under a parallel CPU load")
     p.add_argument("--rss", action="store_true", help="also build corpora from a short and a long source")
+    p.add_argument("--threads", action="store_true", help="also compare thread budgets on a whole build")
     p.add_argument("--_one", nargs=3, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args._one:
@@ -202,8 +225,8 @@ def main(argv=None) -> int:
               f"medians of {args.repeats} paired rounds", file=sys.stderr)
         idle = round_table(path, tmp, args.repeats, configs, env)
         print_table(f"idle, {args.minutes:g} min of real speech, one compute thread a process", idle)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         if not args.no_load:
-            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
             stop, procs = under_load(cores)
             try:
                 loaded = round_table(path, tmp, args.repeats, configs, env)
@@ -212,6 +235,8 @@ def main(argv=None) -> int:
                 for proc in procs:
                     proc.join()
             print_table(f"under load ({cores} busy processes beside it)", loaded)
+        if args.threads:
+            threads_table(path, tmp, env, cores)
         if args.rss:
             long = join_speech(args.speech, args.long_minutes,
                                os.path.join(tmp, f"speech-{args.long_minutes:g}m.wav"))
