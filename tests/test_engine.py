@@ -3,7 +3,7 @@ import os
 
 import torch
 
-from run.engine import THREAD_VARIABLES, engine
+from run.engine import ONEDNN_CACHE, THREAD_VARIABLES, engine
 
 
 def test_every_runner_runs_one_compute_thread_a_process_and_puts_the_setting_back(monkeypatch):
@@ -32,3 +32,13 @@ def test_a_budget_the_user_set_is_kept(monkeypatch):
         assert os.environ["OMP_NUM_THREADS"] == "3"
     finally:
         torch.set_num_threads(before)
+
+
+def test_onednn_keeps_no_primitive_per_shape_during_a_run_unless_the_user_says(monkeypatch):
+    monkeypatch.delenv(ONEDNN_CACHE, raising=False)
+    with engine([]):
+        assert os.environ[ONEDNN_CACHE] == "0"
+    assert ONEDNN_CACHE not in os.environ
+    monkeypatch.setenv(ONEDNN_CACHE, "64")
+    with engine([]):
+        assert os.environ[ONEDNN_CACHE] == "64"
