@@ -4,13 +4,15 @@ Per source, one ffmpeg process decodes to mono 16-bit at the output rate into a 
 frame energies and Silero VAD's speech probabilities are computed. The clip plan comes from those
 (``audio.silence``); then every clip is read back from scratch, FLAC-encoded at the output rate
 into the source's clip pack (one file per source, which the shard writer later reads by offset)
-and scored (``audio.clip_scores``, and DNSMOS when it runs). Clips that fail an audio gate
+and scored (``audio.clip_scores``, and DNSMOS when it runs; reverberation once per source, from the
+decays of all its clips). Clips that fail an audio gate
 (``transforms.quality.judge_audio``) become rejection rows here and are never transcribed; the
 rest are resampled to the ASR rate into length-sorted ``AsrBatch``es that flow straight into the
 transcriber in the same fused stage. No audio ever crosses a shuffle.
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 from dataclasses import dataclass, field
 from typing import Iterator, List, Optional, Union
@@ -23,7 +25,7 @@ from audio import clip_scores, dnsmos
 from audio.decoded import decode_to_scratch
 from audio.ffmpeg import DecodeError, DecodeLimits
 from audio.flac import encode_flac
-from audio.silence import Piece, SplitParams, split_on_silence
+from audio.silence import Piece, SplitParams, local_level, split_on_silence
 from audio.vad import on_grid, speech_mask
 from schemas.keys import segment_key
 from schemas.records import AsrBatch, AudioFile, ClipScores, Rejection, Segment, SourceResult
@@ -135,10 +137,18 @@ def _clips_of(src, decoded, cfg: SegmentConfig):
     for piece, why in too_short:
         a, b, key = span(piece)
         yield Rejection(src.source_id, src.uri, STAGE, "too_short", why, key=key, duration_s=round((b - a) / sr, 3))
+    around = local_level(decoded.db, decoded.hop_s) if result.too_quiet else None
+    for piece in result.too_quiet:
+        a, b, key = span(piece)
+        peak, ref = float(np.max(decoded.db[piece.start:piece.end])), float(np.max(around[piece.start:piece.end]))
+        why = (f"speech at {peak:.1f} dBFS, {ref - peak:.0f} dB under the speech around it ({ref:.1f} dBFS); "
+               f"a clip's speech is within {cfg.split.silence_rel_db:g} dB of it")
+        yield Rejection(src.source_id, src.uri, STAGE, "too_quiet", why, key=key, duration_s=round((b - a) / sr, 3))
 
     spans = [span(p) for p in clips]
     pack_path = fs.join(cfg.pack_dir, src.source_id + ".clips")
     segments: List[Segment] = []
+    decays: List[np.ndarray] = []
 
     def write_pack(f):
         offset = 0
@@ -151,14 +161,17 @@ def _clips_of(src, decoded, cfg: SegmentConfig):
                 speech_ratio=clip_scores.speech_ratio(speech[frames]) if speech is not None else None,
                 bandwidth_hz=clip_scores.bandwidth_hz(samples.astype(np.float32) / 32768.0, sr),
                 clipping=clip_scores.clipping(samples),
-                snr_db=clip_scores.snr_db(decoded.db, speech, piece.start, piece.end, samples, decoded.hop_s),
-                rt60_s=clip_scores.rt60_s(decoded.db[frames], decoded.hop_s))
+                snr_db=clip_scores.snr_db(decoded.db, speech, piece.start, piece.end, samples, decoded.hop_s))
+            decays.append(clip_scores.decay_rates(samples, sr, hop))
             segments.append(Segment(key, src, round(a / sr, 3), round(b / sr, 3), sr, pack_path, offset,
                                     len(data), scores, embedding_bytes(voice)))
             offset += len(data)
 
     if spans:
         fs.atomic_write(pack_path, write_pack)
+        # the room rarely changes within a recording and one clip holds few decays: the source's value
+        rt60 = clip_scores.rt60_from_rates(np.concatenate(decays))
+        segments = [dataclasses.replace(s, scores=dataclasses.replace(s.scores, rt60_s=rt60)) for s in segments]
     if cfg.dnsmos:
         segments = _with_dnsmos(segments, spans, decoded, cfg)
     kept = []
@@ -176,7 +189,7 @@ def _clips_of(src, decoded, cfg: SegmentConfig):
             segments=tuple(segments[i] for i in idx),
             audio=tuple(to_asr_audio(decoded.read(spans[i][0], spans[i][1]), sr, cfg.asr_sample_rate) for i in idx),
             sample_rate=cfg.asr_sample_rate)
-    n = len(spans) + len(too_short)
+    n = len(spans) + len(too_short) + len(result.too_quiet)
     progress().add(sources=1, audio_s=decoded.duration_s, segments=n)
     yield SourceResult.of(src, "ok", duration_s=decoded.duration_s, n_segments=n)
 
@@ -206,7 +219,6 @@ def _one_voice_each(clips, pause, decoded, cfg: SegmentConfig):
 
 def _with_dnsmos(segments: List[Segment], spans, decoded, cfg: SegmentConfig, group: int = 16) -> List[Segment]:
     """Segments with their DNSMOS scores, scored a group of clips at a time (memory stays bounded)."""
-    import dataclasses
     out = []
     for g in range(0, len(segments), group):
         part = segments[g:g + group]
