@@ -11,6 +11,7 @@ import soundfile as sf
 
 from audio.synth import music, pink_noise
 from schemas.records import AsrBatch, AudioFile, Rejection, Source
+from tests.conftest import SHARED_SPEECH
 from transforms.segment import SegmentConfig, segment_source
 
 LIBRIVOX = "/usr/share/pocketsphinx/test/data/librivox"
@@ -151,6 +152,27 @@ def test_noise_that_rises_only_under_the_speech_is_seen_in_its_dips(tmp_path):
     kept, rejected = segment(tmp_path, clean + gain * bed, "keyed")
     rows = [r for r in rejected if r.key]
     assert not kept and rows and {r.reason for r in rows} == {"noisy"}, [(r.reason, r.detail) for r in rows]
+
+
+@pytest.mark.skipif(not (SHARED_SPEECH / "lj_1.wav").exists(), reason="needs ../shared/data/real_speech")
+def test_a_second_voice_under_the_speech_is_noise(tmp_path):
+    """Two people talking at once: a second reader (LJSpeech) 6 dB under the LibriVox reader fills the
+    pauses and the dips of the speech, and the clips are rejected as noisy; 20 dB under, they are kept."""
+    import soxr
+    main, _ = with_pauses(0.8, np.zeros)
+    parts = []
+    for f in ("lj_1.wav", "lj_2.wav"):
+        y, sr = sf.read(SHARED_SPEECH / f, dtype="float64")
+        y = soxr.resample(y, sr, RATE)
+        parts += [y / np.sqrt(np.mean(y ** 2)) * 0.05, np.zeros(RATE // 2)]
+    other = np.resize(np.concatenate(parts), len(main))
+    for under_db, want_kept in ((6, False), (20, True)):
+        kept, rejected = segment(tmp_path, main + other * 10 ** (-under_db / 20), f"two{under_db}")
+        rows = [r for r in rejected if r.key]
+        if want_kept:
+            assert len(kept) >= 2 and not rows, [(r.reason, r.detail) for r in rows]
+        else:
+            assert not kept and rows and {r.reason for r in rows} == {"noisy"}, [(r.reason, r.detail) for r in rows]
 
 
 def test_low_bitrate_codecs_are_rejected_with_their_bandwidth(librivox, tmp_path):
