@@ -209,8 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     _arg(g, "--min_snr_db", "gates.min_snr_db", type=float_or_none,
          help="lowest speech-to-noise ratio in dB (default 15)")
     _arg(g, "--max_rt60_s", "gates.max_rt60_s", type=float_or_none,
-         help="highest reverberation time estimated from the clip's speech offsets, in seconds (default 0.6; "
-              "see docs/clean-clips.md for what it catches)")
+         help="highest reverberation time in seconds, estimated from the decays of all of a source's clips "
+              "(default 0.45; see docs/clean-clips.md for what it catches)")
     _arg(g, "--dnsmos", "dnsmos", choices=["auto", "on", "off"],
          help="score DNSMOS P.835 (≈ 10-25x realtime per CPU core): auto runs it only with "
               "--asr_device cuda and onnxruntime's CUDA provider (default auto)")

@@ -30,7 +30,8 @@ REJECTED_COLUMNS = ["source_id", "source_uri", "key", "stage", "reason", "detail
                     *SCORE_FIELDS]
 
 # clip-level rejections in the order a clip meets them (transforms.segment, .transcribe, .quality)
-BEFORE_ASR = (("segment", "too_short"), *(("quality", r) for r in AUDIO_GATE_REASONS), ("segment", "multi_speaker"))
+BEFORE_ASR = (("segment", "too_short"), ("segment", "too_quiet"), *(("quality", r) for r in AUDIO_GATE_REASONS),
+              ("segment", "multi_speaker"))
 AT_ASR = (("transcribe", "asr_error"),)
 AFTER_ASR = tuple(("quality", r) for r in ("empty_transcript", "too_short", "too_long", "low_confidence",
                                            "speaking_rate_low", "speaking_rate_high", "speaking_rate_outlier"))

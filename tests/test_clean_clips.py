@@ -165,6 +165,9 @@ def test_clean_speech_is_kept_with_its_scores(gated):
         for m in kept:
             assert m["speech_ratio"] >= 0.5 and m["bandwidth_hz"] >= 6500 and m["clipping"] <= 0.002
             assert m["snr_db"] >= 15 and m["dnsmos_ovrl"] is None  # DNSMOS is off on CPU by default
+    if "jfk" in gated["files"]:  # a 1961 broadcast: its band stops near 5.2 kHz, under --min_bandwidth_hz 6500
+        got = reasons_of(gated, "jfk")
+        assert not kept_of(gated, "jfk") and got and {r for r, _ in got} == {"low_bandwidth"}, got
 
 
 def test_a_band_limited_archive_recording_is_rejected_naming_its_bandwidth(gated):
