@@ -18,12 +18,14 @@ checksums are unknown).
 """
 from __future__ import annotations
 
+import json
 import posixpath
 import tarfile
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from corpus import commit, guard
 from corpus.layout import Layout, committed_runs, read_parquet, read_run_record
@@ -141,6 +143,36 @@ def presence_problems(layout: Layout, pub: Published, listing: Dict[str, int]) -
     return problems
 
 
+KEY_PATTERN = r"^[A-Za-z0-9_-]{1,80}$"  # schemas.keys.is_valid_key, for a whole column at once
+
+
+def check_part(path: str, t: pa.Table) -> None:
+    """A shard's manifest part: its keys are valid sample keys and its rows all name its shard (both become
+    paths: the shard a reader opens, the file a report writes)."""
+    name = path.rsplit("/", 1)[-1][:-len(".parquet")]
+    guard.check_shard_name(name, path)
+    if "key" in t.column_names and t.num_rows:
+        keys = t.column("key")
+        bad = pc.invert(pc.fill_null(pc.match_substring_regex(keys, KEY_PATTERN), False))
+        if pc.any(bad).as_py():
+            key = next(k for k in keys.to_pylist() if k is None or not guard.is_valid_key(k))
+            raise guard.CorpusDamaged(f"{path}: key {key!r} is not a valid sample key")
+    if "shard" in t.column_names and t.num_rows:
+        shards = pc.unique(t.column("shard")).to_pylist()
+        if shards != [name]:
+            raise guard.CorpusDamaged(f"{path}: its rows name shard {next(s for s in shards if s != name)!r}, "
+                                      f"not {name!r}")
+
+
+def check_parts(layout: Layout, pub: Published) -> None:
+    """``check_part`` for every published manifest part (two columns each: no audio, no other column)."""
+    for rel in sorted(pub.files):
+        folder = rel.split("/", 1)[0]
+        if folder in ("manifest", "rejected_manifest"):
+            path = layout.path(*rel.split("/"))
+            check_part(path, read_parquet(path, columns=["key", "shard"]))
+
+
 def check_open(layout: Layout) -> Published:
     """The cheap checks every command makes before trusting a corpus; ``CorpusDamaged`` on the first problem.
 
@@ -153,6 +185,7 @@ def check_open(layout: Layout) -> Published:
         more = f" (and {len(problems) - 1} more problems; python -m pipelines.verify {layout.root} lists them)" \
             if len(problems) > 1 else ""
         raise guard.CorpusDamaged(problems[0] + more)
+    check_parts(layout, pub)
     return pub
 
 
@@ -220,9 +253,15 @@ def verify(layout: Layout, progress: Callable[[str], None] = lambda m: None) -> 
         problems.append(str(e))
         return problems
     for path in fs.list_dir(layout.path(commit.JOURNAL), suffix=".json"):
-        if not fs.is_temporary(path):
-            problems.append(f"{path}: an unfinished commit (a command is publishing now, or was interrupted; "
-                            f"the next build, report or compaction finishes or undoes it)")
+        if fs.is_temporary(path):
+            continue
+        try:
+            commit.check_plan(layout.root, json.loads(fs.read_bytes(path)), path)
+        except (guard.CorpusDamaged, ValueError) as e:
+            problems.append(str(e) if isinstance(e, guard.CorpusDamaged) else f"{path}: not a readable journal ({e})")
+            continue
+        problems.append(f"{path}: an unfinished commit (a command is publishing now, or was interrupted; "
+                        f"the next build, report or compaction finishes or undoes it)")
     runs = {}
     for path in fs.list_dir(layout.path("runs"), suffix=".json"):
         if fs.is_temporary(path):

@@ -18,15 +18,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from corpus.guard import CorpusDamaged, check_shard_name
+from corpus.guard import CorpusDamaged
+from corpus.integrity import check_part
 from corpus.layout import REJECTED_MANIFEST, Layout, committed_runs, committed_table, latest_rows, run_order
 from schemas import tables
-from schemas.keys import is_valid_key
 from schemas.outcomes import AUDIO_GATE_REASONS
 from schemas.records import SCORE_FIELDS
 from storage import fs
 
-KEY_PATTERN = r"^[A-Za-z0-9_-]{1,80}$"  # schemas.keys.is_valid_key, for a whole column at once
 MAX_SHOWN = 300  # characters of a title, reason or detail on the page
 MAX_TEXT = 2000  # characters of a transcript on the page
 MAX_LINK = 2000
@@ -95,26 +94,12 @@ def read_columns(paths: Sequence[str], schema: pa.Schema, columns: Sequence[str]
         except (pa.ArrowException, OSError) as e:
             raise CorpusDamaged(f"{p}: not a readable Parquet file ({str(e).splitlines()[0][:200]})") from e
         if shard_part:
-            _check_part(p, t)
+            check_part(p, t)
         for c in columns:
             if c not in present:
                 t = t.append_column(c, pa.nulls(t.num_rows, schema.field(c).type))
         parts.append(t.select(list(columns)).cast(target))
     return pa.concat_tables(parts) if parts else target.empty_table()
-
-
-def _check_part(path: str, t: pa.Table) -> None:
-    name = path.rsplit("/", 1)[-1][:-len(".parquet")]
-    check_shard_name(name, path)
-    if "key" in t.column_names:
-        bad = pc.invert(pc.fill_null(pc.match_substring_regex(t.column("key"), KEY_PATTERN), False))
-        if pc.any(bad).as_py() or t.column("key").null_count:
-            key = next(k for k in t.column("key").to_pylist() if k is None or not is_valid_key(k))
-            raise CorpusDamaged(f"{path}: key {key!r} is not a valid sample key")
-    if "shard" in t.column_names and t.num_rows:
-        shards = pc.unique(t.column("shard")).to_pylist()
-        if shards != [name]:
-            raise CorpusDamaged(f"{path}: its rows name shard {next(s for s in shards if s != name)!r}, not {name!r}")
 
 
 def _committed_files(directory: str, suffix: str) -> List[str]:
