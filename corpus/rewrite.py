@@ -118,8 +118,8 @@ def rewrite(shards_dir: str, manifest_dir: str, names: Sequence[str], keep: Call
                 flush()
         missing = sorted(set(rows) - seen)
         if missing:  # the work area is discarded: nothing of this rewrite is published
-            raise CorpusDamaged(f"{tar}: {len(missing)} samples of its manifest part are not in it ({missing[0]} ...);"
-                                f" nothing is rewritten")
+            raise CorpusDamaged(f"{part}: {len(missing)} rows have no sample in {tar} ({missing[0]} ...); nothing "
+                                f"is rewritten")
     flush()
     return Rewritten(out, dropped, kept)
 
