@@ -19,6 +19,7 @@ from run.lock import LockedError, LockLost, OutputLock
 from storage import fs
 
 N_BREAKERS = 50
+TRIALS = 3
 
 
 def stale_lock_bytes(pid: int, host: str, heartbeat: float) -> bytes:
@@ -145,7 +146,7 @@ def test_many_processes_breaking_one_stale_lock_give_one_holder(tmp_path):
     root = tmp_path / "corpus"
     root.mkdir()
     ctx = multiprocessing.get_context("fork")
-    for trial in range(2):
+    for trial in range(TRIALS):
         (root / "_lock.json").write_bytes(stale_lock_bytes(12345, "another-host", time.time() - 3600))
         barrier, results = ctx.Barrier(N_BREAKERS), ctx.Queue()
         procs = [ctx.Process(target=_breaker, args=(str(root), barrier, results)) for _ in range(N_BREAKERS)]
@@ -216,3 +217,18 @@ def test_a_stalled_build_loses_nothing(tmp_path, tiny_model, speech, stalled_hol
     assert {p.name: p.read_bytes() for p in (out / "shards").glob("*.tar")} == shards_before
     assert not (out / "_journal").exists() or not list((out / "_journal").iterdir())
     assert os.path.exists(out / "_lock.json")  # still the stalled run's
+
+
+def test_a_breaker_that_read_the_stale_lock_before_another_broke_it_does_not_take_it(tmp_path):
+    """The interleaving that gave two holders: B reads the stale lock, A breaks it and holds it, then B
+    replaces what it read. The replace is conditional on the bytes B read, so it fails."""
+    root = tmp_path / "corpus"
+    root.mkdir()
+    path = root / "_lock.json"
+    stale = stale_lock_bytes(12345, "another-host", time.time() - 3600)
+    path.write_bytes(stale)
+    read_by_b = path.read_bytes()
+    a = OutputLock(str(root), "a").acquire()
+    assert not fs.replace_if_same(str(path), read_by_b, b'{"token": "b"}')
+    assert json.loads(path.read_bytes())["token"] == a.token
+    a.release()
