@@ -70,6 +70,13 @@ def _create_exclusive(path: str, data: bytes) -> bool:
             os.link(tmp, local)
         except FileExistsError:
             return False
+        except OSError:  # a file system without hard links: create exclusively, then write
+            try:
+                fd = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
         finally:
             os.unlink(tmp)
         return True

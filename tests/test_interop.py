@@ -21,6 +21,7 @@ import pytest
 import soundfile as sf
 import webdataset as wds
 
+from corpus.guard import CorpusDamaged
 from corpus.published import UnfinishedCommitError, published_shards
 from exports.lhotse import sample_cut
 from pipelines import export_lhotse
@@ -83,7 +84,7 @@ def test_published_shards_are_the_committed_ones(built, tmp_path):
         published_shards(str(c))
     (c / "_journal" / "abc123.json").unlink()
     (c / "shards" / f"{first}.tar").unlink()
-    with pytest.raises(FileNotFoundError, match=first):
+    with pytest.raises(CorpusDamaged, match=f"{first}.tar: missing"):
         published_shards(str(c))
 
 

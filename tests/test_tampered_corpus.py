@@ -6,7 +6,10 @@ import contextlib
 import hashlib
 import io
 import json
+import os
 import shutil
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -14,13 +17,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from corpus.guard import CorpusDamaged
 from pipelines import compact as compact_cli
 from pipelines import export_lhotse as export_cli
 from pipelines import report as report_cli
 from pipelines import verify as verify_cli
 from pipelines.build_corpus import run
-from tests.conftest import permissive
+from tests.conftest import REPO, permissive
 from tests.test_build_corpus import write_sources
 from tts.training.data import expand_urls
 
@@ -305,3 +307,38 @@ def test_verify_names_each_damage_and_commands_refuse_it(case, built, damage, ca
     assert digests(out) == before  # refused before anything was written: no merge around the hole
 
 
+
+
+def test_the_page_shows_no_file_links_and_caps_what_a_feed_wrote(case):
+    out, _ = case
+    for part in (out / "sources").glob("*.parquet"):
+        rows = pq.read_table(part).to_pylist()
+        for r in rows:
+            r.update(title="T" * 1_000_000, original_url="file:///etc/passwd")
+        pq.write_table(pa.Table.from_pylist(rows, schema=pq.read_schema(part)), part)
+    for part in (out / "manifest").glob("*.parquet"):
+        rows = pq.read_table(part).to_pylist()
+        for r in rows:
+            r.update(title="T" * 1_000_000, original_url="file:///etc/passwd")
+        pq.write_table(pa.Table.from_pylist(rows, schema=pq.read_schema(part)), part)
+    reseal(out)
+    assert report_cli.main([str(out)]) == 0
+    page = (out / "report.html").read_text()
+    assert len(page) < 1_000_000 and "T" * 400 not in page and "T" * 250 in page
+    assert "file:" not in page.lower()
+
+
+def test_compaction_on_a_full_disk_prints_one_line(case):
+    out, _ = case
+    before = digests(out / "shards")
+    # files larger than 4 kB cannot be written: the disk is full as far as the new shards are concerned
+    code = ("import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096)); from pipelines.compact import main; "
+            f"sys.exit(main([{str(out)!r}, '--samples_per_shard', '64']))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "File too large" in proc.stderr
+    assert len([line for line in proc.stderr.splitlines() if "failed" in line]) == 1
+    assert digests(out / "shards") == before
+    assert verify_cli.main([str(out)]) == 0
