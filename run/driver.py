@@ -15,7 +15,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from acquisition.sources_file import SourcesFileError, read_sources
 from asr.model import ModelLoadError, check_available
-from corpus import commit, done_set, rewrite
+from corpus import commit, done_set, guard, integrity, rewrite
 from corpus.layout import REJECTED_SHARDS, Layout, next_shard_index, read_table, run_tag, shard_indices
 from corpus.summary import corpus_report, run_report, write_report
 from run import live_progress, waves
@@ -70,6 +70,9 @@ def drive(settings: CorpusSettings, beam_args: List[str],
         with engine(beam_args) as args:
             return _run_locked(settings, args, parsed, layout, lock,
                                make_pipeline or (lambda: beam.Pipeline(options=PipelineOptions(args))), option_of)
+    except guard.CorpusDamaged as e:  # the output is someone's damaged or tampered corpus: nothing is changed
+        log(f"error: {e}")
+        raise SystemExit(2)
     finally:
         lock.release()
 
@@ -113,14 +116,16 @@ def _redo_plan(state: CorpusState, settings: CorpusSettings) -> Tuple[Set[str], 
 def _replace_old_samples(layout: Layout, work: Layout, settings: CorpusSettings, replaced: Set[str],
                          first_index: int) -> List[str]:
     """Rewrite committed shards without the samples of ``replaced`` sources; returns paths to delete."""
-    names = [f"{settings.shard_prefix}-{i:06d}" for i in shard_indices(layout, settings.shard_prefix)]
+    published = integrity.check_open(layout)
+    names = [n for n in (f"{settings.shard_prefix}-{i:06d}" for i in shard_indices(layout, settings.shard_prefix))
+             if f"shards/{n}.tar" in published.files]
     affected = rewrite.shards_holding(layout.manifest_dir, names, replaced)
     if not affected:
         return []
     result = rewrite.rewrite(layout.shards_dir, layout.manifest_dir, affected,
                              lambda key, row: row["source_id"] not in replaced,
                              work.shards_dir, work.manifest_dir, settings.shard_prefix, first_index,
-                             settings.samples_per_shard)
+                             settings.samples_per_shard, expected=published.files)
     log(f"--redo: {result.dropped} old samples of reprocessed sources leave {len(affected)} shards, "
         f"which are rewritten as {len(result.new_shards)}")
     return [p for n in affected for p in (layout.path("shards", n + ".tar"), layout.path("manifest", n + ".parquet"))]
@@ -129,6 +134,7 @@ def _replace_old_samples(layout: Layout, work: Layout, settings: CorpusSettings,
 def _run_locked(settings, beam_args, parsed, layout: Layout, lock: OutputLock, make_pipeline,
                 option_of: Mapping[str, str]) -> dict:
     commit.recover(layout.root, log)
+    integrity.check_open(layout)
     state = CorpusState.read(layout)
     try:
         check_settings(state.shaping, settings.shaping(), settings.redo, settings.output, option_of,
@@ -204,7 +210,7 @@ def _make_plan(layout: Layout, key: str, pending: List[Source], bad_lines: list,
                settings: CorpusSettings, make_pipeline) -> "waves.Plan":
     """List the pending sources' items (one pipeline), then cut them into waves and save the plan."""
     work = layout.work(waves.expansion_tag(key))
-    fs.delete_tree(work.root)
+    guard.delete_tree(layout.root, work.root)
     fs.mkdirs(work.root)
     done_path = done_set.write_lookup(work.root, "done", sorted(done))
     log(f"run {key}: listing the items of {len(pending)} sources")
@@ -241,7 +247,7 @@ def _run_wave(layout: Layout, plan, i: int, settings: CorpusSettings, beam_args,
     tag = plan.tags[i]
     state = CorpusState.read(layout)
     work = layout.work(tag)
-    fs.delete_tree(work.root)
+    guard.delete_tree(layout.root, work.root)
     fs.mkdirs(work.root)
     first_index = next_shard_index(layout, settings.shard_prefix)
     first_rejected = next_shard_index(layout, settings.shard_prefix, REJECTED_SHARDS)

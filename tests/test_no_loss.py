@@ -88,17 +88,17 @@ def commit_layout(out):
 
 def test_an_interrupted_commit_whose_files_are_gone_is_undone(tmp_path):
     root = tmp_path / "c"
-    for d in ("w", "shards"):
+    for d in ("_work/t1", "shards"):
         (root / d).mkdir(parents=True)
-    (root / "w" / "a.tar").write_bytes(b"a")
-    plan_moves = [(str(root / "w" / "a.tar"), str(root / "shards" / "a.tar")),
-                  (str(root / "w" / "gone.tar"), str(root / "shards" / "gone.tar"))]
+    (root / "_work" / "t1" / "shard-000000.tar").write_bytes(b"a")
+    plan_moves = [(str(root / "_work" / "t1" / "shard-000000.tar"), str(root / "shards" / "shard-000000.tar")),
+                  (str(root / "_work" / "t1" / "shard-000001.tar"), str(root / "shards" / "shard-000001.tar"))]
     fs.atomic_write_bytes(str(root / "_journal" / "t1.json"), json.dumps(
         {"run": "t1", "moves": plan_moves, "deletes": [], "record": {"run": "t1"}}).encode())
     fs.move(*plan_moves[0])
     done = commit.recover(str(root))
     assert done == {"finished": [], "undone": ["t1"]}
-    assert not (root / "shards" / "a.tar").exists() and not (root / "runs" / "t1.json").exists()
+    assert not (root / "shards" / "shard-000000.tar").exists() and not (root / "runs" / "t1.json").exists()
 
 
 def test_a_second_writer_is_refused_and_a_stale_lock_is_broken(tmp_path, tiny_model, speech, capsys):
