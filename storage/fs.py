@@ -20,6 +20,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from storage.object_store import credentials_hint, put_empty, share_s3_clients
+from storage.object_store import replace_if_same as object_replace_if_same
 
 share_s3_clients()  # every process that touches storage through these helpers (driver and workers)
 
@@ -299,5 +300,4 @@ def replace_if_same(path: str, expected: bytes, data: bytes) -> bool:
             return True
         finally:
             os.close(fd)  # closing the descriptor releases the flock
-    from storage.object_store import replace_if_same as remote_replace
-    return remote_replace(path, expected, data)
+    return object_replace_if_same(path, expected, data)
