@@ -104,7 +104,8 @@ def ids_in_waves(group: str, segs, n_waves: int):
     from speakers import cluster
     from speakers.turns import embedding_bytes, embedding_of
     from transforms.speakers import known_from_json
-    sources = sorted({s.source.source_id: s.source.origin for s in segs}.items(), key=lambda kv: kv[1])
+    sources = sorted({s.source.source_id: cluster.listing_order(s.source.origin) for s in segs}.items(),
+                     key=lambda kv: (kv[1], kv[0]))
     waves = np.array_split(np.arange(len(sources)), min(n_waves, len(sources)))
     known, ids = [], {}
     for w in waves:
@@ -114,7 +115,9 @@ def ids_in_waves(group: str, segs, n_waves: int):
             continue
         emb = np.stack([embedding_of(s.embedding) if s.embedding else np.full(256, np.nan, np.float32) for s in part])
         got, speakers = cluster.assign(group, [s.key for s in part], [s.source.source_id for s in part], emb,
-                                       known, cluster.ClusterParams())
+                                       known, cluster.ClusterParams(),
+                                       [cluster.listing_order(s.source.origin) for s in part],
+                                       [s.duration_s for s in part])
         ids.update(zip([s.key for s in part], got))
         stored = {k.speaker_id: k for k in known}
         stored.update({k.speaker_id: k for k in speakers})
@@ -129,6 +132,7 @@ def main(argv=None) -> int:
     p.add_argument("--voices", default="/work/realdata/voices", help="folder with one folder of wavs per person")
     p.add_argument("--pairs", type=int, default=8, help="conversations (pairs of people), each with 3 gap kinds")
     p.add_argument("--sets", default="single,conv,feed")
+    p.add_argument("--verbose", action="store_true", help="a line per file: speech kept, clips, clips with two voices")
     args = p.parse_args(argv)
     from run.console import quiet_libraries
     quiet_libraries()
@@ -151,11 +155,18 @@ def main(argv=None) -> int:
                 on, _ = segment(path, name, work, True)
                 kept_off.append(kept_share([(s.start_s, s.end_s) for s in off], joined.spans))
                 kept_on.append(kept_share([(s.start_s, s.end_s) for s in on], joined.spans))
+                file_mixed, others = 0, []
                 for s in on:
                     v, other = majority(s.start_s, s.end_s, joined.spans)
                     n_clips += 1
-                    n_mixed += other > MIXED_S
+                    file_mixed += other > MIXED_S
+                    others.append(f"{s.start_s:.1f}-{s.end_s:.1f}:{other:.2f}")
                     truth_of[s.key] = v
+                n_mixed += file_mixed
+                if args.verbose:
+                    print(f"  {name}: kept {kept_on[-1]:.1%} (off {kept_off[-1]:.1%}), {len(on)} clips, "
+                          f"{file_mixed} with two voices; clip: seconds of another voice {' '.join(others)}",
+                          file=sys.stderr)
                 all_segs.append((group, on))
             groups: Dict[str, list] = {}
             for group, on in all_segs:

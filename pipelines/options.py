@@ -65,7 +65,10 @@ OPTION_OF = {  # setting path → the option a user types
     "gates.min_speech_ratio": "--min_speech_ratio", "gates.min_bandwidth_hz": "--min_bandwidth_hz",
     "gates.max_clipping": "--max_clipping", "gates.min_snr_db": "--min_snr_db",
     "gates.min_dnsmos_ovrl": "--min_dnsmos_ovrl", "vad": "--vad", "speakers": "--speakers",
-    "similar_k": "--similar_k",
+    "similar_k": "--similar_k", "voices.min_voice_s": "--min_voice_s",
+    "voices.same_voice_similarity": "--same_voice_similarity", "voices.voice_change_margin": "--voice_change_margin",
+    "voices.voice_change_evidence_s": "--voice_change_evidence_s",
+    "voices.speaker_link_similarity": "--speaker_link_similarity",
     "output_sample_rate": "--output_sample_rate", "asr": "--asr_model (and --asr_revision)",
     "asr_tokenizer": "--asr_tokenizer", "asr_feature_extractor": "--asr_feature_extractor",
     "asr_chunk_s": "--asr_chunk_s", "keep_ctc_tokens": "--keep_ctc_tokens", "ytdlp_format": "--ytdlp_format",
@@ -213,6 +216,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "across a channel or feed, pick conditioning clips (default on); off: one speaker per source")
     g.add_argument("--similar_k", type=int, default=3,
                    help="conditioning candidates per clip: other clips of the same speaker, most similar first (default 3)")
+    g.add_argument("--min_voice_s", type=float, default=6.0,
+                   help="seconds of speech a source needs from a voice before it counts as a voice of its own "
+                        "(default 6; docs/speakers.md)")
+    g.add_argument("--same_voice_similarity", type=float, default=0.75,
+                   help="a source's clip clusters whose voices are at least this alike (cosine) are one voice "
+                        "(default 0.75, measured on real voices)")
+    g.add_argument("--voice_change_margin", type=float, default=0.05,
+                   help="an utterance counts as evidence for a voice when it is nearer to it than to the next "
+                        "voice by this much (default 0.05)")
+    g.add_argument("--voice_change_evidence_s", type=float, default=2.0,
+                   help="a clip is cut at a change of voice only with this many seconds of evidence in a row on "
+                        "each side; weaker changes are kept whole with a voice_change_score (default 2)")
+    g.add_argument("--speaker_link_similarity", type=float, default=0.83,
+                   help="a source's voice takes the id of a speaker already in its channel, feed or folder when "
+                        "they are at least this alike (default 0.83)")
 
     g = p.add_argument_group("quality filter (after transcription; 'none' turns a rule off)")
     g.add_argument("--min_confidence", type=float_or_none, default=0.6,
@@ -331,6 +349,12 @@ def _settings(args) -> CorpusSettings:
                           "'type:nvidia-l4;count:1;install-nvidia-driver' (no spaces)")
     if args.similar_k < 0:
         raise OptionError(f"--similar_k must be >= 0, got {args.similar_k}")
+    for name in ("same_voice_similarity", "voice_change_margin", "speaker_link_similarity"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            raise OptionError(f"--{name} must be within 0..1, got {getattr(args, name):g}")
+    for name in ("min_voice_s", "voice_change_evidence_s"):
+        if getattr(args, name) < 0:
+            raise OptionError(f"--{name} must be >= 0, got {getattr(args, name):g}")
     if args.speakers == "on":
         from speakers.encoder import EncoderUnavailable, weights_path
         try:
@@ -377,7 +401,10 @@ def _settings(args) -> CorpusSettings:
     return CorpusSettings(
         sources=args.sources, output=output, asr=asr, transcribe=transcribe, split=split, quality=quality,
         acquire=acquire, gates=gates, vad=args.vad, dnsmos=dnsmos_on, keep_rejected_audio=args.keep_rejected_audio,
-        speakers=args.speakers == "on", similar_k=args.similar_k, commit_every_hours=args.commit_every_hours,
+        speakers=args.speakers == "on", similar_k=args.similar_k, min_voice_s=args.min_voice_s,
+        same_voice_similarity=args.same_voice_similarity, voice_change_margin=args.voice_change_margin,
+        voice_change_evidence_s=args.voice_change_evidence_s, speaker_link_similarity=args.speaker_link_similarity,
+        commit_every_hours=args.commit_every_hours,
         output_sample_rate=args.output_sample_rate,
         asr_batch_seconds=args.asr_batch_seconds or (160.0 if asr.device.startswith("cuda") else args.max_clip_s),
         asr_accelerator=args.asr_accelerator,

@@ -80,7 +80,11 @@ def build_wave(p: beam.Pipeline, items: List[Source], settings: CorpusSettings, 
                             max_scratch_bytes=int(settings.max_scratch_gb * 2 ** 30),
                             scratch_dir=settings.scratch_dir, vad=settings.vad == "silero", gates=settings.gates,
                             dnsmos=settings.dnsmos, dnsmos_device=side_device,
-                            speakers=settings.speakers, turns=TurnParams(device=side_device))
+                            speakers=settings.speakers,
+                            turns=TurnParams(min_voice_s=settings.min_voice_s,
+                                             change_margin=settings.voice_change_margin,
+                                             change_evidence_s=settings.voice_change_evidence_s,
+                                             device=side_device))
     shard_cfg = ShardConfig(shards_dir=work.shards_dir, manifest_dir=work.manifest_dir,
                             prefix=settings.shard_prefix, samples_per_shard=settings.samples_per_shard,
                             first_index=first_index)
@@ -96,7 +100,9 @@ def build_wave(p: beam.Pipeline, items: List[Source], settings: CorpusSettings, 
     kept = judged["kept"]
     written = [transcribed[USAGE] | "WriteUsage" >> WriteUsage(work.path(ASR_USAGE))]
     if settings.speakers:
-        voiced = kept | "Speakers" >> AssignSpeakers(ClusterParams(similar_k=settings.similar_k), known_speakers_path)
+        voiced = kept | "Speakers" >> AssignSpeakers(ClusterParams(
+            same_voice_similarity=settings.same_voice_similarity, min_voice_s=settings.min_voice_s,
+            link_similarity=settings.speaker_link_similarity, similar_k=settings.similar_k), known_speakers_path)
         kept = voiced["kept"]
         written.append(voiced[SPEAKERS] | "WriteSpeakers" >> WriteTable(
             work.path("speakers.parquet"), tables.SPEAKERS, functools.partial(tables.speaker_row, run=tag)))

@@ -20,6 +20,10 @@ class OptionError(ValueError):
     """A bad option or value: one line for the user, exit status 2."""
 
 
+VOICE_FIELDS = ("min_voice_s", "same_voice_similarity", "voice_change_margin", "voice_change_evidence_s",
+                "speaker_link_similarity")
+
+
 @dataclass(frozen=True)
 class CorpusSettings:
     sources: str
@@ -34,6 +38,11 @@ class CorpusSettings:
     keep_rejected_audio: bool = False
     speakers: bool = True
     similar_k: int = 3
+    min_voice_s: float = 6.0  # speakers.turns / speakers.cluster: speech a voice of a source needs
+    same_voice_similarity: float = 0.75  # a source's clip clusters this alike are one voice
+    voice_change_margin: float = 0.05  # an utterance is evidence for the nearer voice by this much
+    voice_change_evidence_s: float = 2.0  # evidence each side of a change inside a clip needs
+    speaker_link_similarity: float = 0.83  # a source's voice joins a known speaker of its group this alike
     commit_every_hours: float = 4.0
     transcribe: TranscribeOptions = TranscribeOptions()
     output_sample_rate: int = 22050
@@ -69,6 +78,7 @@ class CorpusSettings:
             "vad": self.vad,
             "speakers": self.speakers,
             "similar_k": self.similar_k,
+            "voices": {k: getattr(self, k) for k in VOICE_FIELDS},
             "output_sample_rate": self.output_sample_rate,
             "asr": self.asr.label,
             "asr_tokenizer": self.asr.tokenizer_id,

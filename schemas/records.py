@@ -70,7 +70,8 @@ class AudioFile:
     size_bytes: int
 
 
-SCORE_FIELDS = ("speech_ratio", "bandwidth_hz", "clipping", "snr_db", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl")
+SCORE_FIELDS = ("speech_ratio", "bandwidth_hz", "clipping", "snr_db", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl",
+                "voice_change_score")
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class ClipScores:
     dnsmos_sig: Optional[float] = None
     dnsmos_bak: Optional[float] = None
     dnsmos_ovrl: Optional[float] = None
+    voice_change_score: Optional[float] = None  # 1 − cosine of the voices across the clip's least alike pause
 
     def as_dict(self) -> dict:
         return {k: getattr(self, k) for k in SCORE_FIELDS}

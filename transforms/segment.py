@@ -58,6 +58,7 @@ class SegmentConfig:
     def validate(self) -> "SegmentConfig":
         self.split.validate()
         self.gates.validate()
+        self.turns.validate()
         if self.gates.min_speech_ratio is not None and not self.vad:
             raise ValueError("--min_speech_ratio needs the VAD (--vad silero), or set it to none")
         if self.gates.min_dnsmos_ovrl is not None and not self.dnsmos:
@@ -149,9 +150,9 @@ def _clips_of(src, decoded, cfg: SegmentConfig):
 
     too_short = [(p, f"{(p.end - p.start) * decoded.hop_s:.2f} s after merging, minimum {cfg.split.min_clip_s:g} s")
                  for p in result.too_short]
-    clips, voices, mixed = list(result.clips), [None] * len(result.clips), set()
+    clips, voices, changes, mixed = list(result.clips), [None] * len(result.clips), [None] * len(result.clips), set()
     if cfg.speakers and clips:
-        clips, voices, mixed, short_turns = _one_voice_each(clips, result.pause, decoded, cfg)
+        clips, voices, changes, mixed, short_turns = _one_voice_each(clips, result.pause, decoded, cfg)
         too_short += short_turns
     for piece, why in too_short:
         a, b, key = span(piece)
@@ -163,7 +164,7 @@ def _clips_of(src, decoded, cfg: SegmentConfig):
 
     def write_pack(f):
         offset = 0
-        for piece, voice, (a, b, key) in zip(clips, voices, spans):
+        for piece, voice, change, (a, b, key) in zip(clips, voices, changes, spans):
             samples = decoded.read(a, b)
             data = encode_flac(samples, sr)
             f.write(data)
@@ -172,7 +173,8 @@ def _clips_of(src, decoded, cfg: SegmentConfig):
                 speech_ratio=clip_scores.speech_ratio(speech[frames]) if speech is not None else None,
                 bandwidth_hz=clip_scores.bandwidth_hz(samples.astype(np.float32) / 32768.0, sr),
                 clipping=clip_scores.clipping(samples),
-                snr_db=clip_scores.snr_db(decoded.db[frames], speech[frames] if speech is not None else None))
+                snr_db=clip_scores.snr_db(decoded.db[frames], speech[frames] if speech is not None else None),
+                voice_change_score=change)
             segments.append(Segment(key, src, round(a / sr, 3), round(b / sr, 3), sr, pack_path, offset,
                                     len(data), scores, embedding_bytes(voice)))
             offset += len(data)
@@ -202,14 +204,15 @@ def _clips_of(src, decoded, cfg: SegmentConfig):
 
 
 def _one_voice_each(clips, pause, decoded, cfg: SegmentConfig):
-    """Clips cut at speaker changes: (pieces, their voice embeddings, indices of mixed pieces, short turns)."""
+    """Clips cut at speaker changes: (pieces, their voice embeddings, their voice change scores, indices of
+    mixed pieces, short turns)."""
     from audio.silence import Piece
     hop, sr = decoded.hop, decoded.sample_rate
 
     def audio16k(s, e):
         return to_asr_audio(decoded.read(s * hop, e * hop), sr, cfg.asr_sample_rate)
     turns = split_turns([(c.start, c.end) for c in clips], pause, decoded.hop_s, audio16k, cfg.turns)
-    out, voices, mixed, short = [], [], set(), []
+    out, voices, changes, mixed, short = [], [], [], set(), []
     min_f = int(round(cfg.split.min_clip_s / decoded.hop_s))
     for clip_turns in turns:
         for t in clip_turns:
@@ -222,7 +225,8 @@ def _one_voice_each(clips, pause, decoded, cfg: SegmentConfig):
                 mixed.add(len(out))
             out.append(piece)
             voices.append(t.embedding)
-    return out, voices, mixed, short
+            changes.append(t.voice_change_score)
+    return out, voices, changes, mixed, short
 
 
 def _with_dnsmos(segments: List[Segment], spans, decoded, cfg: SegmentConfig, group: int = 16) -> List[Segment]:
