@@ -192,14 +192,15 @@ def main(argv=None) -> int:
             total = sum(n for _, n in pur) or 1
             rows.append((set_name, len(files), float(np.mean(kept_off)), float(np.mean(kept_on)), min(kept_on),
                          n_mixed / max(1, n_clips), sum(a * n for a, n in pur) / total, float(np.mean(ipv)) if ipv else 0,
-                         (f"{min(per_file_ids)}–{max(per_file_ids)}" if per_file_ids else "-"),
+                         (f"{min(per_file_ids)}–{max(per_file_ids)} ({sum(n == 1 for n in per_file_ids)} one)"
+                          if per_file_ids else "-"),
                          sum(ids1[k] == ids8[k] for k in ids1) / max(1, len(ids1))))
             print(f"{set_name} done", file=sys.stderr)
     print(f"{'set':8s} {'files':>5s} {'kept off':>9s} {'kept on':>8s} {'min on':>7s} {'2 voices':>9s} "
-          f"{'purity':>7s} {'ids/voice':>10s} {'ids/file':>9s} {'1=8 waves':>10s}")
+          f"{'purity':>7s} {'ids/voice':>10s} {'ids/file':>14s} {'1=8 waves':>10s}")
     for r in rows:
         print(f"{r[0]:8s} {r[1]:5d} {r[2]:9.1%} {r[3]:8.1%} {r[4]:7.1%} {r[5]:9.1%} {r[6]:7.3f} {r[7]:10.2f} "
-              f"{r[8]:>9s} {r[9]:10.1%}")
+              f"{r[8]:>14s} {r[9]:10.1%}")
     print(f"speaker stage: {audio_total:.0f} s of audio, {_stage_cpu[0]:.1f} CPU-s "
           f"({audio_total / max(_stage_cpu[0], 1e-9):.0f}× realtime per CPU-second)")
     return 0

@@ -18,9 +18,10 @@ and 0.40–0.71 against another person). So:
    evidence for it only when it is nearer by ``change_margin``. A clip is cut only between two runs
    of utterances that each hold ``change_evidence_s`` of such evidence; weaker runs join their
    neighbours. The cut goes in the middle of the longest pause between the two runs.
-3. An utterance whose own partials are evidence for two voices (two voices with no pause between
-   them: an overlap or an interruption) cannot be cut cleanly: it becomes a turn of its own,
-   marked ``mixed`` (the segment stage rejects it as ``multi_speaker``).
+3. In a source of several voices, an utterance whose own 1.6 s partials are nearest to different
+   voices (two voices with no pause between them: an overlap or an interruption) cannot be cut
+   cleanly: it becomes a turn of its own, marked ``mixed`` (the segment stage rejects it as
+   ``multi_speaker``).
 
 Each turn also gets a ``voice_change_score``: the largest distance (1 − cosine) between the voices
 on the two sides of one of its inner pauses, a measure of how likely an uncut change is.
@@ -139,9 +140,7 @@ def _turns(utts, by_utt: Dict, cents: np.ndarray, c: int, hop_s: float, params: 
     runs: List[list] = []
     for u in emb:
         vecs = by_utt[(c, u)]
-        marks = [_evidence(v, cents, params.change_margin) for v in vecs]
-        sure = {lab for lab, ok in marks if ok}
-        if len(vecs) > 1 and len(sure) > 1:
+        if len({_evidence(v, cents, 0.0)[0] for v in vecs}) > 1:
             runs.append([-1, u, u, np.inf])
             continue
         lab, ok = _evidence(normalise(vecs.mean(0)), cents, params.change_margin)
