@@ -220,14 +220,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds of speech a source needs from a voice before it counts as a voice of its own "
                         "(default 6; docs/speakers.md)")
     g.add_argument("--same_voice_similarity", type=float, default=0.75,
-                   help="a source's clip clusters whose voices are at least this alike (cosine) are one voice "
-                        "(default 0.75, measured on real voices)")
+                   help="a source's candidate voices (of its utterances, and of its clips) at least this alike "
+                        "(cosine) are one voice (default 0.75, measured on real voices)")
     g.add_argument("--voice_change_margin", type=float, default=0.05,
                    help="an utterance counts as evidence for a voice when it is nearer to it than to the next "
                         "voice by this much (default 0.05)")
-    g.add_argument("--voice_change_evidence_s", type=float, default=2.0,
+    g.add_argument("--voice_change_evidence_s", type=float, default=1.0,
                    help="a clip is cut at a change of voice only with this many seconds of evidence in a row on "
-                        "each side; weaker changes are kept whole with a voice_change_score (default 2)")
+                        "each side; weaker changes are kept whole with a voice_change_score (default 1)")
     g.add_argument("--speaker_link_similarity", type=float, default=0.83,
                    help="a source's voice takes the id of a speaker already in its channel, feed or folder when "
                         "they are at least this alike (default 0.83)")

@@ -82,6 +82,7 @@ def build_wave(p: beam.Pipeline, items: List[Source], settings: CorpusSettings, 
                             dnsmos=settings.dnsmos, dnsmos_device=side_device,
                             speakers=settings.speakers,
                             turns=TurnParams(min_voice_s=settings.min_voice_s,
+                                             same_voice_similarity=settings.same_voice_similarity,
                                              change_margin=settings.voice_change_margin,
                                              change_evidence_s=settings.voice_change_evidence_s,
                                              device=side_device))

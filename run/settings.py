@@ -39,9 +39,9 @@ class CorpusSettings:
     speakers: bool = True
     similar_k: int = 3
     min_voice_s: float = 6.0  # speakers.turns / speakers.cluster: speech a voice of a source needs
-    same_voice_similarity: float = 0.75  # a source's clip clusters this alike are one voice
+    same_voice_similarity: float = 0.75  # a source's voices this alike are one voice (utterances and clips)
     voice_change_margin: float = 0.05  # an utterance is evidence for the nearer voice by this much
-    voice_change_evidence_s: float = 2.0  # evidence each side of a change inside a clip needs
+    voice_change_evidence_s: float = 1.0  # evidence each side of a change inside a clip needs
     speaker_link_similarity: float = 0.83  # a source's voice joins a known speaker of its group this alike
     commit_every_hours: float = 4.0
     transcribe: TranscribeOptions = TranscribeOptions()

@@ -36,15 +36,17 @@ import numpy as np
 from speakers import encoder
 from speakers.cluster import normalise, voices
 
+SCORE_WINDOW_S = 2.0  # speech each side of a pause that voice_change_score compares
+
 
 @dataclass(frozen=True)
 class TurnParams:
     min_pause_s: float = 0.15
     min_utterance_s: float = 1.0
-    same_voice_similarity: float = 0.80  # proposed voices whose centroids are this alike are one voice
+    same_voice_similarity: float = 0.75  # proposed voices whose centroids are this alike are one voice
     min_voice_s: float = 6.0  # a voice with less speech than this is folded into its nearest neighbour
     change_margin: float = 0.05  # an utterance is evidence for its voice when nearer to it by this much
-    change_evidence_s: float = 2.0  # each side of a change needs this much evidence in a row
+    change_evidence_s: float = 1.0  # each side of a change needs this much evidence in a row
     device: str = "cpu"
 
     def validate(self) -> "TurnParams":
@@ -201,7 +203,7 @@ def _turn(utts, by_utt: Dict, c: int, a: int, b: int, hop_s: float, params: Turn
 
 
 def _change_score(utts, by_utt: Dict, c: int, a: int, b: int, hop_s: float, params: TurnParams) -> Optional[float]:
-    """Largest 1 − cosine between the voices of up to ``change_evidence_s`` of speech on each side of
+    """Largest 1 − cosine between the voices of up to ``SCORE_WINDOW_S`` of speech on each side of
     an inner pause of utterances a..b-1 (None when no pause has recognisable speech on both sides)."""
     have = [u for u in range(a, b) if (c, u) in by_utt]
     if len(have) < 2:
@@ -212,13 +214,13 @@ def _change_score(utts, by_utt: Dict, c: int, a: int, b: int, hop_s: float, para
         for u in reversed(have[:k]):
             left.append(by_utt[(c, u)])
             t += (utts[u][1] - utts[u][0]) * hop_s
-            if t >= params.change_evidence_s:
+            if t >= SCORE_WINDOW_S:
                 break
         t = 0.0
         for u in have[k:]:
             right.append(by_utt[(c, u)])
             t += (utts[u][1] - utts[u][0]) * hop_s
-            if t >= params.change_evidence_s:
+            if t >= SCORE_WINDOW_S:
                 break
         sim = float(encoder.mean_embedding(np.concatenate(left)) @ encoder.mean_embedding(np.concatenate(right)))
         best = max(best, 1.0 - sim)
