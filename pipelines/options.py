@@ -225,6 +225,21 @@ def build_parser() -> argparse.ArgumentParser:
               "across a channel or feed, pick conditioning clips (default on); off: one speaker per source")
     _arg(g, "--similar_k", "similar_k", type=int,
          help="conditioning candidates per clip: other clips of the same speaker, most similar first (default 3)")
+    _arg(g, "--min_voice_s", "voices.min_voice_s", type=number,
+         help="seconds of speech a source needs from a voice before it counts as a voice of its own "
+              "(default 6; docs/speakers.md)")
+    _arg(g, "--same_voice_similarity", "voices.same_voice_similarity", type=number,
+         help="a source's candidate voices (of its utterances, and of its clips) at least this alike "
+              "(cosine) are one voice (default 0.75, measured on real voices)")
+    _arg(g, "--voice_change_margin", "voices.voice_change_margin", type=number,
+         help="an utterance counts as evidence for a voice when it is nearer to it than to the next "
+              "voice by this much (default 0.05)")
+    _arg(g, "--voice_change_evidence_s", "voices.voice_change_evidence_s", type=number,
+         help="a clip is cut at a change of voice only with this many seconds of evidence in a row on "
+              "each side; weaker changes are kept whole with a voice_change_score (default 1)")
+    _arg(g, "--speaker_link_similarity", "voices.speaker_link_similarity", type=number,
+         help="a source's voice takes the id of a speaker already in its channel, feed or folder when "
+              "they are at least this alike (default 0.83)")
 
     g = p.add_argument_group("quality filter (after transcription; 'none' turns a rule off)")
     _arg(g, "--min_confidence", "quality.min_confidence", type=float_or_none,

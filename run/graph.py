@@ -84,7 +84,12 @@ def build_wave(p: beam.Pipeline, items: List[Source], settings: CorpusSettings, 
                             max_scratch_bytes=settings.max_scratch_bytes,
                             scratch_dir=settings.scratch_dir, vad=settings.vad == "silero", gates=settings.gates,
                             dnsmos=settings.dnsmos, dnsmos_device=side_device,
-                            speakers=settings.speakers, turns=TurnParams(device=side_device),
+                            speakers=settings.speakers,
+                            turns=TurnParams(min_voice_s=settings.voices.min_voice_s,
+                                             same_voice_similarity=settings.voices.same_voice_similarity,
+                                             change_margin=settings.voices.voice_change_margin,
+                                             change_evidence_s=settings.voices.voice_change_evidence_s,
+                                             device=side_device),
                             fingerprints=settings.dedup.audio)
     shard_cfg = ShardConfig(shards_dir=work.shards_dir, manifest_dir=work.manifest_dir,
                             prefix=settings.shard_prefix, samples_per_shard=settings.samples_per_shard,
@@ -102,7 +107,10 @@ def build_wave(p: beam.Pipeline, items: List[Source], settings: CorpusSettings, 
     kept = judged["kept"]
     written = [transcribed[USAGE] | "WriteUsage" >> WriteUsage(work.path(ASR_USAGE))]
     if settings.speakers:
-        voiced = kept | "Speakers" >> AssignSpeakers(ClusterParams(similar_k=settings.similar_k), known_speakers_path)
+        voiced = kept | "Speakers" >> AssignSpeakers(ClusterParams(
+            same_voice_similarity=settings.voices.same_voice_similarity, min_voice_s=settings.voices.min_voice_s,
+            link_similarity=settings.voices.speaker_link_similarity, similar_k=settings.similar_k),
+            known_speakers_path)
         kept = voiced["kept"]
         written.append(voiced[SPEAKERS] | "WriteSpeakers" >> WriteTable(
             work.path("speakers.parquet"), tables.SPEAKERS, functools.partial(tables.speaker_row, run=tag)))

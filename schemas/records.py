@@ -74,7 +74,7 @@ class AudioFile:
 
 
 SCORE_FIELDS = ("speech_ratio", "bandwidth_hz", "clipping", "snr_db", "rt60_s", "dnsmos_sig", "dnsmos_bak",
-                "dnsmos_ovrl")
+                "dnsmos_ovrl", "voice_change_score")
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,7 @@ class ClipScores:
     dnsmos_sig: Optional[float] = None
     dnsmos_bak: Optional[float] = None
     dnsmos_ovrl: Optional[float] = None
+    voice_change_score: Optional[float] = None  # 1 − cosine of the voices across the clip's least alike pause
 
     def as_dict(self) -> dict:
         return {k: getattr(self, k) for k in SCORE_FIELDS}

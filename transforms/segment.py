@@ -99,9 +99,9 @@ def _clips_of(src, decoded: DecodedSource, cfg: SegmentConfig):
 
     too_short = [(p, f"{(p.end - p.start) * decoded.hop_s:.2f} s after merging, minimum {cfg.split.min_clip_s:g} s")
                  for p in result.too_short]
-    clips, voices, mixed = list(result.clips), [None] * len(result.clips), set()
+    clips, voices, changes, mixed = list(result.clips), [None] * len(result.clips), [None] * len(result.clips), set()
     if cfg.speakers and clips:
-        clips, voices, mixed, short_turns = one_voice_each(clips, result.pause, hop, sr, decoded.read_float,
+        clips, voices, changes, mixed, short_turns = one_voice_each(clips, result.pause, hop, sr, decoded.read_float,
                                                            cfg.turns, cfg.split.min_clip_s)
         too_short += short_turns
     quiet = [(p, why) for p, why in zip(result.too_quiet, quiet_details(decoded.db, result.too_quiet, decoded.hop_s,
@@ -119,8 +119,10 @@ def _clips_of(src, decoded: DecodedSource, cfg: SegmentConfig):
 
     def write_pack(f):
         packed = flac.write_pack(f, (decoded.read(a, b) for a, b, _ in spans), sr)
-        for piece, voice, (a, b, key), (samples, offset, size) in zip(clips, voices, spans, packed):
-            scores = clip_scores.of_clip(samples, sr, decoded.db, speech, piece.start, piece.end, decoded.hop_s)
+        for piece, voice, change, (a, b, key), (samples, offset, size) in zip(clips, voices, changes, spans,
+                                                                              packed):
+            scores = replace(clip_scores.of_clip(samples, sr, decoded.db, speech, piece.start, piece.end,
+                                                 decoded.hop_s), voice_change_score=change)
             decays.append(clip_scores.decay_rates(samples, sr, hop))
             segments.append(Segment(key, src, round(a / sr, 3), round(b / sr, 3), sr, pack_path, offset, size,
                                     scores, embedding_bytes(voice)))
