@@ -121,10 +121,17 @@ def embed_partials(pieces: Sequence[np.ndarray], device: str = "cpu", batch: int
     import torch
     m = model(device)
     out = []
-    with torch.inference_mode():
-        for i in range(0, len(pieces), batch):
-            spec = np.stack([mels(loudness_normalised(p))[:PARTIAL_FRAMES] for p in pieces[i:i + batch]])
-            out.append(m(torch.from_numpy(spec).to(device)).float().cpu().numpy())
+    threads = torch.get_num_threads()
+    # one intra-op thread: a matrix product's sums are split by the thread count, so embeddings (and
+    # the speaker ids clustered from them) would differ in the last bits between runners and machines
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            for i in range(0, len(pieces), batch):
+                spec = np.stack([mels(loudness_normalised(p))[:PARTIAL_FRAMES] for p in pieces[i:i + batch]])
+                out.append(m(torch.from_numpy(spec).to(device)).float().cpu().numpy())
+    finally:
+        torch.set_num_threads(threads)
     return np.concatenate(out)
 
 
