@@ -10,22 +10,27 @@
   yt-dlp's generic extractor finds in it.
 A ``kind`` column (``direct``, ``feed``, ``ytdlp``, ``folder``) skips the guessing.
 
-Expansion lists up to ``--max_listed_items`` items; which of them a run takes (those not done yet,
+A feed is read whole, as a stream (``acquisition.feeds``); playlists, folders and buckets are
+listed up to ``--max_listed_items`` items. Which of them a run takes (those not done yet,
 at most ``--max_items_per_source``) is decided by the expand transform, which records the rest as
 deferred so that later runs reach them. Items named by remote content are marked ``remote``: only
 http(s) is ever fetched for them.
 """
 from __future__ import annotations
 
+import gzip
+import io
 import os
 from typing import Iterator, List, Tuple, Union
 
+from acquisition import ytdlp
 from acquisition.feeds import FeedError, feed_items, looks_like_feed
 from acquisition.fetch import AcquireConfig, FetchError, check_remote_item, open_checked
 from acquisition.identity import legacy_id, local_source_id
 from acquisition.safety import UnsafeURL
 from schemas.keys import source_id_for_uri
 from schemas.records import Rejection, Source
+from schemas.redact import redact_url
 from storage import fs
 
 STAGE = "expand"
@@ -35,7 +40,8 @@ MEDIA_EXTENSIONS = frozenset(
 STREAM_MANIFESTS = (".m3u8", ".mpd")  # HLS / DASH: segments that only yt-dlp can fetch and join
 STREAM_TYPES = ("application/vnd.apple.mpegurl", "application/x-mpegurl", "audio/mpegurl", "audio/x-mpegurl",
                 "application/dash+xml")
-PROBE_BYTES = 4 << 20  # a feed larger than this is cut (its newest episodes come first anyway)
+SNIFF_BYTES = 64 << 10  # what the first bytes of a response must tell: media, feed or page
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 def is_media_path(path: str) -> bool:
@@ -49,7 +55,6 @@ def is_media_name(name: str) -> bool:
 
 
 def _child(parent: Source, uri: str, index: int, source_id: str = None, alias: str = None) -> Source:
-    from schemas.redact import redact_url
     return Source(uri=uri, source_id=source_id or source_id_for_uri(uri), speaker=parent.speaker,
                   title=parent.title, license=parent.license, origin=f"{parent.origin} > {index + 1}",
                   extra=parent.extra, kind="direct", alias=alias, parent=parent.parent or redact_url(parent.uri))
@@ -76,19 +81,47 @@ def object_items(parent: Source, max_items: int) -> List[Source]:
     return [_child(parent, p, i) for i, p in enumerate(paths[:max_items])]
 
 
+class _Body(io.RawIOBase):
+    """The response body as a stream: the sniffed head first, then the rest as it arrives (content
+    encodings such as gzip undone); more than ``limit`` bytes is an error, not a silent cut."""
+
+    def __init__(self, head: bytes, raw, limit: int, url: str):
+        self.head, self.raw, self.limit, self.url, self.total = head, raw, limit, url, 0
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        if self.head:
+            data, self.head = self.head[:len(b)], self.head[len(b):]
+        else:
+            data = self.raw.read(len(b), decode_content=True)
+        self.total += len(data)
+        if self.total > self.limit:
+            raise FetchError("too_large", f"{self.url}: the listing is larger than --max_download_mb "
+                                          f"({self.limit >> 20} MiB)")
+        b[:len(data)] = data
+        return len(data)
+
+
 def _probe_http(parent: Source, cfg: AcquireConfig) -> List[Source]:
     with open_checked(parent.uri, cfg) as resp:
         ctype = resp.headers.get("Content-Type", "").lower()
         if ctype.split(";")[0].strip() in STREAM_TYPES:
-            from acquisition import ytdlp
             return ytdlp.expand(parent, cfg)
         if ctype.startswith(("audio/", "video/")):
             return [parent]
-        head = resp.raw.read(PROBE_BYTES, decode_content=True)
-    if parent.kind == "feed" or looks_like_feed(ctype, head):
-        return feed_items(head, parent.uri, parent, cfg.max_listed_items)
+        body = io.BufferedReader(_Body(resp.raw.read(SNIFF_BYTES, decode_content=True), resp.raw,
+                                       int(cfg.max_download_mb * (1 << 20)), redact_url(parent.uri)), 1 << 16)
+        if body.peek(2)[:2] == GZIP_MAGIC:  # a feed served as a .gz file rather than gzip-encoded
+            body = io.BufferedReader(gzip.GzipFile(fileobj=body), 1 << 16)
+        try:
+            head = body.peek(SNIFF_BYTES)[:SNIFF_BYTES]
+        except (OSError, EOFError) as e:
+            raise FeedError(f"{redact_url(parent.uri)}: cannot be decompressed ({e})") from e
+        if parent.kind == "feed" or looks_like_feed(ctype, head):
+            return feed_items(body, parent.uri, parent)  # every episode, read as a stream
     if "html" in ctype or head.lstrip()[:15].lower().startswith((b"<!doctype html", b"<html")):
-        from acquisition import ytdlp
         return ytdlp.expand(parent, cfg)
     return [parent]
 
@@ -113,7 +146,6 @@ def expand_source(source: Source, cfg: AcquireConfig) -> List[Source]:
                 raise FetchError("empty_folder", f"no audio or video objects match {source.uri}")
             return items
         return [source]
-    from acquisition import ytdlp
     path = source.uri.split("?", 1)[0].lower()
     if source.kind == "ytdlp" or (source.kind == "auto" and (path.endswith(STREAM_MANIFESTS)
                                                              or ytdlp.site_extractor(source.uri))):

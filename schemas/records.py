@@ -31,6 +31,7 @@ class Source:
     uploader: Optional[str] = None  # uploader, channel or podcast author: a speaker hint
     upload_date: Optional[str] = None  # YYYY-MM-DD when stated
     declared_duration_s: Optional[float] = None  # duration the site or feed states, before download
+    size_bytes: Optional[int] = None  # size the feed states (enclosure length), before download
     remote: bool = False  # named by remote content (feed, page, playlist): only http(s), never local or buckets
     alias: Optional[str] = None  # an earlier id of the same source (a local file's path-based id)
     parent: Optional[str] = None  # the (redacted) sources-file entry an item was listed from: folder, feed, playlist

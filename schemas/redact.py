@@ -32,6 +32,8 @@ def redact_url(url: str) -> str:
     """``url`` with user info and secret-looking query values replaced by ``REDACTED``."""
     if not isinstance(url, str) or "://" not in url:
         return url
+    if "@" not in url and "?" not in url and "#" not in url:
+        return url  # nothing that could hold a secret
     try:
         parts = urlsplit(url)
     except ValueError:

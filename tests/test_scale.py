@@ -1,0 +1,57 @@
+"""Sizes users bring: feeds of 100,000 episodes, many URLs that differ only in a secret, long lists."""
+from __future__ import annotations
+
+import gzip
+
+from acquisition.expand import expand_source
+from acquisition.fetch import AcquireConfig
+from schemas.keys import source_id_for_uri
+from schemas.records import Rejection, Source, SourceResult
+from tests.conftest import Route, rss
+from transforms.expand import expand_records
+
+LOCAL = "127.0.0.0/8"
+N_EPISODES = 100_000
+
+
+def cfg(tmp_path, **kw):
+    return AcquireConfig(staging_dir=str(tmp_path / "staging"), allow_private_networks=LOCAL, http_timeout_s=30, **kw)
+
+
+def big_feed(base: str, n: int) -> bytes:
+    days = ["Mon, 01 Jan 2024", "Tue, 02 Jan 2024", "Wed, 03 Jan 2024"]
+    return rss([(f"Ep {i}", f"g{i}", f"{days[i % 3]} {i // 3600 % 24:02d}:{i // 60 % 60:02d}:{i % 60:02d} GMT",
+                 f"{base}/e{i}.mp3", "30:00" if i % 2 else None) for i in range(n)])
+
+
+def test_every_episode_of_a_100000_item_gzip_feed_gets_one_row_per_run(server, tmp_path):
+    body = big_feed(server.url, N_EPISODES)
+    assert len(body) > 8 << 20  # twice what the listing used to read
+    url = server.add("/feed", Route(gzip.compress(body, 1), headers={"Content-Type": "application/rss+xml",
+                                                                      "Content-Encoding": "gzip"}))
+    parent = Source(url, source_id_for_uri(url), origin="s.txt:1")
+    c = cfg(tmp_path, max_items_per_source=60_000)
+    done, taken_by_run = set(), []
+    for _ in range(2):
+        taken, deferred_rows = [], set()
+        for out in expand_records(parent, c, frozenset(done)):
+            if isinstance(out, tuple):
+                taken.append(out[0])
+            elif isinstance(out, SourceResult):
+                assert out.status == "deferred" and out.source.source_id not in deferred_rows
+                deferred_rows.add(out.source.source_id)
+            else:
+                assert isinstance(out, Rejection) and out.reason == "over_items_limit"
+        assert len(set(taken) | deferred_rows) == len(taken) + len(deferred_rows) == N_EPISODES - len(done)
+        assert not set(taken) & done  # one row per pending item, none for a done one
+        taken_by_run.append(taken)
+        done |= set(taken)
+    assert [len(t) for t in taken_by_run] == [60_000, 40_000] and len(done) == N_EPISODES
+
+
+def test_a_feed_served_as_a_gz_file_is_read(server, tmp_path):
+    body = big_feed(server.url, 50)
+    url = server.add("/feed.xml.gz", Route(gzip.compress(body), headers={"Content-Type": "application/gzip"}))
+    items = expand_source(Source(url, source_id_for_uri(url), origin="s.txt:1"), cfg(tmp_path))
+    assert len({s.source_id for s in items}) == 50 and sum(s.declared_duration_s == 1800.0 for s in items) == 25
+
