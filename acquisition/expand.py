@@ -120,7 +120,7 @@ def _probe_http(parent: Source, cfg: AcquireConfig) -> List[Source]:
         except (OSError, EOFError) as e:
             raise FeedError(f"{redact_url(parent.uri)}: cannot be decompressed ({e})") from e
         if parent.kind == "feed" or looks_like_feed(ctype, head):
-            return feed_items(body, parent.uri, parent)  # every episode, read as a stream
+            return feed_items(body, parent.uri, parent, id_key=cfg.id_key)  # every episode, read as a stream
     if "html" in ctype or head.lstrip()[:15].lower().startswith((b"<!doctype html", b"<html")):
         return ytdlp.expand(parent, cfg)
     return [parent]

@@ -265,7 +265,7 @@ def feed_items(body: Union[bytes, BinaryIO], feed_url: str, parent: Source,
         if not url.lower().startswith(("http://", "https://")):
             url = urljoin(feed_url, url)
         items.append(Source(
-            uri=url, source_id=source_id_for_uri(url),
+            uri=url, source_id=source_id_for_uri(url, id_key),
             speaker=parent.speaker, parent=feed_parent,
             title=clean_text(ep.get("title") or parent.title),
             license=clean_text(parent.license or ep.get("license") or show.get("rights")),

@@ -52,6 +52,7 @@ class AcquireConfig:
     max_listed_items: int = 100_000
     max_hours_total: Optional[float] = None
     ytdlp_format: str = "bestaudio/best"
+    id_key: str = ""  # the corpus's identity key (hex): ids of URLs with secrets are keyed with it
 
     def validate(self) -> "AcquireConfig":
         if self.max_download_mb <= 0:

@@ -12,7 +12,8 @@ all, or a CSV header that is ambiguous (no ``uri`` column, a column named twice)
 ``SourcesFileError`` before any work starts.
 
 A local file's id is a fingerprint of its content (``acquisition.identity``), so moving or
-remounting the audio does not make it new.
+remounting the audio does not make it new. A URL's id is keyed with the corpus's identity key
+(``id_key``) when it carries a secret, so lines that differ only in a token are distinct sources.
 """
 from __future__ import annotations
 
@@ -73,14 +74,14 @@ def _clean(value) -> Optional[str]:
     return value or None
 
 
-def make_source(row: dict, base_dir: str, origin: str) -> Source:
+def make_source(row: dict, base_dir: str, origin: str, id_key: str = "") -> Source:
     uri = normalize_uri(str(row.get("uri") or ""), base_dir)
     kind = (_clean(row.get("kind")) or "auto").lower()
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r} (one of: {', '.join(KINDS)})")
     extra = tuple(sorted((_clean(k), _clean(v)) for k, v in row.items()
                          if k not in KNOWN_COLUMNS and k is not None and _clean(v) is not None))
-    sid, alias = source_id_for_uri(uri), None
+    sid, alias = source_id_for_uri(uri, id_key), None
     if uri.startswith("file://"):
         path = fs.local_path(uri)
         if not os.path.isdir(path):
@@ -165,7 +166,7 @@ def _rows(fmt: str, text: str, name: str):
         yield i, obj
 
 
-def parse_sources(text: str, name: str = "sources", base_dir: str = ".") -> ParsedSources:
+def parse_sources(text: str, name: str = "sources", base_dir: str = ".", id_key: str = "") -> ParsedSources:
     """Sources from the text of a sources file; bad lines become rejections, duplicates are dropped."""
     out = ParsedSources()
     seen = set()
@@ -175,7 +176,7 @@ def parse_sources(text: str, name: str = "sources", base_dir: str = ".") -> Pars
             out.bad_lines.append(_bad_line(origin, row, text_of_line(text, line_no)))
             continue
         try:
-            src = make_source(row, base_dir, origin)
+            src = make_source(row, base_dir, origin, id_key)
         except ValueError as e:
             out.bad_lines.append(_bad_line(origin, str(e), str(row.get("uri"))))
             continue
@@ -199,7 +200,7 @@ def _bad_line(origin: str, why: str, raw: str) -> Tuple[Source, Rejection]:
     return src, Rejection.for_source(src, "sources", "bad_source_line", f"{origin}: {why}")
 
 
-def read_sources(path: str) -> ParsedSources:
+def read_sources(path: str, id_key: str = "") -> ParsedSources:
     """Parse the sources file at ``path`` (local or any ``FileSystems`` path), or take a folder as one source."""
     if fs.is_local(path):
         local = fs.local_path(path)
@@ -219,4 +220,4 @@ def read_sources(path: str) -> ParsedSources:
     except UnicodeDecodeError as e:
         raise SourcesFileError(f"sources file {path} is not UTF-8 text: {e}") from e
     base = os.path.dirname(os.path.abspath(fs.local_path(path))) if fs.is_local(path) else os.getcwd()
-    return parse_sources(text, name=path, base_dir=base)
+    return parse_sources(text, name=path, base_dir=base, id_key=id_key)

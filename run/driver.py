@@ -2,6 +2,7 @@
 publish each wave, and report. ``pipelines.build_corpus`` parses the command line and calls ``drive``."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -13,7 +14,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from acquisition.sources_file import SourcesFileError, read_sources
 from asr.model import ModelLoadError, check_available
-from corpus import commit, done_set, rewrite
+from corpus import commit, done_set, identity_key, rewrite
 from corpus.layout import REJECTED_SHARDS, Layout, next_shard_index, read_table, run_tag, shard_indices
 from corpus.summary import corpus_report, run_report, write_report
 from run import live_progress, waves
@@ -50,7 +51,9 @@ def drive(settings: CorpusSettings, beam_args: List[str],
             problem = object_store.check_access(settings.sources)
             if problem:
                 raise OptionError(f"--sources {settings.sources}: {problem}")
-        parsed = read_sources(settings.sources)
+        settings = dataclasses.replace(settings, acquire=dataclasses.replace(
+            settings.acquire, id_key=identity_key.read_or_create(settings.output)))
+        parsed = read_sources(settings.sources, settings.acquire.id_key)
         _preflight_storage(settings, parsed.sources)
     except (OptionError, ValueError, ModelLoadError, SourcesFileError) as e:
         log(f"error: {e}")
@@ -63,6 +66,10 @@ def drive(settings: CorpusSettings, beam_args: List[str],
         log(f"error: {e}")
         raise SystemExit(2)
     try:
+        if identity_key.read(settings.output) != settings.acquire.id_key:  # a build beside this one made the key
+            settings = dataclasses.replace(settings, acquire=dataclasses.replace(
+                settings.acquire, id_key=identity_key.read(settings.output)))
+            parsed = read_sources(settings.sources, settings.acquire.id_key)
         with engine(beam_args) as args:
             return _run_locked(settings, args, parsed, layout, lock,
                                make_pipeline or (lambda: beam.Pipeline(options=PipelineOptions(args))), option_of)

@@ -5,9 +5,14 @@ import gzip
 
 from acquisition.expand import expand_source
 from acquisition.fetch import AcquireConfig
+from acquisition.sources_file import read_sources
+from corpus import identity_key
+from pipelines.build_corpus import run
 from schemas.keys import source_id_for_uri
 from schemas.records import Rejection, Source, SourceResult
-from tests.conftest import Route, rss
+from tests.conftest import ONLY_LOCALHOST, Route, rss
+from tests.test_build_corpus import table
+from tests.test_no_loss import corpus_args
 from transforms.expand import expand_records
 
 LOCAL = "127.0.0.0/8"
@@ -55,3 +60,30 @@ def test_a_feed_served_as_a_gz_file_is_read(server, tmp_path):
     items = expand_source(Source(url, source_id_for_uri(url), origin="s.txt:1"), cfg(tmp_path))
     assert len({s.source_id for s in items}) == 50 and sum(s.declared_duration_s == 1800.0 for s in items) == 25
 
+
+def test_urls_differing_only_in_a_secret_are_distinct_sources_with_stable_ids(tmp_path):
+    lines = [f"https://cdn.example/ep.mp3?key=ep{101 + i}" for i in range(7)]
+    (tmp_path / "s.txt").write_text("\n".join(lines + lines[:2]) + "\n")  # two true duplicates among them
+    key = identity_key.read_or_create(str(tmp_path / "corpus"))
+    first = read_sources(str(tmp_path / "s.txt"), key)
+    assert len({s.source_id for s in first.sources}) == 7 and first.duplicates == 2
+    assert identity_key.read_or_create(str(tmp_path / "corpus")) == key  # kept in the corpus, not made again
+    again = read_sources(str(tmp_path / "s.txt"), identity_key.read(str(tmp_path / "corpus")))
+    assert [s.source_id for s in again.sources] == [s.source_id for s in first.sources]
+    other = read_sources(str(tmp_path / "s.txt"), identity_key.read_or_create(str(tmp_path / "other")))
+    assert not {s.source_id for s in other.sources} & {s.source_id for s in first.sources}  # keyed per corpus
+    plain = "https://cdn.example/ep.mp3?n=1"
+    assert source_id_for_uri(plain, key) == source_id_for_uri(plain)  # a URL without secrets keeps its id
+
+
+def test_a_build_keeps_every_line_that_differs_only_in_a_secret(server, tmp_path, tiny_model):
+    url = server.add("/ep.mp3", Route(b"not audio", status=404))
+    out = tmp_path / "corpus"
+    args = corpus_args(tmp_path, tiny_model, [f"{url}?key=ep{101 + i}" for i in range(7)], out,
+                       "--allow_private_networks", ONLY_LOCALHOST, "--http_retries", "0")
+    assert run(args)["sources"]["total"] == 7
+    rows = table(out, "sources")
+    assert len({r["source_id"] for r in rows}) == 7 and all("ep10" not in r["uri"] for r in rows)
+    run(args)  # a 404 is tried again: under the same ids, from the key kept in the corpus
+    again = table(out, "sources")
+    assert len(again) == 14 and {r["source_id"] for r in again} == {r["source_id"] for r in rows}
