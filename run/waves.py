@@ -2,8 +2,9 @@
 
 A run first lists every pending source's items (one small pipeline: feeds, playlists and folders
 expanded, done items left out, limits applied), then cuts the items, in sources-file order, into
-waves of at most ``--commit_every_hours`` of audio (stated durations; a local file's size at
-16 kB/s; ``UNKNOWN_S`` when nothing is known) and runs and publishes them one after another. A
+waves of at most ``--commit_every_hours`` of audio (stated durations; a local file's header, or
+its size at 16 kB/s; a feed enclosure's stated size at 16 kB/s; ``UNKNOWN_S`` when nothing is
+known, with at least ``WAVE_MIN_ITEMS`` items in a wave of such guesses) and runs and publishes them one after another. A
 crash or Ctrl-C loses at most the wave in flight.
 
 The plan — the items and their waves — is saved in the work area (``_work/plan-{key}/``; it holds
@@ -20,6 +21,8 @@ import os
 from dataclasses import dataclass
 from typing import List, Optional
 
+import soundfile
+
 from corpus.layout import Layout, committed_runs, read_table
 from schemas.keys import stable_hash
 from schemas.records import Source
@@ -27,7 +30,9 @@ from storage import fs
 
 ITEMS_TABLE = "items.parquet"
 UNKNOWN_S = 900.0  # a media item whose length nothing states counts as a quarter of an hour
-LOCAL_BYTES_PER_S = 16000  # ≈ 128 kbit/s: most compressed speech is smaller, WAV larger (more waves, no harm)
+BYTES_PER_S = 16000  # ≈ 128 kbit/s: compressed speech (podcast MP3/AAC) whose length only its size tells
+HEADER_FORMATS = frozenset(".wav .flac .ogg .oga .opus .aif .aiff .aifc .au .snd .caf .w64 .rf64".split())
+WAVE_MIN_ITEMS = 200  # a wave whose hours are partly guessed closes only once it holds this many items
 PLAN_FILE = "plan.json"
 
 
@@ -52,27 +57,95 @@ class Plan:
         return [expansion_tag(self.key)] + list(self.tags)
 
 
-def estimated_s(item: Source) -> float:
+_MP3_KBPS = {1: [0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320],
+             2: [0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160]}
+_MP3_RATES = [44100, 48000, 32000]
+
+
+def mp3_duration_s(path: str) -> Optional[float]:
+    """An MP3's length from its first frame header (one 64 KiB read): the frame count of a Xing/Info
+    header (VBR), else the file's size at the frame's bitrate (CBR)."""
+    with open(path, "rb") as f:
+        head = f.read(65536)
+        size = os.fstat(f.fileno()).st_size
+    start = 0
+    if head[:3] == b"ID3" and len(head) >= 10:
+        start = 10 + ((head[6] & 0x7F) << 21 | (head[7] & 0x7F) << 14 | (head[8] & 0x7F) << 7 | (head[9] & 0x7F))
+    for i in range(start, len(head) - 4):
+        if head[i] != 0xFF or head[i + 1] & 0xE6 != 0xE2:  # frame sync, Layer III
+            continue
+        version = (head[i + 1] >> 3) & 3  # 3: MPEG-1, 2: MPEG-2, 0: MPEG-2.5
+        kbps = _MP3_KBPS[1 if version == 3 else 2][head[i + 2] >> 4] if head[i + 2] >> 4 < 15 else 0
+        rate_i = (head[i + 2] >> 2) & 3
+        if version == 1 or not kbps or rate_i == 3:
+            continue
+        rate = _MP3_RATES[rate_i] // {3: 1, 2: 2, 0: 4}[version]
+        tag = max(head.find(b"Xing", i, i + 200), head.find(b"Info", i, i + 200))
+        if tag > 0 and head[tag + 7] & 1:
+            frames = int.from_bytes(head[tag + 8:tag + 12], "big")
+            return frames * (1152 if version == 3 else 576) / rate
+        return (size - i) * 8 / (kbps * 1000)
+    return None
+
+
+def local_duration_s(path: str) -> Optional[float]:
+    """A local file's length from its header (WAV, FLAC, Ogg, AIFF …: frames and rate; MP3: the
+    first frame), one small read, or None for formats whose header does not state it."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".mp3":
+        try:
+            return mp3_duration_s(path)
+        except OSError:
+            return None
+    if ext not in HEADER_FORMATS:
+        return None
+    try:
+        info = soundfile.info(path)
+    except (RuntimeError, OSError, ValueError):  # soundfile.LibsndfileError is a RuntimeError
+        return None
+    return info.frames / info.samplerate if info.samplerate > 0 and info.frames > 0 else None
+
+
+def known_s(item: Source) -> Optional[float]:
+    """The item's length from what is cheap and true: a stated duration, a local file's header, or
+    a size (local file, feed enclosure) at ``BYTES_PER_S``; None when nothing tells."""
     if item.declared_duration_s:
         return float(item.declared_duration_s)
     if item.uri.startswith("file://"):
+        path = fs.local_path(item.uri)
+        got = local_duration_s(path)
+        if got is not None:
+            return got
         try:
-            return os.path.getsize(fs.local_path(item.uri)) / LOCAL_BYTES_PER_S
+            return os.path.getsize(path) / BYTES_PER_S
         except OSError:
-            return UNKNOWN_S
-    return UNKNOWN_S
+            return None
+    if item.size_bytes:
+        return item.size_bytes / BYTES_PER_S
+    return None
 
 
-def cut(items: List[Source], hours: float) -> List[List[Source]]:
-    """Consecutive waves of items whose estimated audio fits ``hours`` (an item longer than that is a wave)."""
-    out, cur, used = [], [], 0.0
+def estimated_s(item: Source) -> float:
+    got = known_s(item)
+    return UNKNOWN_S if got is None else got
+
+
+def cut(items: List[Source], hours: float, min_items: int = WAVE_MIN_ITEMS) -> List[List[Source]]:
+    """Consecutive waves of items whose estimated audio fits ``hours`` (an item longer than that is a wave).
+
+    An item nothing tells the length of counts as ``UNKNOWN_S``, but a wave holding such guesses is
+    not closed before it has ``min_items`` items: 20,000 direct links make at most 100 waves, not
+    20,000 × 15 min / ``hours`` of them (each wave is a pipeline start)."""
+    out, cur, used, guessed = [], [], 0.0, False
     for item in items:
-        need = estimated_s(item)
-        if cur and used + need > hours * 3600:
+        known = known_s(item)
+        need = UNKNOWN_S if known is None else known
+        if cur and used + need > hours * 3600 and (len(cur) >= min_items or not guessed):
             out.append(cur)
-            cur, used = [], 0.0
+            cur, used, guessed = [], 0.0, False
         cur.append(item)
         used += need
+        guessed = guessed or known is None
     if cur or not out:
         out.append(cur)
     return out

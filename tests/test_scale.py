@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import gzip
+import os
 
 from acquisition.expand import expand_source
 from acquisition.fetch import AcquireConfig
 from acquisition.sources_file import read_sources
 from corpus import identity_key
 from pipelines.build_corpus import run
+from run import waves
 from schemas.keys import source_id_for_uri
 from schemas.records import Rejection, Source, SourceResult
-from tests.conftest import ONLY_LOCALHOST, Route, rss
+from tests.conftest import ONLY_LOCALHOST, Route, ffmpeg, rss
 from tests.test_build_corpus import table
 from tests.test_no_loss import corpus_args
 from transforms.expand import expand_records
@@ -87,3 +89,35 @@ def test_a_build_keeps_every_line_that_differs_only_in_a_secret(server, tmp_path
     run(args)  # a 404 is tried again: under the same ids, from the key kept in the corpus
     again = table(out, "sources")
     assert len(again) == 14 and {r["source_id"] for r in again} == {r["source_id"] for r in rows}
+
+
+def decoded_s(path) -> float:
+    """The truth: what ffmpeg decodes, as 16 kHz mono 16-bit samples."""
+    raw = str(path) + ".raw"
+    ffmpeg("-i", str(path), "-ac", "1", "-ar", "16000", "-f", "s16le", raw)
+    return os.path.getsize(raw) / 32000
+
+
+def test_the_progress_total_of_local_files_is_their_decoded_length(speech, tmp_path):
+    files = [tmp_path / "a44k_stereo.wav", tmp_path / "b48k.flac", tmp_path / "a16k.wav", tmp_path / "a.ogg",
+             tmp_path / "b64k.mp3"]
+    for (src_key, args), out in zip([("a", ["-ac", "2", "-ar", "44100"]), ("b", ["-ar", "48000"]),
+                                     ("a", ["-ar", "16000"]), ("a", ["-c:a", "libvorbis"]),
+                                     ("b", ["-b:a", "64k", "-ac", "1"])], files):
+        ffmpeg("-i", speech[src_key][1], *args, str(out))
+    items = [Source(f"file://{p}", f"file-{i}", origin=f"s.txt:{i}") for i, p in enumerate(files)]
+    estimate = sum(waves.estimated_s(s) for s in items)
+    truth = sum(decoded_s(p) for p in files)
+    assert 0.98 < estimate / truth < 1.02
+    assert sum(os.path.getsize(p) for p in files) / waves.BYTES_PER_S / truth > 2  # what the size said
+
+
+def test_waves_are_bounded_by_item_count_when_lengths_are_unknown():
+    links = [Source(f"https://cdn.example/{i}.mp3", f"http-{i}", origin=f"s.txt:{i}") for i in range(20_000)]
+    assert len(waves.cut(links, 4.0)) == 20_000 // waves.WAVE_MIN_ITEMS  # not 20,000 × 15 min / 4 h = 1,250
+    hour_long = [Source(f"https://cdn.example/h{i}.mp3", f"http-h{i}", origin=f"t.txt:{i}", declared_duration_s=3600.0)
+                 for i in range(10)]
+    assert [len(w) for w in waves.cut(hour_long, 2.0)] == [2] * 5  # known lengths: cut by hours alone
+    sized = [Source(f"https://cdn.example/s{i}.mp3", f"http-s{i}", origin=f"u.txt:{i}",
+                    size_bytes=waves.BYTES_PER_S * 1800) for i in range(8)]
+    assert [len(w) for w in waves.cut(sized, 1.0)] == [2] * 4  # a feed's stated size is a length too
