@@ -126,6 +126,19 @@ def _probe_http(parent: Source, cfg: AcquireConfig) -> List[Source]:
     return [parent]
 
 
+def is_own_item(source: Source) -> bool:
+    """True when ``source`` is its one item and telling so needs no network: ``kind`` direct, a local
+    file, a bucket object that is no prefix or glob. The driver lists these itself (no pipeline)."""
+    scheme = source.uri.split("://", 1)[0].lower()
+    if source.kind == "direct":
+        return True
+    if scheme == "file":
+        return not os.path.isdir(fs.local_path(source.uri))
+    if scheme in ("gs", "s3"):
+        return not (source.uri.endswith("/") or any(c in source.uri for c in "*?["))
+    return False
+
+
 def expand_source(source: Source, cfg: AcquireConfig) -> List[Source]:
     """The media items of ``source``; raises ``FetchError``/``UnsafeURL``/``FeedError`` on failure."""
     scheme = source.uri.split("://", 1)[0].lower()

@@ -16,11 +16,18 @@ built without the interruption.
 """
 from __future__ import annotations
 
+import hashlib
+import heapq
+import io
 import json
 import os
+import tempfile
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Iterable, Iterator, List, Optional, Tuple
 
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import soundfile
 
 from corpus.layout import Layout, committed_runs, read_table
@@ -28,7 +35,7 @@ from schemas.keys import stable_hash
 from schemas.records import Source
 from storage import fs
 
-ITEMS_TABLE = "items.parquet"
+ITEMS_PREFIX = "items"  # the listing's items: items-NNNNN-of-NNNNN.parquet in the plan's folder
 UNKNOWN_S = 900.0  # a media item whose length nothing states counts as a quarter of an hour
 BYTES_PER_S = 16000  # ≈ 128 kbit/s: compressed speech (podcast MP3/AAC) whose length only its size tells
 HEADER_FORMATS = frozenset(".wav .flac .ogg .oga .opus .aif .aiff .aifc .au .snd .caf .w64 .rf64".split())
@@ -42,12 +49,18 @@ def expansion_tag(key: str) -> str:
 
 @dataclass
 class Plan:
+    """Wave tags and, per wave, its item count and estimated seconds; each wave's items are a file of
+    JSON lines in the plan's folder (written as the plan is cut, read one wave at a time)."""
     key: str
     tags: List[str]  # one run tag per wave
-    waves: List[List[str]]  # each wave's items, as JSON
+    sizes: List[int]  # items per wave
+    seconds: List[float]  # estimated audio per wave
+    folder: str = ""
 
     def items(self, i: int) -> List[Source]:
-        return [Source.from_json(x) for x in self.waves[i]]
+        path = fs.join(self.folder, _wave_file(i))
+        text = fs.read_bytes(path).decode() if self.sizes[i] else ""
+        return [Source.from_json(x) for x in text.split("\n") if x]
 
     def pending_waves(self, layout: Layout) -> List[int]:
         done = committed_runs(layout)
@@ -55,6 +68,10 @@ class Plan:
 
     def work_names(self) -> List[str]:
         return [expansion_tag(self.key)] + list(self.tags)
+
+
+def _wave_file(i: int) -> str:
+    return f"wave-{i:06d}.jsonl"
 
 
 _MP3_KBPS = {1: [0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320],
@@ -130,36 +147,91 @@ def estimated_s(item: Source) -> float:
     return UNKNOWN_S if got is None else got
 
 
-def cut(items: List[Source], hours: float, min_items: int = WAVE_MIN_ITEMS) -> List[List[Source]]:
+def waves_of(items: Iterable[Source], hours: float, min_items: int = WAVE_MIN_ITEMS) -> Iterator[List[Source]]:
     """Consecutive waves of items whose estimated audio fits ``hours`` (an item longer than that is a wave).
 
     An item nothing tells the length of counts as ``UNKNOWN_S``, but a wave holding such guesses is
     not closed before it has ``min_items`` items: 20,000 direct links make at most 100 waves, not
     20,000 × 15 min / ``hours`` of them (each wave is a pipeline start)."""
-    out, cur, used, guessed = [], [], 0.0, False
+    cur, used, guessed, any_wave = [], 0.0, False, False
     for item in items:
         known = known_s(item)
         need = UNKNOWN_S if known is None else known
         if cur and used + need > hours * 3600 and (len(cur) >= min_items or not guessed):
-            out.append(cur)
+            yield cur
+            any_wave = True
             cur, used, guessed = [], 0.0, False
         cur.append(item)
         used += need
         guessed = guessed or known is None
-    if cur or not out:
-        out.append(cur)
-    return out
+    if cur or not any_wave:
+        yield cur
 
 
-def plan(key: str, items: List[Source], hours: float, corpus_state: str = "") -> Plan:
-    """Waves of ``items`` in sources-file order. Wave tags depend on the items and on ``corpus_state``
-    (the committed runs so far), so a later run's waves never take the name of an earlier run's."""
-    from transforms.expand import natural_key
-    ordered = sorted(items, key=lambda s: (natural_key(s.origin), s.source_id))
-    groups = cut(ordered, hours)
-    salt = stable_hash(corpus_state + "|" + ",".join(s.source_id for s in ordered), 16)
-    return Plan(key, [stable_hash(f"{key}:{salt}:wave:{i}", 12) for i in range(len(groups))],
-                [[s.to_json() for s in g] for g in groups])
+def cut(items: List[Source], hours: float, min_items: int = WAVE_MIN_ITEMS) -> List[List[Source]]:
+    return list(waves_of(items, hours, min_items))
+
+
+CHUNK = 20_000  # items decoded from the listing at a time
+
+
+def item_files(folder: str) -> List[str]:
+    return [p for p in fs.list_dir(folder, prefix=ITEMS_PREFIX + "-", suffix=".parquet") if not fs.is_temporary(p)]
+
+
+MERGE_BATCH = 1_000  # rows of each sorted run held at a time while merging
+
+
+def _sorted_rows(paths: List[str], scratch: str) -> Iterator[Tuple[str, str, str]]:
+    """(order, source_id, item JSON) of the listing's tables in sources-file order, by an external
+    sort: ``CHUNK`` rows at a time are sorted in Arrow and written to a run in ``scratch``, then the
+    runs are merged. Memory holds one chunk, then ``MERGE_BATCH`` rows per run."""
+    runs = []
+    for p in paths:
+        f = pq.ParquetFile(fs.local_path(p) if fs.is_local(p) else io.BytesIO(fs.read_bytes(p)))
+        for batch in f.iter_batches(batch_size=CHUNK, columns=["order", "source_id", "item"]):
+            t = pa.Table.from_batches([batch])
+            t = t.take(pc.sort_indices(t, sort_keys=[("order", "ascending"), ("source_id", "ascending")]))
+            runs.append(os.path.join(scratch, f"run-{len(runs):06d}.parquet"))
+            pq.write_table(t, runs[-1], row_group_size=MERGE_BATCH)
+
+    def read_run(path: str) -> Iterator[Tuple[str, str, str]]:
+        for b in pq.ParquetFile(path).iter_batches(batch_size=MERGE_BATCH):
+            yield from zip(b.column("order").to_pylist(), b.column("source_id").to_pylist(),
+                           b.column("item").to_pylist())
+
+    return heapq.merge(*(read_run(r) for r in runs))
+
+
+def make_plan(layout: Layout, key: str, items_paths: List[str], hours: float, corpus_state: str = "",
+              log=lambda line: None) -> Plan:
+    """Cut the listing in ``items_paths`` into waves in sources-file order and save the plan, one wave
+    file at a time, in memory that does not grow with the number of items (see ``_sorted_rows``).
+    Wave tags depend on the items and on ``corpus_state`` (the committed runs so far), so a later
+    run's waves never take the name of an earlier run's."""
+    salt = hashlib.sha1((corpus_state + "|").encode())
+    folder = layout.work(expansion_tag(key)).root
+    sizes, seconds = [], []
+    with tempfile.TemporaryDirectory(prefix="speechmill-plan-") as scratch:
+
+        def items() -> Iterator[Source]:
+            seen = set()  # an id listed twice (a file named directly and inside a listed feed) is one item
+            for n, (_, sid, text) in enumerate(_sorted_rows(items_paths, scratch), start=1):
+                if sid not in seen:
+                    seen.add(sid)
+                    salt.update(sid.encode() + b",")
+                    yield Source.from_json(text)
+                if n % (10 * CHUNK) == 0:
+                    log(f"run {key}: cutting waves: {n:,} items")
+
+        for i, wave in enumerate(waves_of(items(), hours)):
+            fs.atomic_write_bytes(fs.join(folder, _wave_file(i)), "".join(s.to_json() + "\n" for s in wave).encode())
+            sizes.append(len(wave))
+            seconds.append(sum(estimated_s(s) for s in wave))
+    salt_hex = salt.hexdigest()[:16]
+    p = Plan(key, [stable_hash(f"{key}:{salt_hex}:wave:{i}", 12) for i in range(len(sizes))], sizes, seconds, folder)
+    save(layout, p)
+    return p
 
 
 def _path(layout: Layout, key: str) -> str:
@@ -167,7 +239,8 @@ def _path(layout: Layout, key: str) -> str:
 
 
 def save(layout: Layout, p: Plan) -> None:
-    fs.atomic_write_bytes(_path(layout, p.key), json.dumps({"key": p.key, "tags": p.tags, "waves": p.waves}).encode())
+    fs.atomic_write_bytes(_path(layout, p.key), json.dumps(
+        {"key": p.key, "tags": p.tags, "sizes": p.sizes, "seconds": p.seconds}).encode())
 
 
 def load(layout: Layout, key: str) -> Optional[Plan]:
@@ -176,7 +249,9 @@ def load(layout: Layout, key: str) -> Optional[Plan]:
     if not fs.exists(path):
         return None
     d = json.loads(fs.read_bytes(path))
-    p = Plan(d["key"], d["tags"], d["waves"])
+    if "sizes" not in d:  # a plan saved before waves had files of their own: cut again
+        return None
+    p = Plan(d["key"], d["tags"], d["sizes"], d["seconds"], layout.work(expansion_tag(key)).root)
     return p if p.pending_waves(layout) else None
 
 

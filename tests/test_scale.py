@@ -121,3 +121,38 @@ def test_waves_are_bounded_by_item_count_when_lengths_are_unknown():
     sized = [Source(f"https://cdn.example/s{i}.mp3", f"http-s{i}", origin=f"u.txt:{i}",
                     size_bytes=waves.BYTES_PER_S * 1800) for i in range(8)]
     assert [len(w) for w in waves.cut(sized, 1.0)] == [2] * 4  # a feed's stated size is a length too
+
+
+def test_a_long_sources_file_is_read_with_progress_lines_and_not_held_as_objects(tmp_path):
+    n = 120_000
+    (tmp_path / "s.txt").write_text("".join(f"https://cdn.example/show/ep{i}.mp3\n" for i in range(n)))
+    said = []
+    parsed = read_sources(str(tmp_path / "s.txt"), log=said.append)
+    assert parsed.count == n and len(said) == 1 and "100,000 of 120,000 lines" in said[0]
+    got = parsed.iter_sources()
+    assert [next(got).origin for _ in range(3)] == ["s.txt:1", "s.txt:2", "s.txt:3"]
+    assert sum(1 for _ in parsed.iter_sources()) == n  # read back again, from the start
+
+
+def test_the_plan_is_cut_from_the_listing_in_file_order_and_saved_a_wave_at_a_time(tmp_path):
+    import random
+
+    from corpus.layout import Layout
+    from corpus.shards import table_bytes
+    from schemas import tables
+    from storage import fs
+    items = [Source(f"https://cdn.example/{i}.mp3", f"http-{i:05d}", origin=f"s.txt:{i + 1}",
+                    declared_duration_s=600.0 if i % 3 else None) for i in range(1_000)]
+    shuffled = items[:]
+    random.Random(0).shuffle(shuffled)
+    layout = Layout(str(tmp_path / "corpus"))
+    listing = layout.work(waves.expansion_tag("k")).path("items-00000-of-00001.parquet")
+    fs.atomic_write_bytes(listing, table_bytes([tables.item_row(s) for s in shuffled], tables.ITEMS))
+    plan = waves.make_plan(layout, "k", [listing], 1.0, "")
+    expected = waves.cut(items, 1.0)
+    assert plan.sizes == [len(w) for w in expected] and len(plan.tags) == len(set(plan.tags)) > 1
+    assert [s for i in range(len(plan.tags)) for s in plan.items(i)] == items  # s.txt:2 before s.txt:10
+    again = waves.load(layout, "k")
+    assert (again.tags, again.sizes, again.items(1)) == (plan.tags, plan.sizes, plan.items(1))
+    assert waves.make_plan(layout, "k", [listing], 1.0, "").tags == plan.tags  # stable across reruns
+
