@@ -26,6 +26,7 @@ from typing import Iterator, Optional, Union
 from urllib.parse import urljoin, urlparse
 
 import requests
+import urllib3
 
 from acquisition import guarded_http
 from acquisition.safety import WEB_SCHEMES, NetworkPolicy, UnsafeURL, parse_checked
@@ -52,6 +53,7 @@ class AcquireConfig:
     max_listed_items: int = 100_000
     max_hours_total: Optional[float] = None
     ytdlp_format: str = "bestaudio/best"
+    min_download_kbps: Optional[float] = None  # a download slower than this (after RATE_GRACE_S) ends, retryable
     id_key: str = ""  # the corpus's identity key (hex): ids of URLs with secrets are keyed with it
 
     def validate(self) -> "AcquireConfig":
@@ -61,6 +63,8 @@ class AcquireConfig:
             raise ValueError(f"--http_timeout_s must be > 0, got {self.http_timeout_s:g}")
         if self.download_timeout_s <= 0:
             raise ValueError(f"--download_timeout_s must be > 0, got {self.download_timeout_s:g}")
+        if self.min_download_kbps is not None and self.min_download_kbps <= 0:
+            raise ValueError(f"--min_download_kbps must be > 0, got {self.min_download_kbps:g}")
         if self.http_retries < 0:
             raise ValueError(f"--http_retries must be >= 0, got {self.http_retries}")
         if self.max_items_per_source < 1:
@@ -235,6 +239,29 @@ def _short(e: Exception) -> str:
     return text.split(": ", 1)[-1] if text.startswith("<") else text
 
 
+RATE_GRACE_S = 5.0  # a download's rate is judged only after this long (connection set-up, slow start)
+
+
+def _chunks(resp: requests.Response, min_kbps: Optional[float], url: str) -> Iterator[bytes]:
+    """The body as it arrives (each read returns what is there, up to 64 KiB). With ``min_kbps``, a
+    body that comes slower than that on average once ``RATE_GRACE_S`` have passed ends as a
+    retryable ``too_slow`` failure, so one straggling server does not hold a finished wave."""
+    if min_kbps is None:
+        yield from resp.iter_content(chunk_size=1 << 16)
+        return
+    started, total = time.monotonic(), 0
+    while True:
+        chunk = resp.raw.read1(1 << 16, decode_content=True)
+        if not chunk:
+            return
+        total += len(chunk)
+        yield chunk
+        elapsed = time.monotonic() - started
+        if elapsed > RATE_GRACE_S and total * 8 / 1000 / elapsed < min_kbps:
+            raise FetchError("too_slow", f"{url}: {total * 8 / 1000 / elapsed:.2f} kbit/s after {elapsed:.0f} s, "
+                             f"under --min_download_kbps {min_kbps:g}", transient=True)
+
+
 def _download(source: Source, cfg: AcquireConfig) -> AudioFile:
     url, limit = source.uri, cfg.max_bytes
     with guarded_http.Deadline(cfg.download_timeout_s) as deadline:
@@ -259,13 +286,13 @@ def _download_within(source: Source, cfg: AcquireConfig, url: str, limit: int) -
         def write(f):
             nonlocal total
             try:
-                for chunk in resp.iter_content(chunk_size=1 << 16):
+                for chunk in _chunks(resp, cfg.min_download_kbps, url):
                     total += len(chunk)
                     if total > limit:
                         raise FetchError("too_large", f"{url} passed the --max_download_mb limit of "
                                          f"{cfg.max_download_mb:g} MB while downloading")
                     f.write(chunk)
-            except (requests.RequestException, OSError) as e:
+            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
                 raise FetchError("connection_error", f"download of {url} interrupted: {_short(e)}",
                                  transient=True) from e
             if declared is not None and total != declared:

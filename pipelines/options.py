@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--http_timeout_s", type=float, default=30.0, help="HTTP connect/read timeout (default 30 s)")
     g.add_argument("--download_timeout_s", type=float, default=3600.0,
                    help="wall-clock limit for one whole download, however slowly it trickles (default 3600 s)")
+    g.add_argument("--min_download_kbps", type=float, default=None,
+                   help="a download slower than this on average after its first seconds ends as a failure that "
+                        "the next run retries, so one slow server does not hold a wave (default: no minimum)")
     g.add_argument("--http_retries", type=int, default=3,
                    help="retries of a transient failure (timeout, reset, 5xx, 429), with exponential backoff (default 3)")
     g.add_argument("--max_items_per_source", type=int, default=1000,
@@ -348,6 +351,7 @@ def _settings(args) -> CorpusSettings:
     acquire = AcquireConfig(staging_dir=args.staging_dir or fs.join(output, "_staging"),
                             max_download_mb=args.max_download_mb, http_timeout_s=args.http_timeout_s,
                             download_timeout_s=args.download_timeout_s,
+                            min_download_kbps=args.min_download_kbps,
                             http_retries=args.http_retries, max_items_per_source=args.max_items_per_source,
                             max_listed_items=args.max_listed_items,
                             max_duration_s=args.max_duration_s, max_hours_total=args.max_hours_total,

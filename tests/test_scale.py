@@ -156,3 +156,14 @@ def test_the_plan_is_cut_from_the_listing_in_file_order_and_saved_a_wave_at_a_ti
     assert (again.tags, again.sizes, again.items(1)) == (plan.tags, plan.sizes, plan.items(1))
     assert waves.make_plan(layout, "k", [listing], 1.0, "").tags == plan.tags  # stable across reruns
 
+
+def test_a_download_under_the_minimum_rate_ends_as_a_retryable_row(server, tmp_path):
+    from acquisition.fetch import acquire
+    from schemas.outcomes import retryable
+    slow = server.add("/slow.mp3", Route(b"s" * 2000, trickle_s=0.05))  # 20 bytes/s: 100 s for the whole body
+    fast = server.add("/fast.mp3", Route(os.urandom(300_000)))
+    c = cfg(tmp_path, min_download_kbps=1.0, http_retries=0)  # 125 bytes/s
+    got = acquire(Source(slow, source_id_for_uri(slow), origin="s.txt:1"), c)
+    assert isinstance(got, Rejection) and got.reason == "too_slow" and retryable(got.reason)
+    ok = acquire(Source(fast, source_id_for_uri(fast), origin="s.txt:2"), c)
+    assert open(ok.path, "rb").read() == server.routes["/fast.mp3"].body
