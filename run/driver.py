@@ -6,13 +6,14 @@ import contextlib
 import dataclasses
 import json
 import os
+import shutil
+import tempfile
 import time
 from typing import Callable, Iterable, Iterator, List, Mapping, Optional, Set, Tuple
 
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -241,14 +242,15 @@ def _make_plan(layout: Layout, key: str, pending: Iterable[Source], n_pending: i
 
 @contextlib.contextmanager
 def fs_writer(path: str):
-    """A binary file at ``path`` (any storage), in place once the block ends without error."""
-    tmp = path + ".part"
-    f = FileSystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED)
-    try:
+    """A binary file for ``path`` (any storage): written on local disk, then put in place (uploaded
+    as a stream, or as one put when empty) once the block ends without error."""
+    with tempfile.TemporaryFile() as f:
         yield f
-    finally:
-        f.close()
-    fs.move(tmp, path)
+        if not f.tell():
+            fs.atomic_write_bytes(path, b"")
+            return
+        f.seek(0)
+        fs.atomic_write(path, lambda out: shutil.copyfileobj(f, out, 1 << 20))
 
 
 class _ItemsWriter:
