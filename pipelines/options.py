@@ -126,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     _arg(g, "--http_timeout_s", "acquire.http_timeout_s", type=number, help="HTTP connect/read timeout (default 30 s)")
     _arg(g, "--download_timeout_s", "acquire.download_timeout_s", type=number,
          help="wall-clock limit for one whole download, however slowly it trickles (default 3600 s)")
+    _arg(g, "--min_download_kbps", "acquire.min_download_kbps", type=number,
+         help="a download slower than this on average after its first seconds ends as a failure that "
+              "the next run retries, so one slow server does not hold a wave (default: no minimum)")
     _arg(g, "--http_retries", "acquire.http_retries", type=int,
          help="retries of a transient failure (timeout, reset, 5xx, 429), with exponential backoff (default 3)")
     _arg(g, "--max_items_per_source", "acquire.max_items_per_source", type=int,

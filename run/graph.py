@@ -12,7 +12,7 @@ import apache_beam as beam
 
 from corpus.layout import REJECTED_MANIFEST, REJECTED_SHARDS, Layout
 from run.settings import CorpusSettings
-from run.waves import ITEMS_TABLE
+from run.waves import ITEMS_PREFIX
 from schemas import tables
 from schemas.outcomes import Status
 from schemas.records import Source, SourceResult
@@ -32,19 +32,27 @@ from transforms.write_table import WriteTable
 ASR_USAGE = "asr_usage.json"  # a wave's model input totals, read by the driver (not published)
 
 
-def build_expansion(p: beam.Pipeline, sources: List[Source], bad_lines: list, settings: CorpusSettings,
+def build_expansion(p: beam.Pipeline, sources_path: str, bad_lines: list, settings: CorpusSettings,
                     work: Layout, tag: str, done_path: str) -> beam.PCollection:
     """The plan's first pipeline: list every pending source's items (``items.parquet``), with rows for
     the sources that could not be listed, items deferred by a limit, and unusable lines.
+
+    ``sources_path`` is a file of the pending sources as JSON lines, read by the workers.
 
     ``done_path`` is a lookup file of finished source ids (``corpus.done_set``) that each worker
     reads from storage. Returns the pipeline's one final PCollection (see ``finished``).
     """
     expanded = (p
-                | "Sources" >> beam.Create(sources)
+                | "Sources" >> beam.io.ReadFromText(sources_path)
+                | "Parse" >> beam.Map(Source.from_json)
                 | "Spread" >> beam.Reshuffle()
                 | "Expand" >> Expand(settings.acquire, done_path))
-    written = [expanded["items"] | "WriteItems" >> WriteTable(work.path(ITEMS_TABLE), tables.ITEMS, tables.item_row)]
+    # items as sharded Parquet, written as they come (a million items never gather on one worker);
+    # the plan sorts them into sources-file order
+    written = [expanded["items"]
+               | "ItemRows" >> beam.Map(tables.item_row)
+               | "WriteItems" >> beam.io.WriteToParquet(work.path(ITEMS_PREFIX), tables.ITEMS,
+                                                        file_name_suffix=".parquet")]
     bad_rows = p | "BadLines" >> beam.Create([r for _, r in bad_lines])
     bad_sources = p | "BadLineSources" >> beam.Create(
         [SourceResult.of(s, Status.FAILED, r.reason) for s, r in bad_lines])

@@ -116,10 +116,10 @@ def normalised(name: str, data: bytes) -> bytes:
 
 def corpus_digests(files: dict) -> dict:
     """{path: sha256} of a corpus's files given as {path: bytes}: every file but report.html (which
-    names the output and the run times), runs/*.json compared without their timing fields."""
+    names the output and the run times) and identity.key (random per corpus), runs/*.json compared without their timing fields."""
     import hashlib
     return {k: hashlib.sha256(normalised(k, v)).hexdigest() for k, v in sorted(files.items())
-            if k != "report.html" and not k.startswith(("_work/", "_journal/", "_staging/"))}
+            if k not in ("report.html", "identity.key") and not k.startswith(("_work/", "_journal/", "_staging/"))}
 
 
 def local_files(root: Path) -> dict:

@@ -2,6 +2,7 @@
 used to vanish, infrastructure failures and leftovers."""
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import signal
@@ -213,8 +214,9 @@ def test_a_killed_worker_leaves_no_ffmpeg_and_no_scratch(silent_hour, tmp_path):
 def test_items_past_the_limit_are_deferred_and_taken_later(server, speech, tmp_path, tiny_model):
     wav = open(speech["a"][1], "rb").read()
     eps = [server.add(f"/ep{i}.wav", Route(wav + bytes([i]), headers={"Content-Type": "audio/wav"})) for i in range(5)]
-    feed = server.add("/feed.xml", Route(rss([(f"Ep {i}", f"g{i}", DAYS[i], eps[i], None) for i in range(5)]),
-                                         headers={"Content-Type": "application/rss+xml"}))
+    feed = server.add("/feed.xml", Route(gzip.compress(rss([(f"Ep {i}", f"g{i}", DAYS[i], eps[i], None)
+                                                            for i in range(5)])),
+                                         headers={"Content-Type": "application/rss+xml", "Content-Encoding": "gzip"}))
     args = corpus_args(tmp_path, tiny_model, [feed], None, "--max_items_per_source", "2",
                        "--allow_private_networks", ONLY_LOCALHOST)
     first = run(args)
