@@ -48,6 +48,7 @@ BAD = {  # option → values that must be refused
     "--dedup_text_threshold": ["0", "2", "nan"],
     "--dedup_text_min_words": ["0", "-1"],
     "--min_voice_s": ["-1", "nan"],
+    "--min_download_kbps": ["0", "-5"],
     "--same_voice_similarity": ["1.5", "-0.1"],
     "--voice_change_margin": ["2", "-1"],
     "--voice_change_evidence_s": ["-1", "x"],
