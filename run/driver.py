@@ -237,16 +237,25 @@ def _make_plan(layout: Layout, key: str, pending: Iterable[Source], n_pending: i
     started = time.monotonic()
     # the job graph carries a path, not a million sources; sources that are their own one item (local
     # files, kind direct) skip the pipeline and go straight to the listing's items
-    sources_path = work.path("pending.jsonl")
     own = settings.acquire.max_hours_total is None  # a budget is applied across all items in the pipeline
-    with fs_writer(sources_path) as to_list, items_writer(work.path(waves.ITEMS_PREFIX + "-driver.parquet")) as items:
+    source_files, lines = [], []
+
+    def flush_lines():
+        if lines:
+            source_files.append(work.path(f"pending-{len(source_files):06d}.jsonl"))
+            fs.atomic_write_bytes(source_files[-1], "".join(lines).encode())
+            lines.clear()
+    with items_writer(work.path(waves.ITEMS_PREFIX + "-driver.parquet")) as items:
         for s in pending:
             if own and is_own_item(s):
                 items.add(s)
             else:
-                to_list.write((s.to_json() + "\n").encode())
+                lines.append(s.to_json() + "\n")
+                if len(lines) >= waves.CHUNK:
+                    flush_lines()
+    flush_lines()
     p = make_pipeline()
-    build_expansion(p, sources_path, bad_lines, settings, work, waves.expansion_tag(key), done_path)
+    build_expansion(p, source_files, bad_lines, settings, work, waves.expansion_tag(key), done_path)
     run_to_end(p)
     plan = waves.make_plan(layout, key, waves.item_files(work.root), settings.commit_every_hours,
                            ",".join(sorted(CorpusState.read(layout).runs)), log=log)

@@ -18,6 +18,7 @@ from schemas.outcomes import Status
 from schemas.records import Source, SourceResult
 from speakers.cluster import ClusterParams
 from speakers.turns import TurnParams
+from storage import fs
 from transforms.acquire import Acquire
 from transforms.dedup import Dedup
 from transforms.expand import Expand
@@ -32,18 +33,20 @@ from transforms.write_table import WriteTable
 ASR_USAGE = "asr_usage.json"  # a wave's model input totals, read by the driver (not published)
 
 
-def build_expansion(p: beam.Pipeline, sources_path: str, bad_lines: list, settings: CorpusSettings,
+def build_expansion(p: beam.Pipeline, source_files: List[str], bad_lines: list, settings: CorpusSettings,
                     work: Layout, tag: str, done_path: str) -> beam.PCollection:
     """The plan's first pipeline: list every pending source's items (``items.parquet``), with rows for
     the sources that could not be listed, items deferred by a limit, and unusable lines.
 
-    ``sources_path`` is a file of the pending sources as JSON lines, read by the workers.
+    ``source_files`` hold the pending sources as JSON lines, a chunk each, read by the workers (the job
+    graph carries paths, not a million sources; every runner, the Dask runner too, runs a ``Create``).
 
     ``done_path`` is a lookup file of finished source ids (``corpus.done_set``) that each worker
     reads from storage. Returns the pipeline's one final PCollection (see ``finished``).
     """
     expanded = (p
-                | "Sources" >> beam.io.ReadFromText(sources_path)
+                | "SourceFiles" >> beam.Create(source_files)
+                | "Sources" >> beam.FlatMap(lambda path: fs.read_bytes(path).decode().splitlines())
                 | "Parse" >> beam.Map(Source.from_json)
                 | "Spread" >> beam.Reshuffle()
                 | "Expand" >> Expand(settings.acquire, done_path))
