@@ -12,7 +12,7 @@ import apache_beam as beam
 
 from corpus.layout import REJECTED_MANIFEST, REJECTED_SHARDS, Layout
 from run.settings import CorpusSettings
-from run.waves import ITEMS_PREFIX
+from run.waves import item_part, write_item_part
 from schemas import tables
 from schemas.outcomes import Status
 from schemas.records import Source, SourceResult
@@ -53,9 +53,9 @@ def build_expansion(p: beam.Pipeline, source_files: List[str], bad_lines: list, 
     # items as sharded Parquet, written as they come (a million items never gather on one worker);
     # the plan sorts them into sources-file order
     written = [expanded["items"]
-               | "ItemRows" >> beam.Map(tables.item_row)
-               | "WriteItems" >> beam.io.WriteToParquet(work.path(ITEMS_PREFIX), tables.ITEMS,
-                                                        file_name_suffix=".parquet")]
+               | "ItemRows" >> beam.Map(lambda s: (item_part(s.source_id), tables.item_row(s)))
+               | "ByPart" >> beam.GroupByKey()
+               | "WriteItems" >> beam.Map(write_item_part, work.root)]
     bad_rows = p | "BadLines" >> beam.Create([r for _, r in bad_lines])
     bad_sources = p | "BadLineSources" >> beam.Create(
         [SourceResult.of(s, Status.FAILED, r.reason) for s, r in bad_lines])

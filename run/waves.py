@@ -37,7 +37,8 @@ from schemas.keys import stable_hash
 from schemas.records import Source
 from storage import fs
 
-ITEMS_PREFIX = "items"  # the listing's items: items-NNNNN-of-NNNNN.parquet in the plan's folder
+ITEMS_PREFIX = "items"  # the listing's items: items-part-NNNNN.parquet (and items-driver.parquet) in the plan's folder
+ITEM_PARTS = 16  # files the listing's items are written to, by a hash of their id
 UNKNOWN_S = 900.0  # a media item whose length nothing states counts as a quarter of an hour
 BYTES_PER_S = 16000  # ≈ 128 kbit/s: compressed speech (podcast MP3/AAC) whose length only its size tells
 HEADER_FORMATS = frozenset(".wav .flac .ogg .oga .opus .aif .aiff .aifc .au .snd .caf .w64 .rf64".split())
@@ -276,3 +277,16 @@ def finish(layout: Layout, p: Plan, keep_work: bool = False) -> None:
     """The plan is complete: remove it and its listing (wave work areas go as each wave is published)."""
     if not keep_work:
         fs.delete_tree(layout.work(expansion_tag(p.key)).root)
+
+
+def item_part(source_id: str) -> int:
+    """Which of the ``ITEM_PARTS`` listing files an item goes to (a stable hash: any worker, any run)."""
+    return int(stable_hash(source_id, 8), 16) % ITEM_PARTS
+
+
+def write_item_part(part_rows, folder: str) -> str:
+    """Write one part's item rows as ``items-part-NNNNN.parquet`` in ``folder``; returns its path."""
+    part, rows = part_rows
+    path = fs.join(folder, f"{ITEMS_PREFIX}-part-{part:05d}.parquet")
+    fs.atomic_write_bytes(path, table_bytes(list(rows), tables.ITEMS))
+    return path
