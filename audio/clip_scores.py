@@ -120,7 +120,8 @@ def snr_db(frame_db: np.ndarray, speech_frames: Optional[np.ndarray] = None, sta
            hop_s: float = 0.01) -> Optional[float]:
     """Speech-to-noise ratio (dB) of the clip ``frame_db[start:end]`` (10 ms frame energies in dBFS
     of the whole source, with its VAD speech mask): the lower of the estimates from the noise between
-    the speech around it and from the floor under the speech; WADA-SNR of its ``samples`` without pauses."""
+    the speech around it (when there are pauses) and from the floor under the speech; WADA-SNR of its
+    ``samples`` without a VAD."""
     end = len(frame_db) if end is None else end
     if frame_db is None or end - start < 10:
         return None
@@ -140,9 +141,11 @@ def snr_db(frame_db: np.ndarray, speech_frames: Optional[np.ndarray] = None, sta
                 steady = noise_frames[noise_frames <= np.median(noise_frames) + TRANSIENT_DB]
                 noise = float(np.mean(10 ** (steady / 10)))
                 estimates.append(_ratio_db(speech - noise, noise))
-                floor = float(np.mean(_floor_under(p, hop_s)[sp[start:end]]))
-                estimates.append(_ratio_db(speech - floor, floor))
                 break
+        # the floor under the speech needs no pause: a single utterance with no silence around it
+        # (a file of one sentence) is judged by it alone
+        floor = float(np.mean(_floor_under(p, hop_s)[sp[start:end]]))
+        estimates.append(_ratio_db(speech - floor, floor))
     if not estimates and samples is not None and len(samples) >= 1000:
         estimates.append(wada_snr_db(samples))
     if not estimates:  # no VAD and no samples: the quietest frames are the floor

@@ -58,12 +58,13 @@ def drive(settings: CorpusSettings, beam_args: List[str],
             if problem:
                 raise OptionError(f"--sources {settings.sources}: {problem}")
         # a new corpus's key is made here and saved once the lock is held: a refused run leaves nothing
+        _preflight_output(settings)
         key = identity_key.read(settings.output) or identity_key.new()
         settings = dataclasses.replace(settings, acquire=dataclasses.replace(settings.acquire, id_key=key))
         parsed = read_sources(settings.sources, settings.acquire.id_key, log=log)
         check_output(settings.output)
         check_available(settings.asr)
-        _preflight_storage(settings, parsed.iter_sources())
+        _preflight_sources(parsed.iter_sources())
     except (OptionError, ValueError, ModelLoadError, SourcesFileError) as e:
         log(f"error: {e}")
         raise SystemExit(2)
@@ -99,17 +100,19 @@ def clear_staging(staging_dir: str, done: Set[str]) -> None:
             fs.delete(path)
 
 
-def _preflight_storage(settings: CorpusSettings, parsed_sources: Iterable[Source]) -> None:
-    """Fail fast, with the options to set, when an object store cannot be used with our credentials.
-
-    The output and staging stores must work; for sources only missing or refused credentials stop
-    the run (they would fail every object alike) — a missing bucket or object is that source's row.
-    """
+def _preflight_output(settings: CorpusSettings) -> None:
+    """Fail fast, with the options to set, when the output or staging store cannot be used with our
+    credentials (before anything is read from the output, such as its identity key)."""
     for path in (settings.output + "/", settings.acquire.staging_dir + "/"):
         if not fs.is_local(path):
             problem = object_store.check_access(path)
             if problem:
                 raise OptionError(problem)
+
+
+def _preflight_sources(parsed_sources: Iterable[Source]) -> None:
+    """For sources in object stores only missing or refused credentials stop the run (they would fail
+    every object alike); a missing bucket or object is that source's row."""
     buckets = {}
     for s in parsed_sources:
         if s.uri.split("://", 1)[0] in ("s3", "gs"):
