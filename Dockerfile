@@ -21,6 +21,7 @@ COPY acquisition acquisition
 COPY asr asr
 COPY audio audio
 COPY corpus corpus
+COPY dedup dedup
 COPY exports exports
 COPY pipelines pipelines
 COPY report report

@@ -5,7 +5,7 @@ setup(
     name="speechmill",
     version="0.1.0",
     description="Build transcribed speech corpora from internet audio with Apache Beam",
-    packages=find_packages(include=["acquisition*", "asr*", "audio*", "corpus*", "exports*", "pipelines*", "report*",
+    packages=find_packages(include=["acquisition*", "asr*", "audio*", "corpus*", "dedup*", "exports*", "pipelines*", "report*",
                                     "run*", "schemas*", "speakers*", "storage*", "transforms*", "tts*"]),
     python_requires=">=3.10",
     entry_points={"console_scripts": ["speechmill = pipelines.cli:main"]},

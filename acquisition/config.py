@@ -22,12 +22,16 @@ class AcquireConfig:
     max_listed_items: int = 100_000
     max_hours_total: Optional[float] = None
     ytdlp_format: str = "bestaudio/best"
+    min_download_kbps: Optional[float] = None  # a download slower than this (after its first seconds) ends, retryable
+    id_key: str = ""  # the corpus's identity key (hex): ids of URLs with secrets are keyed with it
 
     def validate(self) -> "AcquireConfig":
         for name in ("max_download_mb", "http_timeout_s", "download_timeout_s", "max_duration_s", "max_hours_total"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise SettingError(name, f"must be > 0, got {value:g}")
+        if self.min_download_kbps is not None and not self.min_download_kbps > 0:
+            raise SettingError("min_download_kbps", f"must be > 0, got {self.min_download_kbps:g}")
         if self.http_retries < 0:
             raise SettingError("http_retries", f"must be >= 0, got {self.http_retries}")
         if self.max_items_per_source < 1:

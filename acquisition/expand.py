@@ -10,20 +10,23 @@
   yt-dlp's generic extractor finds in it.
 A ``kind`` column (``direct``, ``feed``, ``ytdlp``, ``folder``) skips the guessing.
 
-Expansion lists up to ``--max_listed_items`` items; which of them a run takes (those not done yet,
+A feed is read whole, as a stream (``acquisition.feeds``); playlists, folders and buckets are
+listed up to ``--max_listed_items`` items. Which of them a run takes (those not done yet,
 at most ``--max_items_per_source``) is decided by the expand transform, which records the rest as
 deferred so that later runs reach them. Items named by remote content are marked ``remote``: only
 http(s) is ever fetched for them.
 """
 from __future__ import annotations
 
+import gzip
+import io
 import os
 from typing import Iterator, List, Tuple, Union
 
 from acquisition import ytdlp
 from acquisition.config import AcquireConfig
 from acquisition.errors import FetchError, UnsafeURL
-from acquisition.feeds import feed_items, looks_like_feed
+from acquisition.feeds import FeedError, feed_items, looks_like_feed
 from acquisition.http import open_checked
 from acquisition.identity import legacy_id, local_source_id
 from acquisition.safety import check_remote_item
@@ -41,7 +44,8 @@ MEDIA_EXTENSIONS = frozenset(
 STREAM_MANIFESTS = (".m3u8", ".mpd")  # HLS / DASH: segments that only yt-dlp can fetch and join
 STREAM_TYPES = ("application/vnd.apple.mpegurl", "application/x-mpegurl", "audio/mpegurl", "audio/x-mpegurl",
                 "application/dash+xml")
-PROBE_BYTES = 4 << 20  # a feed larger than this is cut (its newest episodes come first anyway)
+SNIFF_BYTES = 64 << 10  # what the first bytes of a response must tell: media, feed or page
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 def is_media_path(path: str) -> bool:
@@ -81,6 +85,29 @@ def object_items(parent: Source, max_items: int) -> List[Source]:
     return [_child(parent, p, i) for i, p in enumerate(paths[:max_items])]
 
 
+class _Body(io.RawIOBase):
+    """The response body as a stream: the sniffed head first, then the rest as it arrives (content
+    encodings such as gzip undone); more than ``limit`` bytes is an error, not a silent cut."""
+
+    def __init__(self, head: bytes, raw, limit: int, url: str):
+        self.head, self.raw, self.limit, self.url, self.total = head, raw, limit, url, 0
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        if self.head:
+            data, self.head = self.head[:len(b)], self.head[len(b):]
+        else:
+            data = self.raw.read(len(b), decode_content=True)
+        self.total += len(data)
+        if self.total > self.limit:
+            raise FetchError("too_large", f"{self.url}: the listing is larger than --max_download_mb "
+                                          f"({self.limit >> 20} MiB)")
+        b[:len(data)] = data
+        return len(data)
+
+
 def _probe_http(parent: Source, cfg: AcquireConfig) -> List[Source]:
     with open_checked(parent.uri, cfg) as resp:
         ctype = resp.headers.get("Content-Type", "").lower()
@@ -88,12 +115,32 @@ def _probe_http(parent: Source, cfg: AcquireConfig) -> List[Source]:
             return ytdlp.expand(parent, cfg)
         if ctype.startswith(("audio/", "video/")):
             return [parent]
-        head = resp.raw.read(PROBE_BYTES, decode_content=True)
-    if parent.kind == "feed" or looks_like_feed(ctype, head):
-        return feed_items(head, parent.uri, parent, cfg.max_listed_items)
+        body = io.BufferedReader(_Body(resp.raw.read(SNIFF_BYTES, decode_content=True), resp.raw,
+                                       int(cfg.max_download_mb * (1 << 20)), redact_url(parent.uri)), 1 << 16)
+        if body.peek(2)[:2] == GZIP_MAGIC:  # a feed served as a .gz file rather than gzip-encoded
+            body = io.BufferedReader(gzip.GzipFile(fileobj=body), 1 << 16)
+        try:
+            head = body.peek(SNIFF_BYTES)[:SNIFF_BYTES]
+        except (OSError, EOFError) as e:
+            raise FeedError(f"{redact_url(parent.uri)}: cannot be decompressed ({e})") from e
+        if parent.kind == "feed" or looks_like_feed(ctype, head):
+            return feed_items(body, parent.uri, parent, id_key=cfg.id_key)  # every episode, read as a stream
     if "html" in ctype or head.lstrip()[:15].lower().startswith((b"<!doctype html", b"<html")):
         return ytdlp.expand(parent, cfg)
     return [parent]
+
+
+def is_own_item(source: Source) -> bool:
+    """True when ``source`` is its one item and telling so needs no network: ``kind`` direct, a local
+    file, a bucket object that is no prefix or glob. The driver lists these itself (no pipeline)."""
+    scheme = source.uri.split("://", 1)[0].lower()
+    if source.kind == "direct":
+        return True
+    if scheme == "file":
+        return not os.path.isdir(fs.local_path(source.uri))
+    if scheme in ("gs", "s3"):
+        return not (source.uri.endswith("/") or any(c in source.uri for c in "*?["))
+    return False
 
 
 def expand_source(source: Source, cfg: AcquireConfig) -> List[Source]:

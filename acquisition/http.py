@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Iterator
+from typing import Iterator, Optional
 from urllib.parse import urljoin
 
 import requests
+import urllib3
 
 from acquisition import guarded_http
 from acquisition.config import AcquireConfig
@@ -23,6 +24,29 @@ from schemas.records import AudioFile, Source
 
 USER_AGENT = "speechmill/0.1 (speech corpus builder)"
 MAX_REDIRECTS = 5
+
+
+RATE_GRACE_S = 5.0  # a download's rate is judged only after this long (connection set-up, slow start)
+
+
+def _chunks(resp: requests.Response, min_kbps: Optional[float], url: str) -> Iterator[bytes]:
+    """The body as it arrives (each read returns what is there, up to 64 KiB). With ``min_kbps``, a
+    body that comes slower than that on average once ``RATE_GRACE_S`` have passed ends as a
+    retryable ``too_slow`` failure, so one straggling server does not hold a finished wave."""
+    if min_kbps is None:
+        yield from resp.iter_content(chunk_size=1 << 16)
+        return
+    started, total = time.monotonic(), 0
+    while True:
+        chunk = resp.raw.read1(1 << 16, decode_content=True)
+        if not chunk:
+            return
+        total += len(chunk)
+        yield chunk
+        elapsed = time.monotonic() - started
+        if elapsed > RATE_GRACE_S and total * 8 / 1000 / elapsed < min_kbps:
+            raise FetchError("too_slow", f"{url}: {total * 8 / 1000 / elapsed:.2f} kbit/s after {elapsed:.0f} s, "
+                             f"under --min_download_kbps {min_kbps:g}", transient=True)
 
 
 def with_retries(fn, cfg: AcquireConfig):
@@ -111,13 +135,13 @@ def _download_within(source: Source, cfg: AcquireConfig, url: str, limit: int) -
         def write(f):
             nonlocal total
             try:
-                for chunk in resp.iter_content(chunk_size=1 << 16):
+                for chunk in _chunks(resp, cfg.min_download_kbps, url):
                     total += len(chunk)
                     if total > limit:
                         raise FetchError("too_large", f"{url} passed the --max_download_mb limit of "
                                          f"{cfg.max_download_mb:g} MB while downloading")
                     f.write(chunk)
-            except (requests.RequestException, OSError) as e:
+            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
                 raise FetchError("connection_error", f"download of {url} interrupted: {_short(e)}",
                                  transient=True) from e
             if declared is not None and total != declared:

@@ -30,6 +30,7 @@ METADATA_HOSTS = ("metadata.google.internal", "metadata", "instance-data", "meta
 _ALL = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
 _NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
 _V4_COMPAT = ipaddress.ip_network("::/96")
+_SIIT = ipaddress.ip_network("::ffff:0:0:0/96")  # IPv4-translated (SIIT, RFC 2765): ::ffff:0:a.b.c.d
 _BAD_URL_CHARS = re.compile(r"[\x00-\x20\x7f\\]")
 
 # the one place names are resolved (tests swap it to simulate a rebinding name server)
@@ -71,7 +72,7 @@ def embedded_ipv4(addr: ipaddress.IPv6Address) -> List[ipaddress.IPv4Address]:
         found.append(addr.sixtofour)
     if addr.teredo:
         found.extend(addr.teredo)
-    if any(addr in n for n in _NAT64) or (addr in _V4_COMPAT and int(addr) > 1):
+    if any(addr in n for n in (*_NAT64, _SIIT)) or (addr in _V4_COMPAT and int(addr) > 1):
         found.append(ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF))
     return found
 

@@ -12,15 +12,17 @@ all, or a CSV header that is ambiguous (no ``uri`` column, a column named twice)
 ``SourcesFileError`` before any work starts.
 
 A local file's id is a fingerprint of its content (``acquisition.identity``), so moving or
-remounting the audio does not make it new.
+remounting the audio does not make it new. A URL's id is keyed with the corpus's identity key
+(``id_key``) when it carries a secret, so lines that differ only in a token are distinct sources.
 """
 from __future__ import annotations
 
 import csv
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import Callable, Iterator, List, Optional, Tuple
 
 from acquisition.identity import legacy_id, local_source_id
 from schemas.errors import SpeechmillError
@@ -30,6 +32,8 @@ from schemas.records import Rejection, Source
 from schemas.redact import clean_text
 from storage import fs
 
+SPOOL_BYTES = 16 << 20
+PROGRESS_LINES = 100_000  # a progress line every this many lines read
 SUPPORTED_SCHEMES = ("file", "http", "https", "gs", "s3")
 KNOWN_COLUMNS = ("uri", "speaker", "title", "license", "kind")
 KINDS = ("auto", "direct", "feed", "ytdlp", "folder")
@@ -43,9 +47,32 @@ class SourcesFileError(SpeechmillError, ValueError):
 
 @dataclass
 class ParsedSources:
-    sources: List[Source] = field(default_factory=list)
+    """The usable sources (kept as JSON lines in a spooled file: in memory while small, on local disk
+    beyond ``SPOOL_BYTES``, so a list of millions of lines is never a list of millions of objects),
+    the unusable lines as rejections, and how many lines repeated an earlier one."""
     bad_lines: List[Tuple[Source, Rejection]] = field(default_factory=list)  # unusable lines, as sources
     duplicates: int = 0
+    count: int = 0
+    _spool: object = field(default=None, repr=False)
+
+    def add(self, src: Source) -> None:
+        if self._spool is None:
+            self._spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES, prefix="speechmill-sources-")
+        self._spool.write(src.to_json().encode("utf-8", "surrogatepass") + b"\n")
+        self.count += 1
+
+    def iter_sources(self) -> Iterator[Source]:
+        """The usable sources in file order, read back one at a time."""
+        if self._spool is None:
+            return
+        self._spool.seek(0)
+        for line in self._spool:
+            yield Source.from_json(line.decode("utf-8", "surrogatepass"))
+        self._spool.seek(0, 2)
+
+    @property
+    def sources(self) -> List[Source]:
+        return list(self.iter_sources())
 
 
 def normalize_uri(raw: str, base_dir: str) -> str:
@@ -77,14 +104,14 @@ def _clean(value) -> Optional[str]:
     return value or None
 
 
-def make_source(row: dict, base_dir: str, origin: str) -> Source:
+def make_source(row: dict, base_dir: str, origin: str, id_key: str = "") -> Source:
     uri = normalize_uri(str(row.get("uri") or ""), base_dir)
     kind = (_clean(row.get("kind")) or "auto").lower()
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r} (one of: {', '.join(KINDS)})")
     extra = tuple(sorted((_clean(k), _clean(v)) for k, v in row.items()
                          if k not in KNOWN_COLUMNS and k is not None and _clean(v) is not None))
-    sid, alias = source_id_for_uri(uri), None
+    sid, alias = source_id_for_uri(uri, id_key), None
     if uri.startswith("file://"):
         path = fs.local_path(uri)
         if not os.path.isdir(path):
@@ -120,8 +147,7 @@ def _csv_header(lines: List[str], name: str) -> Tuple[int, List[str]]:
     raise SourcesFileError(f"{name}: the CSV sources file is empty (no header line)")
 
 
-def _csv_rows(text: str, name: str):
-    lines = text.splitlines()
+def _csv_rows(lines: List[str], name: str):
     header_line, header = _csv_header(lines, name)
     for i, line in enumerate(lines[header_line:], start=header_line + 1):
         if not line.strip() or line.lstrip().startswith("#"):
@@ -146,12 +172,12 @@ def _csv_rows(text: str, name: str):
         yield i, row
 
 
-def _rows(fmt: str, text: str, name: str):
+def _rows(fmt: str, lines: List[str], name: str):
     """(line number, row dict or error string) for each non-blank, non-comment line."""
     if fmt == "csv":
-        yield from _csv_rows(text, name)
+        yield from _csv_rows(lines, name)
         return
-    for i, line in enumerate(text.splitlines(), start=1):
+    for i, line in enumerate(lines, start=1):
         s = line.strip()
         if not s or s.startswith("#"):
             continue
@@ -169,17 +195,22 @@ def _rows(fmt: str, text: str, name: str):
         yield i, obj
 
 
-def parse_sources(text: str, name: str = "sources", base_dir: str = ".") -> ParsedSources:
-    """Sources from the text of a sources file; bad lines become rejections, duplicates are dropped."""
+def parse_sources(text: str, name: str = "sources", base_dir: str = ".", id_key: str = "",
+                  log: Optional[Callable[[str], None]] = None) -> ParsedSources:
+    """Sources from the text of a sources file; bad lines become rejections, duplicates are dropped.
+    With ``log``, a progress line every ``PROGRESS_LINES`` lines."""
     out = ParsedSources()
     seen = set()
-    for line_no, row in _rows(_format_of(name), text, name):
+    lines = text.splitlines()
+    for line_no, row in _rows(_format_of(name), lines, name):
+        if log and line_no % PROGRESS_LINES == 0:
+            log(f"reading {name}: {line_no:,} of {len(lines):,} lines, {out.count:,} sources")
         origin = f"{os.path.basename(name)}:{line_no}"
         if isinstance(row, str):
-            out.bad_lines.append(_bad_line(origin, row, text_of_line(text, line_no)))
+            out.bad_lines.append(_bad_line(origin, row, lines[line_no - 1]))
             continue
         try:
-            src = make_source(row, base_dir, origin)
+            src = make_source(row, base_dir, origin, id_key)
         except ValueError as e:
             out.bad_lines.append(_bad_line(origin, str(e), str(row.get("uri"))))
             continue
@@ -187,7 +218,7 @@ def parse_sources(text: str, name: str = "sources", base_dir: str = ".") -> Pars
             out.duplicates += 1
             continue
         seen.add(src.source_id)
-        out.sources.append(src)
+        out.add(src)
     return out
 
 
@@ -203,14 +234,16 @@ def _bad_line(origin: str, why: str, raw: str) -> Tuple[Source, Rejection]:
     return src, Rejection.for_source(src, Stage.SOURCES, "bad_source_line", f"{origin}: {why}")
 
 
-def read_sources(path: str) -> ParsedSources:
+def read_sources(path: str, id_key: str = "", log: Optional[Callable[[str], None]] = None) -> ParsedSources:
     """Parse the sources file at ``path`` (local or any ``FileSystems`` path), or take a folder as one source."""
     if fs.is_local(path):
         local = fs.local_path(path)
         if os.path.isdir(local):
             folder = os.path.abspath(local)
             src = make_source({"uri": folder}, folder, f"{os.path.basename(folder) or folder} (folder)")
-            return ParsedSources(sources=[src])
+            out = ParsedSources()
+            out.add(src)
+            return out
         if not os.path.isfile(local):
             raise SourcesFileError(f"sources file not found: {path} (give a text, CSV or JSONL file listing "
                                    f"sources, or a folder of audio)")
@@ -223,4 +256,4 @@ def read_sources(path: str) -> ParsedSources:
     except UnicodeDecodeError as e:
         raise SourcesFileError(f"sources file {path} is not UTF-8 text: {e}") from e
     base = os.path.dirname(os.path.abspath(fs.local_path(path))) if fs.is_local(path) else os.getcwd()
-    return parse_sources(text, name=path, base_dir=base)
+    return parse_sources(text, name=path, base_dir=base, id_key=id_key, log=log)

@@ -35,7 +35,24 @@ class AsrCall:
     seconds: float = 0.0  # wall time of the model call
 
 
-class CtcModelHandler(ModelHandler[AsrBatch, PredictionResult, Transcriber]):
+class AsrHandler(ModelHandler[AsrBatch, PredictionResult, Any]):
+    """What every ASR handler shares: each ``AsrBatch`` is already one model call (Beam's own batching
+    is skipped: some runners drop what a DoFn emits when a bundle ends), sized by its samples."""
+
+    def should_skip_batching(self) -> bool:
+        return True
+
+    def get_num_bytes(self, batch: Sequence[AsrBatch]) -> int:
+        return sum(4 * b.total_samples for b in batch)
+
+    def get_metrics_namespace(self) -> str:
+        return "speechmill_asr"
+
+    def share_model_across_processes(self) -> bool:
+        return False
+
+
+class CtcModelHandler(AsrHandler):
     def __init__(self, spec: AsrModelSpec, opts: TranscribeOptions = TranscribeOptions()):
         super().__init__(min_batch_size=1, max_batch_size=1)
         self.spec, self.opts = spec, opts
@@ -66,14 +83,3 @@ class CtcModelHandler(ModelHandler[AsrBatch, PredictionResult, Transcriber]):
         return [PredictionResult(b, AsrCall(tuple(out), *((call.samples, call.padded, seconds) if i == 0 else (0, 0, 0.0))),
                                  model.m.label) for i, (b, out) in enumerate(zip(batch, outputs))]
 
-    def should_skip_batching(self) -> bool:
-        return True
-
-    def get_num_bytes(self, batch: Sequence[AsrBatch]) -> int:
-        return sum(4 * b.total_samples for b in batch)
-
-    def get_metrics_namespace(self) -> str:
-        return "speechmill_asr"
-
-    def share_model_across_processes(self) -> bool:
-        return False

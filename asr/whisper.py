@@ -26,11 +26,11 @@ from typing import Any, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 from apache_beam.metrics import Metrics
-from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+from apache_beam.ml.inference.base import PredictionResult
 
 from asr.builtin import ModelNotFound, locate
 from asr.ctc import Word
-from asr.handler import AsrCall
+from asr.handler import AsrCall, AsrHandler
 from asr.model import AsrModelSpec, ModelLoadError
 from asr.spec import WhisperGates
 from asr.transcriber import AsrOutput, TranscribeOptions
@@ -206,7 +206,7 @@ class WhisperTranscriber:
         return out
 
 
-class WhisperModelHandler(ModelHandler[AsrBatch, PredictionResult, WhisperTranscriber]):
+class WhisperModelHandler(AsrHandler):
     """Beam RunInference handler for Whisper, the counterpart of ``asr.handler.CtcModelHandler``:
     one ``AsrBatch`` per call, the model loaded once per worker process, a call that raises
     becomes an error for each of its clips."""
@@ -244,14 +244,3 @@ class WhisperModelHandler(ModelHandler[AsrBatch, PredictionResult, WhisperTransc
                                             model.label))
         return results
 
-    def should_skip_batching(self) -> bool:
-        return True
-
-    def get_num_bytes(self, batch: Sequence[AsrBatch]) -> int:
-        return sum(4 * b.total_samples for b in batch)
-
-    def get_metrics_namespace(self) -> str:
-        return "speechmill_asr"
-
-    def share_model_across_processes(self) -> bool:
-        return False

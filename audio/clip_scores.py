@@ -12,29 +12,40 @@ clip before it is transcribed (``benchmarks/quality_gates.py`` measures each):
   waveform puts its whole plateau there (1–11 % for speech clipped at 30–60 % of its peak), also
   when it was clipped and then scaled down, and also after resampling, whose ripple spreads a
   plateau over a few per cent of the peak level.
-* ``snr_db``: speech-to-noise ratio. The noise is what is not speech: the mean power of the frames
-  that Silero VAD calls non-speech (at least ``EDGE_S`` away from speech, so that no soft onset or
-  decay counts) in the clip and up to ``CONTEXT_S`` around it; the speech power is the mean power
-  of the clip's speech frames less that noise. The quietest moments of music or noise are not the
-  floor: the mean is. A background that never pauses (music, a crowd, traffic under the whole
-  clip) leaves few non-speech frames; then, and as a second opinion always, WADA-SNR (Kim &
-  Stern 2008) judges the waveform alone: speech amplitudes follow a Gamma distribution of shape
-  0.4, noise a Gaussian one, and the mixture's log-mean minus mean-log tells their ratio apart,
-  with no pause needed. The lower of the two counts. ``benchmarks/gates_real.py`` measures the
+* ``snr_db``: speech-to-noise ratio. The noise is what is not speech: the frames that Silero VAD
+  calls non-speech (at least ``EDGE_S`` away from speech, so that no onset, decay or breath
+  counts) in the clip and up to ``CONTEXT_S`` around it, less the transients among them (frames
+  more than ``TRANSIENT_DB`` above their median: a cough, a click, a laugh between sentences, which
+  are the recording's own sounds, not a floor under the speech); the mean power of the rest. The
+  speech power is the mean power of the clip's speech frames less that noise. A background whose
+  level rises under the speech (a gust, a roll of thunder) is not in the pauses; the second
+  opinion sees it: the floor under the speech itself, the lowest 50 ms power within
+  ``FLOOR_WINDOW_S`` around each speech frame (speech dips between syllables and words; a steady
+  background fills the dips). The lower of the two counts. A background that never pauses leaves
+  few non-speech frames; then WADA-SNR (Kim & Stern 2008) judges the waveform alone: speech
+  amplitudes follow a Gamma distribution of shape 0.4, noise a Gaussian one, and the mixture's
+  log-mean minus mean-log tells their ratio apart, with no pause needed (on clean real speech it
+  reads 9–40 dB, too low to serve as a second opinion). ``benchmarks/gates_real.py`` measures the
   error against known mixtures of real speech with real music and noise.
-* ``rt60_s``: reverberation, from how fast the sound dies away where speech stops. Dry speech falls
-  by tens of dB within a few frames at the end of a word; in a room the tail decays at 60 dB per
-  RT60. The score is 60 dB over the 95th percentile of the decay rates of the clip's falls
-  (``DECAY_FRAMES`` frames that drop at least ``DECAY_MIN_DB`` without rising by more than 1 dB,
-  from within 25 dB of the clip's level to above its floor): the fastest a room lets sound
-  fall. On real speech in simulated rooms: 0.2–0.4 dry or at RT60 0.3 s, 0.5–0.7 at RT60 0.8 s.
-  None when the clip has fewer than ``MIN_DECAYS`` such falls.
+* ``rt60_s``: reverberation, from how fast sound dies away where speech stops. Dry speech falls by
+  tens of dB within a few frames at the end of a sound; in a room the tail decays at 60 dB per
+  RT60, and nothing falls faster than that. In each octave band from 250 Hz to 8 kHz (the STFT of
+  23 ms windows on the 10 ms frame grid: a stop in one band is often a fade in the full band), a
+  free decay is ``DECAY_FRAMES`` frames that fall at least ``DECAY_MIN_DB`` without rising by more
+  than 1 dB, from within 25 dB of the band's level to above its floor; the score is 60 dB over
+  the ``DECAY_PERCENTILE``th percentile of their rates. A room rarely changes within a recording,
+  and one clip holds few decays, so the segment stage pools the decays of all of a source's clips
+  (``decay_rates`` per clip, ``rt60_from_rates`` over them) and gives every clip the source's
+  value. On real speech in simulated rooms (``benchmarks/gates_real.py``), per source: 0.18–0.26
+  dry, 0.29–0.33 at RT60 0.3 s, 0.57–0.64 at RT60 0.8 s (per clip 0.15–0.29, 0.28–0.38, 0.55–0.75).
+  None with fewer than ``MIN_DECAYS`` decays.
 """
 from __future__ import annotations
 
 from typing import Optional
 
 import numpy as np
+import scipy.fft
 
 from schemas.records import ClipScores
 
@@ -43,14 +54,18 @@ CLIP_NEAR = 0.10  # a sample within 10 % of the peak counts as on the plateau
 NOISE_SHARE = 0.10
 MAX_SNR_DB = 90.0
 CONTEXT_S = 5.0  # non-speech frames this far around the clip count towards its noise
-EDGE_S = 0.1  # non-speech frames this close to speech are left out of the noise (onsets, decays)
+EDGE_S = 0.25  # non-speech frames this close to speech are left out of the noise (onsets, decays, breaths)
+SHORT_EDGE_S = 0.1  # the margin where the pauses are too short for EDGE_S
+TRANSIENT_DB = 10.0  # non-speech frames this far above their median are the recording's own sounds
+FLOOR_WINDOW_S = 4.0  # the floor under speech: the lowest 50 ms power within this window
 MIN_NOISE_S = 0.3  # fewer non-speech frames than this: the VAD-based estimate is not used
 WADA_SHAPE = 0.4
-NOISE_KEEP = 1.0
 MIN_SNR_DB = -20.0
-DECAY_FRAMES = 15
-DECAY_MIN_DB = 10.0
-MIN_DECAYS = 5
+DECAY_BANDS_HZ = ((250, 500), (500, 1000), (1000, 2000), (2000, 4000), (4000, 8000))
+DECAY_FRAMES = 12
+DECAY_MIN_DB = 6.0
+DECAY_PERCENTILE = 90.0
+MIN_DECAYS = 20
 
 
 def speech_ratio(speech_frames: np.ndarray) -> Optional[float]:
@@ -104,8 +119,9 @@ def snr_db(frame_db: np.ndarray, speech_frames: Optional[np.ndarray] = None, sta
            end: Optional[int] = None, samples: Optional[np.ndarray] = None,
            hop_s: float = 0.01) -> Optional[float]:
     """Speech-to-noise ratio (dB) of the clip ``frame_db[start:end]`` (10 ms frame energies in dBFS
-    of the whole source, with its VAD speech mask), from the noise between the speech around it and,
-    given its ``samples``, WADA-SNR; the lower of the two."""
+    of the whole source, with its VAD speech mask): the lower of the estimates from the noise between
+    the speech around it (when there are pauses) and from the floor under the speech; WADA-SNR of its
+    ``samples`` without a VAD."""
     end = len(frame_db) if end is None else end
     if frame_db is None or end - start < 10:
         return None
@@ -116,12 +132,20 @@ def snr_db(frame_db: np.ndarray, speech_frames: Optional[np.ndarray] = None, sta
         sp = np.asarray(speech_frames, dtype=bool)
         ctx = int(round(CONTEXT_S / hop_s))
         a, b = max(0, start - ctx), min(len(db), end + ctx)
-        edge = int(round(EDGE_S / hop_s))
-        near = np.convolve(sp[a:b].astype(np.int32), np.ones(2 * edge + 1, dtype=np.int32), mode="same") > 0
-        noise_frames = db[a:b][~near]
-        if len(noise_frames) * hop_s >= MIN_NOISE_S:
-            noise = float(np.mean(np.sort(10 ** (noise_frames / 10))[:max(1, int(len(noise_frames) * NOISE_KEEP))]))
-            estimates.append(_ratio_db(float(np.mean(p[sp[start:end]])) - noise, noise))
+        speech = float(np.mean(p[sp[start:end]]))
+        for edge_s in (EDGE_S, SHORT_EDGE_S):  # pauses too short for the wide margin: a narrow one
+            edge = int(round(edge_s / hop_s))
+            near = np.convolve(sp[a:b].astype(np.int32), np.ones(2 * edge + 1, dtype=np.int32), mode="same") > 0
+            noise_frames = db[a:b][~near]
+            if len(noise_frames) * hop_s >= MIN_NOISE_S:
+                steady = noise_frames[noise_frames <= np.median(noise_frames) + TRANSIENT_DB]
+                noise = float(np.mean(10 ** (steady / 10)))
+                estimates.append(_ratio_db(speech - noise, noise))
+                break
+        # the floor under the speech needs no pause: a single utterance with no silence around it
+        # (a file of one sentence) is judged by it alone
+        floor = float(np.mean(_floor_under(p, hop_s)[sp[start:end]]))
+        estimates.append(_ratio_db(speech - floor, floor))
     if not estimates and samples is not None and len(samples) >= 1000:
         estimates.append(wada_snr_db(samples))
     if not estimates:  # no VAD and no samples: the quietest frames are the floor
@@ -129,6 +153,13 @@ def snr_db(frame_db: np.ndarray, speech_frames: Optional[np.ndarray] = None, sta
         noise = float(np.mean(np.sort(p)[:k]))
         estimates.append(_ratio_db(float(np.mean(p)) - noise, noise))
     return round(min(estimates), 2)
+
+
+def _floor_under(p: np.ndarray, hop_s: float) -> np.ndarray:
+    """Each frame's floor: the lowest 50 ms mean power within ``FLOOR_WINDOW_S`` around it."""
+    from scipy.ndimage import minimum_filter1d, uniform_filter1d
+    smooth = uniform_filter1d(p, max(1, int(round(0.05 / hop_s))), mode="nearest")
+    return minimum_filter1d(smooth, max(1, int(round(FLOOR_WINDOW_S / hop_s))), mode="nearest")
 
 
 def _ratio_db(signal: float, noise: float) -> float:
@@ -174,21 +205,44 @@ def wada_snr_db(x: np.ndarray) -> float:
     return float(np.interp(g, vals, snrs))
 
 
-def rt60_s(frame_db: np.ndarray, hop_s: float = 0.01) -> Optional[float]:
-    """Reverberation time (s) estimated from the fastest free decays of a clip's 10 ms frame energies."""
-    db = np.asarray(frame_db, dtype=np.float64)
+def band_db(x: np.ndarray, sample_rate: int, hop: int) -> list:
+    """Energies (dB) of ``x`` in each octave of ``DECAY_BANDS_HZ`` below Nyquist, one per ``hop`` samples."""
+    a = np.asarray(x)
+    x = np.ascontiguousarray(a, dtype=np.float32) / (32768.0 if a.dtype == np.int16 else 1.0)
+    nfft = 1 << int(np.ceil(np.log2(max(2, 0.023 * sample_rate))))
+    if len(x) < nfft + hop:
+        return []
+    n = (len(x) - nfft) // hop + 1
+    frames = np.lib.stride_tricks.as_strided(x, shape=(n, nfft), strides=(x.strides[0] * hop, x.strides[0]))
+    spec = scipy.fft.rfft(frames * np.hanning(nfft).astype(np.float32), axis=1)  # float32: ≈ 10× numpy's
+    freqs = np.fft.rfftfreq(nfft, 1.0 / sample_rate)
+    bands = np.stack([(freqs >= lo) & (freqs < hi) for lo, hi in DECAY_BANDS_HZ if hi <= sample_rate / 2 + 1], axis=1)
+    power = (spec.real ** 2 + spec.imag ** 2) @ bands.astype(np.float32)
+    return list(10 * np.log10(power.T.astype(np.float64) + 1e-12))
+
+
+def decay_rates(x: np.ndarray, sample_rate: int, hop: int) -> np.ndarray:
+    """Rates (dB per second, falling) of the free decays in a clip's octave bands."""
     k = DECAY_FRAMES
-    if len(db) < k + 10:
+    t = (np.arange(k) - (k - 1) / 2) * hop / sample_rate
+    out = []
+    for db in band_db(x, sample_rate, hop):
+        if len(db) < k + 10:
+            continue
+        level, floor = np.percentile(db, 95), np.percentile(db, 10)
+        w = np.lib.stride_tricks.sliding_window_view(db, k)
+        ok = ((w[:, 0] >= level - 25) & (w[:, -1] >= floor + 3) & (w[:, 0] - w[:, -1] >= DECAY_MIN_DB)
+              & np.all(np.diff(w, axis=1) <= 1.0, axis=1))
+        out.append(-(w[ok] - w[ok].mean(axis=1, keepdims=True)) @ t / np.sum(t * t))
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def rt60_from_rates(rates) -> Optional[float]:
+    """Reverberation time (s) from decay rates (one clip's, or all of a source's clips' pooled)."""
+    rates = np.asarray(rates, dtype=np.float64)
+    if len(rates) < MIN_DECAYS:
         return None
-    level, floor = np.percentile(db, 95), np.percentile(db, 10)
-    w = np.lib.stride_tricks.sliding_window_view(db, k)
-    ok = ((w[:, 0] >= level - 25) & (w[:, -1] >= floor + 6) & (w[:, 0] - w[:, -1] >= DECAY_MIN_DB)
-          & np.all(np.diff(w, axis=1) <= 1.0, axis=1))
-    if np.count_nonzero(ok) < MIN_DECAYS:
-        return None
-    t = (np.arange(k) - (k - 1) / 2) * hop_s
-    slopes = -(w[ok] - w[ok].mean(axis=1, keepdims=True)) @ t / np.sum(t * t)  # dB per second, falling
-    rate = float(np.percentile(slopes, 95))
+    rate = float(np.percentile(rates, DECAY_PERCENTILE))
     return round(60.0 / rate, 3) if rate > 0 else None
 
 
@@ -200,5 +254,14 @@ def of_clip(samples: np.ndarray, sample_rate: int, frame_db: np.ndarray, speech_
         speech_ratio=speech_ratio(speech_frames[start:end]) if speech_frames is not None else None,
         bandwidth_hz=bandwidth_hz(samples.astype(np.float32) / 32768.0, sample_rate),
         clipping=clipping(samples),
-        snr_db=snr_db(frame_db, speech_frames, start, end, samples, hop_s),
-        rt60_s=rt60_s(frame_db[start:end], hop_s))
+        snr_db=snr_db(frame_db, speech_frames, start, end, samples, hop_s))  # rt60_s: per source, from all its clips' decays
+
+
+def rt60_s(x: np.ndarray, sample_rate: int, hop: int) -> Optional[float]:
+    """Reverberation time (s) of one clip from its own decays (the segment stage pools a source's)."""
+    return rt60_from_rates(decay_rates(x, sample_rate, hop))
+
+
+def source_rt60(decays) -> Optional[float]:
+    """Reverberation time (s) of a source from the decays of all its clips (one clip holds few)."""
+    return rt60_from_rates(np.concatenate(decays)) if len(decays) else None

@@ -20,6 +20,9 @@ Rules, in order:
 4. A piece shorter than ``min_clip_s`` is merged with the neighbour across the smaller gap when the
    result fits in ``max_clip_s`` and the gap is at most ``max_merge_gap_s``; what still is too
    short is rejected.
+5. Speech frames (by the speech mask) that no piece covers — speech more than ``silence_rel_db``
+   under the local level, such as a quiet voice in the seconds after a loud one — are returned as
+   ``too_quiet`` stretches, so that all detected speech ends in a clip or a rejected row.
 """
 from __future__ import annotations
 
@@ -87,6 +90,7 @@ class SplitResult:
     threshold_db: float = float("nan")
     pause: Optional[np.ndarray] = field(default=None, compare=False, repr=False)  # frames that may hold a cut
     speech: Optional[np.ndarray] = field(default=None, compare=False, repr=False)  # speech frames, with a VAD
+    too_quiet: Tuple[Piece, ...] = ()  # speech the VAD hears inside a pause: far under the speech around it
 
     def file_detail(self, duration_s: float, params: "SplitParams") -> str:
         """Why the whole file was rejected, in words (``file_reason`` says which)."""
@@ -192,6 +196,21 @@ def _merge_short(pieces: List[Piece], min_f: int, max_f: int, max_gap_f: int) ->
     return pieces
 
 
+def _speech_outside(speech: np.ndarray, pieces: List[Piece], max_gap_f: int) -> Tuple[Piece, ...]:
+    """Stretches of VAD speech that no piece covers (runs closer than ``max_gap_f`` joined): speech so
+    far under the local level that it fell inside a pause. Each becomes a rejected row, not nothing."""
+    covered = np.zeros(len(speech), dtype=bool)
+    for p in pieces:
+        covered[p.start:p.end] = True
+    out: List[Piece] = []
+    for a, b in _runs(speech & ~covered):
+        if out and a - out[-1].end < max_gap_f and not covered[out[-1].end:a].any():
+            out[-1] = Piece(out[-1].start, b)
+        else:
+            out.append(Piece(a, b))
+    return tuple(out)
+
+
 def split_on_silence(db: np.ndarray, hop_s: float, params: SplitParams = SplitParams(),
                      speech_prob: Optional[np.ndarray] = None) -> SplitResult:
     """Clips (frame ranges) of a file given its frame energies in dBFS on a ``hop_s`` grid and,
@@ -242,4 +261,18 @@ def split_on_silence(db: np.ndarray, hop_s: float, params: SplitParams = SplitPa
     pieces = _merge_short(pieces, min_f, max_f, max_gap_f)
     clips = tuple(p for p in pieces if p.end - p.start >= min_f)
     short = tuple(p for p in pieces if p.end - p.start < min_f)
-    return SplitResult(clips, short, "", level, threshold, silent | soft, speech)
+    too_quiet = () if speech is None else _speech_outside(speech, pieces, min_sil_f)
+    return SplitResult(clips, short, "", level, threshold, silent | soft, speech, too_quiet)
+
+
+def quiet_details(db: np.ndarray, pieces, hop_s: float, params: "SplitParams") -> list:
+    """Why each ``too_quiet`` piece was not made a clip: its level against the speech around it."""
+    if not len(pieces):
+        return []
+    around = local_level(db, hop_s)
+    out = []
+    for p in pieces:
+        peak, ref = float(np.max(db[p.start:p.end])), float(np.max(around[p.start:p.end]))
+        out.append(f"speech at {peak:.1f} dBFS, {ref - peak:.0f} dB under the speech around it ({ref:.1f} dBFS); "
+                   f"a clip's speech is within {params.silence_rel_db:g} dB of it")
+    return out

@@ -14,8 +14,9 @@ the default gates. Printed, as Markdown:
   ``snr_db`` against the true SNR of each clip (clean speech power over its active frames, divided
   by the added background's power over the clip: both known because the parts were mixed here);
 * quiet speech: a file whose second half is the same kind of speech 30 or 40 dB quieter; the share
-  of the quiet half's speech seconds that end in a kept clip or a rejected row;
-* kept clips that overlap their neighbour, over every file.
+  of the quiet half's speech seconds that end in a kept clip or a rejected row (``too_quiet`` among them);
+* kept clips that overlap their neighbour, over every file;
+* per condition, the range of the sources' ``rt60_s`` (one value per source: its clips' decays pooled).
 
 The recordings are read from ``--realdata`` (see its INVENTORY.md); nothing is written outside a
 temporary folder. A few minutes on one core.
@@ -148,6 +149,7 @@ def main(argv=None) -> int:
     recs = recordings(args.realdata, args.voices, rng)
     rows = defaultdict(lambda: {"n": 0, "kept": 0, "why": Counter(), "err": []})
     overlaps = [0, 0]  # overlapping neighbour pairs, kept clips
+    source_rt60 = defaultdict(list)  # the source's rt60_s, which every clip of it carries
     quiet = {}
     with scratch_dir("gates-real-") as d:
         for v, clean in recs.items():
@@ -173,6 +175,7 @@ def main(argv=None) -> int:
                 row["n"] += len(clips)
                 row["kept"] += len(kept)
                 row["why"].update(r.reason for r in rejected if r.key)
+                source_rt60[cond] += sorted({s.scores.rt60_s for s, _ in clips if s.scores.rt60_s is not None})[:1]
                 if parts is not None:
                     for seg, why in clips:
                         t = true_snr(*parts, seg.start_s, seg.end_s)
@@ -205,14 +208,19 @@ def main(argv=None) -> int:
             print(f"# {v} done", file=sys.stderr, flush=True)
 
     print(f"{len(recs)} recordings ({', '.join(recs)}), 16 kHz, default gates\n")
-    print("| condition | clips | kept | rejected (reason: clips) | snr_db − true: median | max abs |")
-    print("|---|---:|---:|---|---:|---:|")
+    print("| condition | clips | kept | rejected (reason: clips) | snr_db − true: median | 90th pct abs | max abs |")
+    print("|---|---:|---:|---|---:|---:|---:|")
     for cond, r in rows.items():
         err = np.asarray(r["err"])
         med = f"{np.median(err):+.1f}" if len(err) else ""
         mx = f"{np.max(np.abs(err)):.1f}" if len(err) else ""
+        p90 = f"{np.percentile(np.abs(err), 90):.1f}" if len(err) else ""
         why = ", ".join(f"{k}: {n}" for k, n in r["why"].most_common())
-        print(f"| {cond} | {r['n']} | {100 * r['kept'] / max(1, r['n']):.0f} % | {why} | {med} | {mx} |")
+        print(f"| {cond} | {r['n']} | {100 * r['kept'] / max(1, r['n']):.0f} % | {why} | {med} | {p90} | {mx} |")
+    rts = {c: v for c, v in source_rt60.items() if v}
+    print("\n| condition | rt60_s per source (min–max) |\n|---|---|")
+    for cond, v in rts.items():
+        print(f"| {cond} | {min(v):.2f}–{max(v):.2f} |")
     print("\n| quiet second half | its speech seconds in a kept clip or a rejected row | rejected rows |")
     print("|---|---:|---|")
     for drop, (got, total, why) in quiet.items():

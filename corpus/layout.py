@@ -24,6 +24,7 @@ from typing import Dict, Iterable, List, Optional, Set
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from corpus.guard import CorpusDamaged, check_run_tag
 from schemas.keys import stable_hash
 from storage import fs
 
@@ -64,10 +65,19 @@ class Layout:
         return self.path(table, f"run-{tag}.parquet")
 
 
+def read_parquet(path: str, columns: Optional[List[str]] = None) -> pa.Table:
+    """The Parquet file at ``path``; ``CorpusDamaged`` naming it when it is not one."""
+    data = fs.read_bytes(path)
+    try:
+        return pq.read_table(io.BytesIO(data), columns=columns)
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise CorpusDamaged(f"{path}: not a readable Parquet file ({str(e).splitlines()[0][:200]})") from e
+
+
 def read_table(paths: Iterable[str], columns: Optional[List[str]] = None) -> pa.Table:
     tables = []
     for p in paths:
-        t = pq.read_table(io.BytesIO(fs.read_bytes(p)))
+        t = read_parquet(p)
         if columns:
             t = t.select([c for c in columns if c in t.column_names])
         if t.num_rows:
@@ -83,9 +93,22 @@ def committed_runs(layout: Layout) -> Dict[str, dict]:
     for p in fs.list_dir(layout.path("runs"), suffix=".json"):
         if fs.is_temporary(p):
             continue
-        info = json.loads(fs.read_bytes(p))
-        runs[info.get("run", p.rsplit("/", 1)[-1][:-5])] = info
+        runs[check_run_tag(p.rsplit("/", 1)[-1][:-5], p)] = read_run_record(p)
     return runs
+
+
+def read_run_record(path: str) -> dict:
+    """A run's record (``runs/{tag}.json``); ``CorpusDamaged`` naming the file when it is not one."""
+    tag = path.rsplit("/", 1)[-1][:-len(".json")]
+    try:
+        info = json.loads(fs.read_bytes(path))
+    except ValueError as e:
+        raise CorpusDamaged(f"{path}: not a readable run record ({e})") from e
+    if not isinstance(info, dict) or info.get("run", tag) != tag:
+        raise CorpusDamaged(f"{path}: not the record of run {tag}")
+    if not isinstance(info.get("files", {}), dict):
+        raise CorpusDamaged(f"{path}: its files are not a table")
+    return info
 
 
 def run_order(layout: Layout, runs: Optional[Dict[str, dict]] = None) -> Dict[str, int]:

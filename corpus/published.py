@@ -2,17 +2,15 @@
 
 Readers outside the build (exports, other tools) must not trust a listing of ``shards/``: a file
 there may belong to a commit that is being applied or was interrupted, or be a stray copy. A shard
-is published when a committed run's record (``runs/{tag}.json``, ``files.shards``) names it and it
-is still there; compaction and ``--redo`` remove a shard and its manifest part together, so a
-named shard that is gone with its manifest part was replaced, while one whose manifest part is
-still there is missing.
+is published when a committed run's record (``runs/{tag}.json``) names it and no later commit
+removed it (``corpus.integrity``); one that is missing or truncated is refused, naming it.
 """
 from __future__ import annotations
 
 from typing import List
 
-from corpus import commit
-from corpus.layout import Layout, committed_runs
+from corpus import commit, guard, integrity
+from corpus.layout import Layout
 from storage import fs
 
 
@@ -27,6 +25,7 @@ class UnfinishedCommitError(ValueError):
 def check_corpus(root: str) -> Layout:
     """The corpus's layout; raises ``NotACorpusError`` when ``root`` has no committed run."""
     layout = Layout(root.rstrip("/"))
+    guard.check_no_links(layout.root)
     if fs.is_local(layout.root) and not fs.exists(layout.root):
         raise NotACorpusError(f"{root} does not exist")
     if not [p for p in fs.list_dir(layout.path("runs"), suffix=".json") if not fs.is_temporary(p)]:
@@ -44,7 +43,8 @@ def published_shards(root: str) -> List[str]:
     """Paths of the published shards of the corpus at ``root``, in name order.
 
     Raises ``NotACorpusError``, ``UnfinishedCommitError`` while a commit is open, and
-    ``FileNotFoundError`` when a published shard is missing.
+    ``CorpusDamaged`` (naming the file) when a published file is missing, has another size than
+    published, or the corpus names paths that are not its own.
     """
     layout = check_corpus(root)
     pending = pending_commits(layout)
@@ -53,15 +53,6 @@ def published_shards(root: str) -> List[str]:
             f"{root} has an unfinished commit (run {', '.join(sorted(pending))}): a build or compaction is "
             f"publishing now, or was interrupted. Try again when it is done; the next build or "
             f"'python -m pipelines.compact {root}' finishes an interrupted one")
-    names = set()
-    for info in committed_runs(layout).values():
-        names.update(n[:-len(".tar")] for n in (info.get("files") or {}).get("shards", []) if n.endswith(".tar"))
-    found = []
-    for name in sorted(names):
-        tar = layout.path("shards", name + ".tar")
-        if fs.exists(tar):
-            found.append(tar)
-        elif fs.exists(layout.path("manifest", name + ".parquet")):
-            raise FileNotFoundError(f"published shard {tar} is missing (its manifest part is there)")
-    return found
-
+    pub = integrity.check_open(layout)
+    names = sorted(rel[len("shards/"):] for rel in pub.files if rel.startswith("shards/"))
+    return [layout.path("shards", n) for n in names]

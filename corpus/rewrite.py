@@ -14,10 +14,12 @@ import tarfile
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, List, Sequence, Tuple
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import webdataset as wds
 
+from corpus.guard import CorpusDamaged
 from corpus.shards import TAR_MTIME, TAR_USER, json_bytes, shard_name, table_bytes
 from schemas import tables
 from storage import fs
@@ -47,16 +49,43 @@ def read_samples(tar_path: str) -> Iterator[Tuple[str, Dict[str, bytes]]]:
             yield key, sample
 
 
+def _samples(tar: str):
+    try:
+        yield from read_samples(tar)
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise CorpusDamaged(f"{tar}: not a readable tar ({type(e).__name__}: {e}); nothing is rewritten") from e
+
+
 def _manifest_rows(manifest_path: str) -> Dict[str, dict]:
     if not fs.exists(manifest_path):
-        return {}
-    t = pq.read_table(io.BytesIO(fs.read_bytes(manifest_path)))
+        raise CorpusDamaged(f"{manifest_path}: missing; its shard is not rewritten around the hole")
+    try:
+        t = pq.read_table(io.BytesIO(fs.read_bytes(manifest_path)))
+    except (pa.ArrowException, OSError) as e:
+        raise CorpusDamaged(f"{manifest_path}: not a readable Parquet file ({e})") from e
     return {r["key"]: r for r in t.to_pylist()}
 
 
+def _check_digest(path: str, expected, rel: str) -> None:
+    """Refuse to rewrite a file whose bytes are not the ones its run published (when the run recorded them)."""
+    want = expected.get(rel) if expected is not None else None
+    if want is None or getattr(want, "sha256", None) is None:
+        return
+    sha, size = fs.digest(path)
+    if (sha, size) != (want.sha256, want.size):
+        raise CorpusDamaged(f"{path}: its bytes are not the ones run {want.run} published (size {size}, recorded "
+                            f"{want.size}); nothing is rewritten")
+
+
 def rewrite(shards_dir: str, manifest_dir: str, names: Sequence[str], keep: Callable[[str, dict], bool],
-            out_shards: str, out_manifest: str, prefix: str, first_index: int, samples_per_shard: int) -> Rewritten:
-    """Copy the samples of shards ``names`` for which ``keep(key, manifest_row)`` into new shards."""
+            out_shards: str, out_manifest: str, prefix: str, first_index: int, samples_per_shard: int,
+            expected=None) -> Rewritten:
+    """Copy the samples of shards ``names`` for which ``keep(key, manifest_row)`` into new shards.
+
+    ``expected`` ({"shards/NAME.tar": checksum record}, ``corpus.integrity``) makes each shard and
+    manifest part be checked against its published checksum first. A shard whose manifest rows and
+    tar members differ is refused (``CorpusDamaged``): a hole is never rewritten around.
+    """
     out, batch, dropped, kept = [], [], 0, 0
     index = first_index
 
@@ -70,12 +99,16 @@ def rewrite(shards_dir: str, manifest_dir: str, names: Sequence[str], keep: Call
             batch = []
 
     for name in names:
-        rows = _manifest_rows(fs.join(manifest_dir, name + ".parquet"))
-        for key, sample in read_samples(fs.join(shards_dir, name + ".tar")):
+        tar, part = fs.join(shards_dir, name + ".tar"), fs.join(manifest_dir, name + ".parquet")
+        _check_digest(tar, expected, f"shards/{name}.tar")
+        _check_digest(part, expected, f"manifest/{name}.parquet")
+        rows = _manifest_rows(part)
+        seen = set()
+        for key, sample in _samples(tar):
             row = rows.get(key)
             if row is None:
-                raise ValueError(f"shard {name}: sample {key} has no manifest row; run the command again "
-                                 f"after checking {manifest_dir}")
+                raise CorpusDamaged(f"{tar}: sample {key} has no row in {part}; nothing is rewritten")
+            seen.add(key)
             if not keep(key, row):
                 dropped += 1
                 continue
@@ -83,6 +116,10 @@ def rewrite(shards_dir: str, manifest_dir: str, names: Sequence[str], keep: Call
             kept += 1
             if len(batch) >= samples_per_shard:
                 flush()
+        missing = sorted(set(rows) - seen)
+        if missing:  # the work area is discarded: nothing of this rewrite is published
+            raise CorpusDamaged(f"{part}: {len(missing)} rows have no sample in {tar} ({missing[0]} ...); nothing "
+                                f"is rewritten")
     flush()
     return Rewritten(out, dropped, kept)
 

@@ -15,6 +15,7 @@ COMMANDS = {
     "build": ("pipelines.build_corpus", "build or extend a corpus from a sources file or folder"),
     "compact": ("pipelines.compact", "merge a corpus's partial shards"),
     "report": ("pipelines.report", "rebuild report.html of a corpus"),
+    "verify": ("pipelines.verify", "check that a corpus is whole: every file, checksum, row and sample"),
     "export": ("pipelines.export_lhotse", "export a corpus as Lhotse Shar"),
     "train": (None, "train a model on a corpus: train tortoise | clvp | cvvp [options]"),
     "synthesize": ("pipelines.synthesize", "speak text with trained models"),

@@ -13,7 +13,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from corpus import commit, rewrite
+from corpus import commit, guard, integrity, rewrite
 from corpus.layout import Layout, committed_runs, shard_indices
 from corpus.summary import corpus_report, write_report
 from run.console import logger
@@ -58,8 +58,10 @@ def compact(output: str, samples_per_shard: Optional[int] = None, prefix: str = 
         raise ValueError(f"{output} is not a speechmill corpus (no runs/ folder)")
     with OutputLock(layout.root, "compact", log=log):
         commit.recover(layout.root, log)
+        published = integrity.check_open(layout)
         size = _target_size(layout, samples_per_shard)
-        names = [f"{prefix}-{i:06d}" for i in shard_indices(layout, prefix)]
+        names = [n for n in (f"{prefix}-{i:06d}" for i in shard_indices(layout, prefix))
+                 if f"shards/{n}.tar" in published.files]
         sizes = rewrite.shard_sizes(layout.manifest_dir, names)
         partial = [n for n in names if sizes[n] < size]
         n_samples = sum(sizes[n] for n in partial)
@@ -74,10 +76,10 @@ def compact(output: str, samples_per_shard: Optional[int] = None, prefix: str = 
         first = (shard_indices(layout, prefix) or [-1])[-1] + 1
         tag = "compact-" + stable_hash(",".join(partial) + f":{size}:{first}", 12)
         work = layout.work(tag)
-        fs.delete_tree(work.root)
+        guard.delete_tree(layout.root, work.root)
         log(f"merging {len(partial)} partial shards ({n_samples} samples) into shards from index {first}")
         out = rewrite.rewrite(layout.shards_dir, layout.manifest_dir, partial, lambda k, r: True,
-                              work.shards_dir, work.manifest_dir, prefix, first, size)
+                              work.shards_dir, work.manifest_dir, prefix, first, size, expected=published.files)
         if out.kept != n_samples:
             raise RuntimeError(f"copied {out.kept} samples but the manifests list {n_samples}; nothing changed")
         moves = [(work.path(sub, n + ext), layout.path(sub, n + ext))
@@ -86,7 +88,7 @@ def compact(output: str, samples_per_shard: Optional[int] = None, prefix: str = 
         record = {"kind": "compact", "merged": partial, "files": {"shards": [n + ".tar" for n in out.new_shards]},
                   "samples": out.kept, "samples_per_shard": size}
         commit.commit(layout.root, tag, moves, record, deletes=deletes)
-        fs.delete_tree(work.root)
+        guard.delete_tree(layout.root, work.root)
         write_report(layout, corpus_report(layout))
         rebuild_html_report(layout)  # the page names shards: point it at the merged ones
         log(f"merged {len(partial)} partial shards into {len(out.new_shards)}: "
@@ -105,6 +107,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         log("interrupted: nothing was changed (or the next command finishes the merge)")
         return 130
+    except OSError as e:  # a full disk, a storage error: one line; the next command finishes or undoes the merge
+        log(f"failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}; the corpus is unchanged or "
+            f"the next command finishes the merge")
+        return 1
     return 0
 
 

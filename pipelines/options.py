@@ -126,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     _arg(g, "--http_timeout_s", "acquire.http_timeout_s", type=number, help="HTTP connect/read timeout (default 30 s)")
     _arg(g, "--download_timeout_s", "acquire.download_timeout_s", type=number,
          help="wall-clock limit for one whole download, however slowly it trickles (default 3600 s)")
+    _arg(g, "--min_download_kbps", "acquire.min_download_kbps", type=number,
+         help="a download slower than this on average after its first seconds ends as a failure that "
+              "the next run retries, so one slow server does not hold a wave (default: no minimum)")
     _arg(g, "--http_retries", "acquire.http_retries", type=int,
          help="retries of a transient failure (timeout, reset, 5xx, 429), with exponential backoff (default 3)")
     _arg(g, "--max_items_per_source", "acquire.max_items_per_source", type=int,
@@ -209,8 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     _arg(g, "--min_snr_db", "gates.min_snr_db", type=float_or_none,
          help="lowest speech-to-noise ratio in dB (default 15)")
     _arg(g, "--max_rt60_s", "gates.max_rt60_s", type=float_or_none,
-         help="highest reverberation time estimated from the clip's speech offsets, in seconds (default 0.6; "
-              "see docs/clean-clips.md for what it catches)")
+         help="highest reverberation time in seconds, estimated from the decays of all of a source's clips "
+              "(default 0.45; see docs/clean-clips.md for what it catches)")
     _arg(g, "--dnsmos", "dnsmos", choices=["auto", "on", "off"],
          help="score DNSMOS P.835 (≈ 10-25x realtime per CPU core): auto runs it only with "
               "--asr_device cuda and onnxruntime's CUDA provider (default auto)")
@@ -225,6 +228,21 @@ def build_parser() -> argparse.ArgumentParser:
               "across a channel or feed, pick conditioning clips (default on); off: one speaker per source")
     _arg(g, "--similar_k", "similar_k", type=int,
          help="conditioning candidates per clip: other clips of the same speaker, most similar first (default 3)")
+    _arg(g, "--min_voice_s", "voices.min_voice_s", type=number,
+         help="seconds of speech a source needs from a voice before it counts as a voice of its own "
+              "(default 6; docs/speakers.md)")
+    _arg(g, "--same_voice_similarity", "voices.same_voice_similarity", type=number,
+         help="a source's candidate voices (of its utterances, and of its clips) at least this alike "
+              "(cosine) are one voice (default 0.75, measured on real voices)")
+    _arg(g, "--voice_change_margin", "voices.voice_change_margin", type=number,
+         help="an utterance counts as evidence for a voice when it is nearer to it than to the next "
+              "voice by this much (default 0.05)")
+    _arg(g, "--voice_change_evidence_s", "voices.voice_change_evidence_s", type=number,
+         help="a clip is cut at a change of voice only with this many seconds of evidence in a row on "
+              "each side; weaker changes are kept whole with a voice_change_score (default 1)")
+    _arg(g, "--speaker_link_similarity", "voices.speaker_link_similarity", type=number,
+         help="a source's voice takes the id of a speaker already in its channel, feed or folder when "
+              "they are at least this alike (default 0.83)")
 
     g = p.add_argument_group("quality filter (after transcription; 'none' turns a rule off)")
     _arg(g, "--min_confidence", "quality.min_confidence", type=float_or_none,

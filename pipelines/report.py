@@ -14,7 +14,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from corpus import commit
+from corpus import commit, integrity
 from corpus.layout import Layout
 from report import build_report
 from report.data import ReportConfig
@@ -57,6 +57,7 @@ def report(output: str, cfg=None):
                          f"published there; build one with python -m pipelines.build_corpus)")
     with OutputLock(layout.root, "report", log=log):
         commit.recover(layout.root, log)
+        integrity.check_open(layout)
         return build_report(layout, cfg or ReportConfig(), log)
 
 

@@ -20,6 +20,7 @@ from typing import Callable, List, Optional
 
 import numpy as np
 
+from corpus import guard
 from corpus.layout import REJECTED_SHARDS, Layout
 from report import audio, data, figures, page
 from report.data import ReportConfig
@@ -83,10 +84,17 @@ def _scores(row: dict, names) -> list:
 
 
 def _words(text: Optional[str], meta_words, low: float) -> list:
+    """(word, confidence, low) of a transcript, at most ``data.MAX_TEXT`` characters of it."""
+    out, shown = [], 0
     if meta_words:
-        return [(w["word"], w.get("confidence"), w.get("confidence") is not None and w["confidence"] < low)
-                for w in meta_words]
-    return [(w, None, False) for w in (text or "").split()]
+        for w in meta_words:
+            conf = w.get("confidence") if isinstance(w.get("confidence"), (int, float)) else None
+            out.append((data.cap(w.get("word"), 100), conf, conf is not None and conf < low))
+            shown += len(out[-1][0]) + 1
+            if shown > data.MAX_TEXT:
+                break
+        return out
+    return [(w, None, False) for w in data.cap(text, data.MAX_TEXT).split()]
 
 
 def _start_from_key(key: str, source_id: str) -> Optional[float]:
@@ -107,9 +115,9 @@ def audit_clips(corpus: data.Corpus, cfg: ReportConfig, layout: Layout, log=lamb
     kept = []
     for r in kept_rows:
         x = got[wanted[r["key"]]]
-        kept.append(AuditClip(r["key"], "", "", r.get("title") or r.get("source_uri") or r["source_id"],
+        kept.append(AuditClip(r["key"], "", "", data.cap(r.get("title") or r.get("source_uri") or r["source_id"]),
                               data.safe_link(r.get("original_url") or r.get("source_uri")), r["start_s"], r["end_s"],
-                              r.get("speaker") or "", _words(r["text"], x.meta.get("words"), cfg.low_word_confidence),
+                              data.cap(r.get("speaker")), _words(r["text"], x.meta.get("words"), cfg.low_word_confidence),
                               _scores(r, shown), x.path, x.note))
     rejected = []
     for (stage, reason), rows in rejected_rows.items():
@@ -120,8 +128,8 @@ def audit_clips(corpus: data.Corpus, cfg: ReportConfig, layout: Layout, log=lamb
             x = got[w] if w is not None else audio.Extracted(
                 None, {}, "rejected clips' audio is kept only when the corpus is built with --keep_rejected_audio")
             start = _start_from_key(r["key"], r["source_id"])
-            clips.append(AuditClip(r["key"], f"{stage}/{reason}", r.get("detail") or "",
-                                   src.get("title") or src.get("uri") or r["source_id"],
+            clips.append(AuditClip(r["key"], data.cap(f"{stage}/{reason}"), data.cap(r.get("detail")),
+                                   data.cap(src.get("title") or src.get("uri") or r["source_id"]),
                                    data.safe_link(src.get("original_url") or r.get("source_uri")), start,
                                    None if start is None else start + (r["duration_s"] or 0.0), "",
                                    _words(r.get("text"), None, cfg.low_word_confidence),
@@ -190,6 +198,7 @@ def build_report(layout: Layout, cfg: ReportConfig = ReportConfig(),
                  log: Callable[[str], None] = lambda m: None) -> ReportResult:
     """Write ``report.html`` (and the audit clips' audio in ``report_audio/``) for what ``layout`` holds."""
     started = time.monotonic()
+    guard.check_no_links(layout.root)  # report_audio/ is pruned: never through a link
     log(f"reading the committed tables of {layout.root}")
     corpus = data.read_corpus(layout)
     context = page_context(corpus, cfg, layout, log)

@@ -18,6 +18,7 @@ from typing import Dict, Iterable, Optional, Set, Tuple
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from corpus.guard import check_key, check_shard_name
 from corpus.layout import Layout
 from storage import fs
 
@@ -68,6 +69,9 @@ def extract(layout: Layout, wanted: Iterable[Wanted], log=lambda m: None) -> Dic
     if by_tar:
         log(f"copying {sum(len(v) for v in by_tar.values())} sampled clips out of {len(by_tar)} shards")
     for (folder, shard), items in sorted(by_tar.items()):
+        check_shard_name(shard, f"a manifest row of {folder}")
+        for w in items:
+            check_key(w.key, f"a manifest row of {folder}/{shard}")
         tar_path = layout.path(folder, shard + ".tar")
         if not fs.exists(tar_path):
             for w in items:

@@ -18,11 +18,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from corpus.guard import CorpusDamaged
+from corpus.integrity import check_part
 from corpus.layout import REJECTED_MANIFEST, Layout, committed_runs, committed_table, latest_rows, run_order
 from schemas import tables
 from schemas.outcomes import AUDIO_GATE_REASONS, Status
 from schemas.records import SCORE_FIELDS
 from storage import fs
+
+MAX_SHOWN = 300  # characters of a title, reason or detail on the page
+MAX_TEXT = 2000  # characters of a transcript on the page
+MAX_LINK = 2000
 
 MANIFEST_COLUMNS = ["key", "shard", "source_id", "speaker", "title", "original_url", "source_uri", "start_s",
                     "end_s", "duration_s", "text", "confidence", "chars_per_s", "sentence_end", *SCORE_FIELDS]
@@ -30,7 +36,8 @@ REJECTED_COLUMNS = ["source_id", "source_uri", "key", "stage", "reason", "detail
                     *SCORE_FIELDS]
 
 # clip-level rejections in the order a clip meets them (transforms.segment, .transcribe, .quality)
-BEFORE_ASR = (("segment", "too_short"), *(("quality", r) for r in AUDIO_GATE_REASONS), ("segment", "multi_speaker"))
+BEFORE_ASR = (("segment", "too_short"), ("segment", "too_quiet"), *(("quality", r) for r in AUDIO_GATE_REASONS),
+              ("segment", "multi_speaker"))
 AT_ASR = (("transcribe", "asr_error"),)
 AFTER_ASR = tuple(("quality", r) for r in ("empty_transcript", "too_short", "too_long", "low_confidence",
                                            "speaking_rate_low", "speaking_rate_high", "speaking_rate_outlier"))
@@ -72,14 +79,23 @@ class Corpus:
     n_shards: int = 0
 
 
-def read_columns(paths: Sequence[str], schema: pa.Schema, columns: Sequence[str]) -> pa.Table:
-    """``columns`` of the Parquet files at ``paths``, typed as in ``schema``; a column a file lacks is null."""
+def read_columns(paths: Sequence[str], schema: pa.Schema, columns: Sequence[str], shard_part: bool = False) -> pa.Table:
+    """``columns`` of the Parquet files at ``paths``, typed as in ``schema``; a column a file lacks is null.
+
+    ``shard_part``: each file is a shard's manifest part, whose keys must be valid sample keys and
+    whose rows must all name that shard: they become paths (``report_audio/``, the shard to open).
+    """
     target = pa.schema([schema.field(c) for c in columns])
     parts = []
     for p in paths:
-        f = pq.ParquetFile(io.BytesIO(fs.read_bytes(p)))
-        present = [c for c in columns if c in f.schema_arrow.names]
-        t = f.read(columns=present)
+        try:
+            f = pq.ParquetFile(io.BytesIO(fs.read_bytes(p)))
+            present = [c for c in columns if c in f.schema_arrow.names]
+            t = f.read(columns=present)
+        except (pa.ArrowException, OSError) as e:
+            raise CorpusDamaged(f"{p}: not a readable Parquet file ({str(e).splitlines()[0][:200]})") from e
+        if shard_part:
+            check_part(p, t)
         for c in columns:
             if c not in present:
                 t = t.append_column(c, pa.nulls(t.num_rows, schema.field(c).type))
@@ -101,9 +117,10 @@ def read_corpus(layout: Layout) -> Corpus:
                       if not fs.is_temporary(p) and p.rsplit("/", 1)[-1][4:-8] in order]
     rejected = [r for r in read_columns(rejected_paths, tables.REJECTED, REJECTED_COLUMNS).to_pylist()
                 if (r["source_id"], r.get("run")) in current]
-    manifest = read_columns(_committed_files(layout.manifest_dir, ".parquet"), tables.MANIFEST, MANIFEST_COLUMNS)
+    manifest = read_columns(_committed_files(layout.manifest_dir, ".parquet"), tables.MANIFEST, MANIFEST_COLUMNS,
+                            shard_part=True)
     kept_audio = read_columns(_committed_files(layout.path(REJECTED_MANIFEST), ".parquet"),
-                              tables.REJECTED_MANIFEST, ["key", "shard"])
+                              tables.REJECTED_MANIFEST, ["key", "shard"], shard_part=True)
     rejected_audio = dict(zip(kept_audio.column("key").to_pylist(), kept_audio.column("shard").to_pylist()))
     n_shards = len(_committed_files(layout.shards_dir, ".tar"))
     return Corpus(layout.root, runs, sources, rejected, manifest, rejected_audio, n_shards)
@@ -223,8 +240,8 @@ def reject_groups(rejected: List[dict]) -> List[RejectGroup]:
     out = []
     for (stage, reason, level), rows in by.items():
         first = min(rows, key=lambda r: (r["key"] or "", r["source_id"]))
-        out.append(RejectGroup(stage, reason, level, len(rows), hours([r["duration_s"] or 0.0 for r in rows]),
-                               first.get("detail") or ""))
+        out.append(RejectGroup(cap(stage), cap(reason), level, len(rows), hours([r["duration_s"] or 0.0 for r in rows]),
+                               cap(first.get("detail"))))
     return sorted(out, key=lambda g: (-g.count, g.stage, g.reason, g.level))
 
 
@@ -258,8 +275,8 @@ def source_lines(sources: List[dict], manifest: pa.Table, rejected: List[dict]) 
     lines = []
     for r in sources:
         d, n, s = kept.get(r["source_id"], (0.0, 0, 0))
-        lines.append(SourceLine(r["source_id"], r.get("title") or r.get("uri") or r["source_id"],
-                                safe_link(r.get("original_url") or r.get("uri")), r["status"], r.get("reason") or "",
+        lines.append(SourceLine(r["source_id"], cap(r.get("title") or r.get("uri") or r["source_id"]),
+                                safe_link(r.get("original_url") or r.get("uri")), r["status"], cap(r.get("reason")),
                                 (r["duration_s"] or 0.0) / 3600, d / 3600, n, s, rejects[r["source_id"]]))
     return sorted(lines, key=lambda x: (-x.hours_in, -x.hours_kept, x.source_id))
 
@@ -314,12 +331,21 @@ def clips_per_speaker(manifest: pa.Table) -> np.ndarray:
 
 
 def safe_link(url: Optional[str]) -> Optional[str]:
-    """``url`` when it is one a page may link to (http, https, file), else None: titles and links come
-    from the internet, and a ``javascript:`` link must never reach the page."""
-    if not url:
+    """``url`` when it is one a page may link to (http or https), else None: titles and links come from
+    the internet (or a feed), and neither a ``javascript:`` nor a ``file:`` link may reach the page;
+    one longer than ``MAX_LINK`` is left off too."""
+    if not url or len(url) > MAX_LINK:
         return None
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
-    return url if scheme in ("http", "https", "file") else None
+    return url if scheme in ("http", "https") else None
+
+
+def cap(text, limit: int = None) -> str:
+    """A string the page shows, at most ``limit`` characters (an ellipsis marks the cut): titles and
+    reasons come from feeds, and a 1 MB title must not make a 3 MB page."""
+    text = "" if text is None else str(text)
+    limit = MAX_SHOWN if limit is None else limit
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 # ---- the audit sample -------------------------------------------------------------------------------------

@@ -2,20 +2,26 @@
 publish each wave, and report. ``pipelines.build_corpus`` parses the command line and calls ``drive``."""
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
+import shutil
+import tempfile
 import time
-from typing import Callable, List, Mapping, Optional, Set, Tuple
+from typing import Callable, Iterable, Iterator, List, Mapping, Optional, Set, Tuple
 
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from acquisition.expand import is_own_item
 from acquisition.sources_file import SourcesFileError, read_sources
 from asr.model import ModelLoadError, check_available
-from corpus import commit, done_set, rewrite
+from corpus import commit, done_set, guard, identity_key, integrity, rewrite
 from corpus.layout import REJECTED_SHARDS, Layout, next_shard_index, read_table, run_tag, shard_indices
 from corpus.summary import corpus_report, run_report, write_report
 from run import live_progress, waves
@@ -26,7 +32,6 @@ from run.lock import LockedError, OutputLock
 from run.publish import clean_leftovers, publish
 from run.settings import CorpusSettings, OptionError
 from run.state import CorpusSettingsError, CorpusState, check_settings
-from run.waves import ITEMS_TABLE
 from schemas import tables
 from schemas.records import Source
 from storage import fs, object_store
@@ -52,10 +57,14 @@ def drive(settings: CorpusSettings, beam_args: List[str],
             problem = object_store.check_access(settings.sources)
             if problem:
                 raise OptionError(f"--sources {settings.sources}: {problem}")
-        parsed = read_sources(settings.sources)
+        # a new corpus's key is made here and saved once the lock is held: a refused run leaves nothing
+        _preflight_output(settings)
+        key = identity_key.read(settings.output) or identity_key.new()
+        settings = dataclasses.replace(settings, acquire=dataclasses.replace(settings.acquire, id_key=key))
+        parsed = read_sources(settings.sources, settings.acquire.id_key, log=log)
         check_output(settings.output)
         check_available(settings.asr)
-        _preflight_storage(settings, parsed.sources)
+        _preflight_sources(parsed.iter_sources())
     except (OptionError, ValueError, ModelLoadError, SourcesFileError) as e:
         log(f"error: {e}")
         raise SystemExit(2)
@@ -67,9 +76,18 @@ def drive(settings: CorpusSettings, beam_args: List[str],
         log(f"error: {e}")
         raise SystemExit(2)
     try:
+        if not identity_key.read(settings.output):
+            identity_key.save(settings.output, settings.acquire.id_key)
+        if identity_key.read(settings.output) != settings.acquire.id_key:  # a build beside this one made the key
+            settings = dataclasses.replace(settings, acquire=dataclasses.replace(
+                settings.acquire, id_key=identity_key.read(settings.output)))
+            parsed = read_sources(settings.sources, settings.acquire.id_key)
         with engine(beam_args) as args:
             return _run_locked(settings, args, parsed, layout, lock,
                                make_pipeline or (lambda: beam.Pipeline(options=PipelineOptions(args))), option_of)
+    except guard.CorpusDamaged as e:  # the output is someone's damaged or tampered corpus: nothing is changed
+        log(f"error: {e}")
+        raise SystemExit(2)
     finally:
         lock.release()
 
@@ -82,17 +100,19 @@ def clear_staging(staging_dir: str, done: Set[str]) -> None:
             fs.delete(path)
 
 
-def _preflight_storage(settings: CorpusSettings, parsed_sources: List[Source]) -> None:
-    """Fail fast, with the options to set, when an object store cannot be used with our credentials.
-
-    The output and staging stores must work; for sources only missing or refused credentials stop
-    the run (they would fail every object alike) — a missing bucket or object is that source's row.
-    """
+def _preflight_output(settings: CorpusSettings) -> None:
+    """Fail fast, with the options to set, when the output or staging store cannot be used with our
+    credentials (before anything is read from the output, such as its identity key)."""
     for path in (settings.output + "/", settings.acquire.staging_dir + "/"):
         if not fs.is_local(path):
             problem = object_store.check_access(path)
             if problem:
                 raise OptionError(problem)
+
+
+def _preflight_sources(parsed_sources: Iterable[Source]) -> None:
+    """For sources in object stores only missing or refused credentials stop the run (they would fail
+    every object alike); a missing bucket or object is that source's row."""
     buckets = {}
     for s in parsed_sources:
         if s.uri.split("://", 1)[0] in ("s3", "gs"):
@@ -113,14 +133,16 @@ def _redo_plan(state: CorpusState, settings: CorpusSettings) -> Tuple[Set[str], 
 def _replace_old_samples(layout: Layout, work: Layout, settings: CorpusSettings, replaced: Set[str],
                          first_index: int) -> List[str]:
     """Rewrite committed shards without the samples of ``replaced`` sources; returns paths to delete."""
-    names = [f"{settings.shard_prefix}-{i:06d}" for i in shard_indices(layout, settings.shard_prefix)]
+    published = integrity.check_open(layout)
+    names = [n for n in (f"{settings.shard_prefix}-{i:06d}" for i in shard_indices(layout, settings.shard_prefix))
+             if f"shards/{n}.tar" in published.files]
     affected = rewrite.shards_holding(layout.manifest_dir, names, replaced)
     if not affected:
         return []
     result = rewrite.rewrite(layout.shards_dir, layout.manifest_dir, affected,
                              lambda key, row: row["source_id"] not in replaced,
                              work.shards_dir, work.manifest_dir, settings.shard_prefix, first_index,
-                             settings.samples_per_shard)
+                             settings.samples_per_shard, expected=published.files)
     log(f"--redo: {result.dropped} old samples of reprocessed sources leave {len(affected)} shards, "
         f"which are rewritten as {len(result.new_shards)}")
     return [p for n in affected for p in (layout.path("shards", n + ".tar"), layout.path("manifest", n + ".parquet"))]
@@ -129,6 +151,7 @@ def _replace_old_samples(layout: Layout, work: Layout, settings: CorpusSettings,
 def _run_locked(settings, beam_args, parsed, layout: Layout, lock: OutputLock, make_pipeline,
                 option_of: Mapping[str, str]) -> dict:
     commit.recover(layout.root, log)
+    integrity.check_open(layout)
     state = CorpusState.read(layout)
     try:
         check_settings(state.shaping, settings.shaping(), settings.redo, settings.output, option_of,
@@ -144,27 +167,30 @@ def _run_locked(settings, beam_args, parsed, layout: Layout, lock: OutputLock, m
     def is_done(s: Source) -> bool:
         return s.source_id in done or (s.alias is not None and s.alias in done)
 
-    key = run_tag([s.source_id for s in parsed.sources] + [s.source_id for s, _ in parsed.bad_lines],
+    key = run_tag([s.source_id for s in parsed.iter_sources()] + [s.source_id for s, _ in parsed.bad_lines],
                   {**settings.fingerprint(), "again": sorted(again)})
     plan = waves.load(layout, key)
     if plan is not None:
         log(f"run {key}: going on with {len(plan.pending_waves(layout))} of {len(plan.tags)} waves not yet committed")
-    pending = [s for s in parsed.sources if not is_done(s)]
+    n_pending = sum(1 for s in parsed.iter_sources() if not is_done(s))
+
+    def pending() -> Iterator[Source]:  # read again from the parsed file, never held as a list
+        return (s for s in parsed.iter_sources() if not is_done(s))
     bad_lines = [(s, r) for s, r in parsed.bad_lines if s.source_id not in done]
     if plan is None:
-        log(f"{len(parsed.sources)} entries in {settings.sources} ({parsed.duplicates} duplicate lines "
-            f"ignored, {len(parsed.bad_lines)} unusable lines); {len(parsed.sources) - len(pending)} already "
-            f"done in {settings.output}; {len(pending)} to process (a folder, feed or channel is one entry "
+        log(f"{parsed.count} entries in {settings.sources} ({parsed.duplicates} duplicate lines "
+            f"ignored, {len(parsed.bad_lines)} unusable lines); {parsed.count - n_pending} already "
+            f"done in {settings.output}; {n_pending} to process (a folder, feed or channel is one entry "
             f"until its items are listed)"
             + (f"; {len(again)} picked again by --redo/--retry_failed" if again else ""))
-        if not pending and not bad_lines:
+        if not n_pending and not bad_lines:
             clean_leftovers(layout, settings.acquire.staging_dir, log=log)
             report = corpus_report(layout)
             write_report(layout, report)
             print_summary("nothing to do; corpus", report, settings.output)
             return report
         clean_leftovers(layout, settings.acquire.staging_dir, log=log)
-        plan = _make_plan(layout, key, pending, bad_lines, done, settings, make_pipeline)
+        plan = _make_plan(layout, key, pending(), n_pending, bad_lines, done, settings, make_pipeline)
     else:
         clean_leftovers(layout, settings.acquire.staging_dir, keep_work=plan.work_names(), log=log)
 
@@ -193,30 +219,50 @@ def _run_locked(settings, beam_args, parsed, layout: Layout, lock: OutputLock, m
 def start_live_progress(plan, pending: List[int]) -> "live_progress.LiveProgress":
     """A bar on a terminal, periodic lines elsewhere: hours of the pending waves' items as known."""
     stream = visible_stream()
-    known_h = sum(waves.estimated_s(item) for i in pending for item in plan.items(i)) / 3600
+    known_h = sum(plan.seconds[i] for i in pending) / 3600
     tty = bool(getattr(stream, "isatty", lambda: False)())
     interval = float(os.environ.get("SPEECHMILL_PROGRESS_S", "10")) if not tty else 0.5
     return live_progress.LiveProgress(hours_known=known_h, waves=len(plan.tags), stream=stream, tty=tty,
                                       interval_s=interval).start()
 
 
-def _make_plan(layout: Layout, key: str, pending: List[Source], bad_lines: list, done: Set[str],
+def _make_plan(layout: Layout, key: str, pending: Iterable[Source], n_pending: int, bad_lines: list, done: Set[str],
                settings: CorpusSettings, make_pipeline) -> "waves.Plan":
-    """List the pending sources' items (one pipeline), then cut them into waves and save the plan."""
+    """List the pending sources' items (one pipeline), then cut them into waves and save the plan.
+
+    The sources go to the listing as a file of JSON lines and the plan is written a wave at a time,
+    so the driver's memory does not grow with the number of sources or items."""
     work = layout.work(waves.expansion_tag(key))
-    fs.delete_tree(work.root)
+    guard.delete_tree(layout.root, work.root)
     fs.mkdirs(work.root)
     done_path = done_set.write_lookup(work.root, "done", sorted(done))
-    log(f"run {key}: listing the items of {len(pending)} sources")
+    log(f"run {key}: listing the items of {n_pending} sources")
     started = time.monotonic()
+    # the job graph carries a path, not a million sources; sources that are their own one item (local
+    # files, kind direct) skip the pipeline and go straight to the listing's items
+    own = settings.acquire.max_hours_total is None  # a budget is applied across all items in the pipeline
+    source_files, lines = [], []
+
+    def flush_lines():
+        if lines:
+            source_files.append(work.path(f"pending-{len(source_files):06d}.jsonl"))
+            fs.atomic_write_bytes(source_files[-1], "".join(lines).encode())
+            lines.clear()
+    with items_writer(work.path(waves.ITEMS_PREFIX + "-driver.parquet")) as items:
+        for s in pending:
+            if own and is_own_item(s):
+                items.add(s)
+            else:
+                lines.append(s.to_json() + "\n")
+                if len(lines) >= waves.CHUNK:
+                    flush_lines()
+    flush_lines()
     p = make_pipeline()
-    build_expansion(p, pending, bad_lines, settings, work, waves.expansion_tag(key), done_path)
+    build_expansion(p, source_files, bad_lines, settings, work, waves.expansion_tag(key), done_path)
     run_to_end(p)
-    items = [tables.item_from_row(r) for r in read_table([work.path(ITEMS_TABLE)]).to_pylist()] \
-        if fs.exists(work.path(ITEMS_TABLE)) else []
-    plan = waves.plan(key, items, settings.commit_every_hours, ",".join(sorted(CorpusState.read(layout).runs)))
-    waves.save(layout, plan)
-    log(f"run {key}: {len(items)} items in {len(plan.tags)} waves of at most {settings.commit_every_hours:g} h "
+    plan = waves.make_plan(layout, key, waves.item_files(work.root), settings.commit_every_hours,
+                           ",".join(sorted(CorpusState.read(layout).runs)), log=log)
+    log(f"run {key}: {sum(plan.sizes)} items in {len(plan.tags)} waves of at most {settings.commit_every_hours:g} h "
         f"({time.monotonic() - started:.1f} s); each wave is published as it completes")
     return plan
 
@@ -233,6 +279,43 @@ def _dedup_lookup(layout: Layout, work: Layout, replaced: Set[str]) -> str:
     if table.num_rows:
         table = table.sort_by("key")
     return done_set.write_table_lookup(work.root, "dedup_index", table)
+@contextlib.contextmanager
+def fs_writer(path: str):
+    """A binary file for ``path`` (any storage): written on local disk, then put in place (uploaded
+    as a stream, or as one put when empty) once the block ends without error."""
+    with tempfile.TemporaryFile() as f:
+        yield f
+        if not f.tell():
+            fs.atomic_write_bytes(path, b"")
+            return
+        f.seek(0)
+        fs.atomic_write(path, lambda out: shutil.copyfileobj(f, out, 1 << 20))
+
+
+class _ItemsWriter:
+    """Items as rows of the listing's table, written ``waves.CHUNK`` at a time."""
+
+    def __init__(self, f):
+        self.writer, self.rows = pq.ParquetWriter(f, tables.ITEMS), []
+
+    def add(self, s: Source) -> None:
+        self.rows.append(tables.item_row(s))
+        if len(self.rows) >= waves.CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.rows:
+            self.writer.write_table(pa.Table.from_pylist(self.rows, tables.ITEMS))
+            self.rows = []
+
+
+@contextlib.contextmanager
+def items_writer(path: str):
+    with fs_writer(path) as f:
+        w = _ItemsWriter(f)
+        yield w
+        w.flush()
+        w.writer.close()
 
 
 def _run_wave(layout: Layout, plan, i: int, settings: CorpusSettings, beam_args, lock: OutputLock, replaced: Set[str],
@@ -241,7 +324,7 @@ def _run_wave(layout: Layout, plan, i: int, settings: CorpusSettings, beam_args,
     tag = plan.tags[i]
     state = CorpusState.read(layout)
     work = layout.work(tag)
-    fs.delete_tree(work.root)
+    guard.delete_tree(layout.root, work.root)
     fs.mkdirs(work.root)
     first_index = next_shard_index(layout, settings.shard_prefix)
     first_rejected = next_shard_index(layout, settings.shard_prefix, REJECTED_SHARDS)

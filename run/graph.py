@@ -12,12 +12,13 @@ import apache_beam as beam
 
 from corpus.layout import REJECTED_MANIFEST, REJECTED_SHARDS, Layout
 from run.settings import CorpusSettings
-from run.waves import ITEMS_TABLE
+from run.waves import item_part, write_item_part
 from schemas import tables
 from schemas.outcomes import Status
 from schemas.records import Source, SourceResult
 from speakers.cluster import ClusterParams
 from speakers.turns import TurnParams
+from storage import fs
 from transforms.acquire import Acquire
 from transforms.dedup import Dedup
 from transforms.expand import Expand
@@ -32,19 +33,29 @@ from transforms.write_table import WriteTable
 ASR_USAGE = "asr_usage.json"  # a wave's model input totals, read by the driver (not published)
 
 
-def build_expansion(p: beam.Pipeline, sources: List[Source], bad_lines: list, settings: CorpusSettings,
+def build_expansion(p: beam.Pipeline, source_files: List[str], bad_lines: list, settings: CorpusSettings,
                     work: Layout, tag: str, done_path: str) -> beam.PCollection:
     """The plan's first pipeline: list every pending source's items (``items.parquet``), with rows for
     the sources that could not be listed, items deferred by a limit, and unusable lines.
+
+    ``source_files`` hold the pending sources as JSON lines, a chunk each, read by the workers (the job
+    graph carries paths, not a million sources; every runner, the Dask runner too, runs a ``Create``).
 
     ``done_path`` is a lookup file of finished source ids (``corpus.done_set``) that each worker
     reads from storage. Returns the pipeline's one final PCollection (see ``finished``).
     """
     expanded = (p
-                | "Sources" >> beam.Create(sources)
+                | "SourceFiles" >> beam.Create(source_files)
+                | "Sources" >> beam.FlatMap(lambda path: fs.read_bytes(path).decode().splitlines())
+                | "Parse" >> beam.Map(Source.from_json)
                 | "Spread" >> beam.Reshuffle()
                 | "Expand" >> Expand(settings.acquire, done_path))
-    written = [expanded["items"] | "WriteItems" >> WriteTable(work.path(ITEMS_TABLE), tables.ITEMS, tables.item_row)]
+    # items as sharded Parquet, written as they come (a million items never gather on one worker);
+    # the plan sorts them into sources-file order
+    written = [expanded["items"]
+               | "ItemRows" >> beam.Map(lambda s: (item_part(s.source_id), tables.item_row(s)))
+               | "ByPart" >> beam.GroupByKey()
+               | "WriteItems" >> beam.Map(write_item_part, work.root)]
     bad_rows = p | "BadLines" >> beam.Create([r for _, r in bad_lines])
     bad_sources = p | "BadLineSources" >> beam.Create(
         [SourceResult.of(s, Status.FAILED, r.reason) for s, r in bad_lines])
@@ -84,7 +95,12 @@ def build_wave(p: beam.Pipeline, items: List[Source], settings: CorpusSettings, 
                             max_scratch_bytes=settings.max_scratch_bytes,
                             scratch_dir=settings.scratch_dir, vad=settings.vad == "silero", gates=settings.gates,
                             dnsmos=settings.dnsmos, dnsmos_device=side_device,
-                            speakers=settings.speakers, turns=TurnParams(device=side_device),
+                            speakers=settings.speakers,
+                            turns=TurnParams(min_voice_s=settings.voices.min_voice_s,
+                                             same_voice_similarity=settings.voices.same_voice_similarity,
+                                             change_margin=settings.voices.voice_change_margin,
+                                             change_evidence_s=settings.voices.voice_change_evidence_s,
+                                             device=side_device),
                             fingerprints=settings.dedup.audio)
     shard_cfg = ShardConfig(shards_dir=work.shards_dir, manifest_dir=work.manifest_dir,
                             prefix=settings.shard_prefix, samples_per_shard=settings.samples_per_shard,
@@ -102,7 +118,10 @@ def build_wave(p: beam.Pipeline, items: List[Source], settings: CorpusSettings, 
     kept = judged["kept"]
     written = [transcribed[USAGE] | "WriteUsage" >> WriteUsage(work.path(ASR_USAGE))]
     if settings.speakers:
-        voiced = kept | "Speakers" >> AssignSpeakers(ClusterParams(similar_k=settings.similar_k), known_speakers_path)
+        voiced = kept | "Speakers" >> AssignSpeakers(ClusterParams(
+            same_voice_similarity=settings.voices.same_voice_similarity, min_voice_s=settings.voices.min_voice_s,
+            link_similarity=settings.voices.speaker_link_similarity, similar_k=settings.similar_k),
+            known_speakers_path)
         kept = voiced["kept"]
         written.append(voiced[SPEAKERS] | "WriteSpeakers" >> WriteTable(
             work.path("speakers.parquet"), tables.SPEAKERS, functools.partial(tables.speaker_row, run=tag)))

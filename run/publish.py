@@ -3,11 +3,12 @@ of dead runs cleaned under the lock."""
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 from typing import Iterable
 
-from corpus import commit
+from corpus import commit, guard
 from corpus.layout import REJECTED_MANIFEST, REJECTED_SHARDS, WORK, Layout
 from report import build_report
 from storage import fs
@@ -60,12 +61,13 @@ def clean_leftovers(layout: Layout, staging_dir: str, keep_work: Iterable[str] =
     removed = 0
     keep = set(keep_work)
     work_root = layout.path(WORK)
+    guard.check_no_links(layout.root)  # a linked _work/ or _staging/ is refused, never emptied
     if fs.is_local(work_root):
         local = fs.local_path(work_root)
         names = os.listdir(local) if os.path.isdir(local) else []
         stale = [n for n in names if n not in keep]
         for n in stale:
-            fs.delete_tree(os.path.join(local, n))
+            guard.delete_tree(layout.root, os.path.join(local, n))
         removed += len(stale)
     else:
         for p in fs.list_tree(work_root):
@@ -81,6 +83,8 @@ def clean_leftovers(layout: Layout, staging_dir: str, keep_work: Iterable[str] =
                 removed += 1
     inside = staging_dir.rstrip("/").startswith(layout.root.rstrip("/") + "/")
     min_age = 0.0 if inside else external_age_s
+    if inside:
+        guard.inside(layout.root, staging_dir, "the staging folder", "--staging_dir")
     removed += _clean_staging(staging_dir, min_age)
     if removed:
         log(f"removed {removed} leftovers of interrupted runs (work areas, temporary files, partial downloads)")
@@ -101,8 +105,8 @@ def _clean_staging(staging_dir: str, min_age_s: float) -> int:
                 age = time.time() - os.path.getmtime(p)
             except OSError:
                 continue
-            if age >= min_age_s:
-                fs.delete_tree(p) if os.path.isdir(p) else fs.delete_if_exists(p)
+            if age >= min_age_s:  # a link is removed itself, never what it points to
+                shutil.rmtree(p) if os.path.isdir(p) and not os.path.islink(p) else fs.delete_if_exists(p)
                 removed += 1
         return removed
     for p in fs.list_dir(staging_dir):

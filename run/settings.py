@@ -17,6 +17,7 @@ from asr.spec import AsrModelSpec, TranscribeOptions, WhisperGates
 from audio.silence import SplitParams
 from dedup.decide import DedupParams
 from schemas.settings import OUTPUT, SHAPING, SettingError, part, recorded, setting, validate_parts
+from speakers.params import VoiceParams
 from transforms.gate_settings import AudioGates, QualityConfig
 
 SHARD_PREFIX_BANNED = "/\\.{}*?[] "
@@ -25,6 +26,10 @@ MIN_SCRATCH_BYTES = 1 << 20  # a source must be allowed at least 1 MiB of decode
 
 class OptionError(ValueError):
     """A bad option or value: one line for the user, exit status 2."""
+
+
+VOICE_FIELDS = ("min_voice_s", "same_voice_similarity", "voice_change_margin", "voice_change_evidence_s",
+                "speaker_link_similarity")
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,7 @@ class CorpusSettings:
     transcribe: TranscribeOptions = part(default_factory=TranscribeOptions)
     whisper_gates: WhisperGates = part(default_factory=WhisperGates, nest=True)
     dedup: DedupParams = part(default_factory=DedupParams, nest=True)
+    voices: VoiceParams = part(default_factory=VoiceParams, nest=True)
     vad: str = setting("silero", role=SHAPING)
     dnsmos: bool = setting(False)
     keep_rejected_audio: bool = setting(False, role=OUTPUT)

@@ -4,12 +4,13 @@ WebDataset splits a sample name at its first dot and tar tools dislike odd chara
 key is limited to ``[A-Za-z0-9_-]`` and 80 characters. Ids come from ``hashlib`` (never ``hash()``,
 which changes between worker processes), so every worker and every rerun agrees on them.
 
-A source id is ``{extractor}-{id}`` (``youtube-dQw4w9WgXcQ``) or ``{scheme}-{sha1 of the URI}``;
+A source id is ``{extractor}-{id}`` (``youtube-dQw4w9WgXcQ``) or ``{scheme}-{hash of the URI}``;
 a segment key is ``{source_id}_{start_ms:09d}``.
 """
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 
 from schemas.redact import redact_url
@@ -35,12 +36,20 @@ def _scheme_tag(uri: str) -> str:
         scheme, _UNSAFE_RUN.sub("", scheme)[:10] or "src")
 
 
-def source_id_for_uri(uri: str) -> str:
-    """``{scheme}-{sha1(uri)[:20]}`` for a normalised URI (``file``, ``http``, ``gs``, ``s3``).
+def source_id_for_uri(uri: str, id_key: str = "") -> str:
+    """``{scheme}-{hash[:20]}`` for a normalised URI (``file``, ``http``, ``gs``, ``s3``).
 
-    The hash is of the redacted URI (no credentials or tokens), so a rotated token is the same source.
+    A URI without secrets is hashed as it is (SHA-1). A URI with credentials or secret-looking
+    parameters is told apart by its whole text, secret included, through an HMAC keyed with the
+    corpus's identity key (``id_key``, hex; ``corpus.identity_key``), so ``?key=ep101`` and
+    ``?key=ep102`` are two sources while no id lets anyone test guesses of the secret without the
+    key. Without a key such a URI falls back to the hash of its redacted form.
     """
-    return f"{_scheme_tag(uri)}-{stable_hash(redact_url(uri))}"
+    redacted = redact_url(uri)
+    if redacted == uri or not id_key:
+        return f"{_scheme_tag(uri)}-{stable_hash(redacted)}"
+    mac = hmac.new(bytes.fromhex(id_key), uri.encode("utf-8", "surrogateescape"), hashlib.sha256)
+    return f"{_scheme_tag(uri)}-{mac.hexdigest()[:_ID_HASH_CHARS]}"
 
 
 def source_id_for_extractor(extractor: str, item_id: str) -> str:

@@ -34,6 +34,7 @@ class Source:
     uploader: Optional[str] = None  # uploader, channel or podcast author: a speaker hint
     upload_date: Optional[str] = None  # YYYY-MM-DD when stated
     declared_duration_s: Optional[float] = None  # duration the site or feed states, before download
+    size_bytes: Optional[int] = None  # size the feed states (enclosure length), before download
     remote: bool = False  # named by remote content (feed, page, playlist): only http(s), never local or buckets
     alias: Optional[str] = None  # an earlier id of the same source (a local file's path-based id)
     parent: Optional[str] = None  # the (redacted) sources-file entry an item was listed from: folder, feed, playlist
@@ -41,7 +42,9 @@ class Source:
     def to_json(self) -> str:
         import dataclasses
         import json
-        return json.dumps(dataclasses.asdict(self), sort_keys=True, ensure_ascii=False)
+        # the fields as they are (dataclasses.asdict deep-copies each one: slow for millions of items)
+        return json.dumps({f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, sort_keys=True,
+                          ensure_ascii=False)
 
     @classmethod
     def from_json(cls, text: str) -> "Source":
@@ -74,7 +77,7 @@ class AudioFile:
 
 
 SCORE_FIELDS = ("speech_ratio", "bandwidth_hz", "clipping", "snr_db", "rt60_s", "dnsmos_sig", "dnsmos_bak",
-                "dnsmos_ovrl")
+                "dnsmos_ovrl", "voice_change_score")
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,7 @@ class ClipScores:
     dnsmos_sig: Optional[float] = None
     dnsmos_bak: Optional[float] = None
     dnsmos_ovrl: Optional[float] = None
+    voice_change_score: Optional[float] = None  # 1 − cosine of the voices across the clip's least alike pause
 
     def as_dict(self) -> dict:
         return {k: getattr(self, k) for k in SCORE_FIELDS}

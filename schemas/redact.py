@@ -4,8 +4,8 @@ Sources are often private feeds or signed links: ``https://user:pass@host/…``,
 ``…?token=…``, S3/GCS presigned parameters. The URL itself is needed to download, but the
 manifest, the sources and rejected tables, log lines and every sample's ``.json`` (which end up in
 published datasets) get the redacted form: credentials and secret-looking query values become
-``REDACTED``. A source's id is derived from the redacted form too, so a rotated token does not
-make the same episode new.
+``REDACTED``. A source's id comes from the whole URL through a keyed hash (``schemas.keys``), so
+two links that differ only in a token stay two sources and the id gives the token away to no one.
 
 ``clean_text`` replaces lone surrogates (which a page's ``<title>`` or a JSONL line can carry and
 which UTF-8 cannot encode) and control characters, so one odd title cannot crash a run at the end.
@@ -32,6 +32,8 @@ def redact_url(url: str) -> str:
     """``url`` with user info and secret-looking query values replaced by ``REDACTED``."""
     if not isinstance(url, str) or "://" not in url:
         return url
+    if "@" not in url and "?" not in url and "#" not in url:
+        return url  # nothing that could hold a secret
     try:
         parts = urlsplit(url)
     except ValueError:

@@ -16,6 +16,7 @@ import threading
 from typing import List, Optional, Sequence
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from audio.packaged import ModelFileMissing, package_file
 from audio.resample import resample
@@ -121,10 +122,18 @@ def embed_partials(pieces: Sequence[np.ndarray], device: str = "cpu", batch: int
     import torch
     m = model(device)
     out = []
-    with torch.inference_mode():
-        for i in range(0, len(pieces), batch):
-            spec = np.stack([mels(loudness_normalised(p))[:PARTIAL_FRAMES] for p in pieces[i:i + batch]])
-            out.append(m(torch.from_numpy(spec).to(device)).float().cpu().numpy())
+    threads = torch.get_num_threads()
+    # one thread for torch and for numpy's BLAS: a matrix product's sums are split by the thread count,
+    # so embeddings (and the speaker ids clustered from them) would differ in the last bits between
+    # runners and machines
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1), torch.inference_mode():
+            for i in range(0, len(pieces), batch):
+                spec = np.stack([mels(loudness_normalised(p))[:PARTIAL_FRAMES] for p in pieces[i:i + batch]])
+                out.append(m(torch.from_numpy(spec).to(device)).float().cpu().numpy())
+    finally:
+        torch.set_num_threads(threads)
     return np.concatenate(out)
 
 

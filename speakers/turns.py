@@ -6,36 +6,50 @@ cut at. Each clip is divided at its short pauses (≥ ``min_pause_s`` of quiet o
 into utterances; every utterance long enough to be recognised (≥ ``min_utterance_s``) gets a voice
 embedding (the mean of its 1.6 s partials, see ``speakers.encoder``).
 
-One utterance's embedding is too noisy to compare against a fixed threshold (measured: a second of
-one voice scores 0.70–0.95 against that voice, and a second of another voice up to 0.78). So the
-utterances of the whole source are clustered together (average linkage at ``voice_similarity``,
-clusters with under ``min_voice_s`` of speech folded into their nearest neighbour) and each is
-labelled with the voice whose centroid it is closest to: a decision between the source's voices,
-not against a threshold. Walking through a clip, an utterance labelled with another voice starts a
-new turn, and the clip is cut in the middle of the pause before it. An utterance whose own
-partials disagree (two voices with no pause between them) cannot be cut cleanly: the turn holding
-it is rejected as ``multi_speaker``. Short utterances ("yes", "mm-hmm") join the turn they are in.
+A change of voice needs evidence, because one real person varies a lot from second to second
+(measured on real voices: 3 s of one person score 0.71–0.91 against another 3 s of that person,
+and 0.40–0.71 against another person). So:
+
+1. How many voices a source holds is decided first, over all its utterances
+   (``speakers.cluster.voices``): clusters whose centroids are as alike as one person's are one
+   voice, and a "voice" with under ``min_voice_s`` of speech is folded into its neighbour. A source
+   of one voice is never cut.
+2. In a source of several voices, each utterance is labelled with the nearest voice, and is
+   evidence for it only when it is nearer by ``change_margin``. A clip is cut only between two runs
+   of utterances that each hold ``change_evidence_s`` of such evidence; weaker runs join their
+   neighbours. The cut goes in the middle of the longest pause between the two runs.
+3. In a source of several voices, an utterance whose own 1.6 s partials are nearest to different
+   voices (two voices with no pause between them: an overlap or an interruption) cannot be cut
+   cleanly: it becomes a turn of its own, marked ``mixed`` (the segment stage rejects it as
+   ``multi_speaker``).
+
+Each turn also gets a ``voice_change_score``: the largest distance (1 − cosine) between the voices
+on the two sides of one of its inner pauses, a measure of how likely an uncut change is.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from audio.silence import Piece
 from speakers import encoder
-from speakers.cluster import cluster_labels, normalise
+from speakers.cluster import normalise, voices
+
+SCORE_WINDOW_S = 2.0  # speech each side of a pause that voice_change_score compares
 
 
 @dataclass(frozen=True)
 class TurnParams:
     min_pause_s: float = 0.15
     min_utterance_s: float = 1.0
-    voice_similarity: float = 0.70  # average-linkage cut between a source's voices
-    min_voice_s: float = 3.0  # a "voice" with less speech than this is folded into its nearest neighbour
-    within_similarity: float = 0.50  # consecutive partials of one utterance below this: two voices
+    same_voice_similarity: float = 0.75  # proposed voices whose centroids are this alike are one voice
+    min_voice_s: float = 6.0  # a voice with less speech than this is folded into its nearest neighbour
+    change_margin: float = 0.05  # an utterance is evidence for its voice when nearer to it by this much
+    change_evidence_s: float = 1.0  # each side of a change needs this much evidence in a row
     device: str = "cpu"
+
 
 
 @dataclass
@@ -44,6 +58,7 @@ class Turn:
     end: int  # exclusive
     embedding: Optional[np.ndarray]  # None when no utterance in it was long enough
     mixed: bool = False
+    voice_change_score: Optional[float] = None  # largest voice distance across an inner pause; None: nothing to compare
 
 
 def _runs(mask: np.ndarray) -> List[Tuple[int, int]]:
@@ -69,7 +84,7 @@ def split_turns(clips: Sequence[Tuple[int, int]], pause: np.ndarray, hop_s: floa
     """For each clip (frame range), its turns: one voice each, with the turn's voice embedding.
 
     ``audio(start_frame, end_frame)`` returns that stretch as float32 at ``rate`` (the encoder
-    resamples it to its own). Partials of many clips are embedded in one batched pass.
+    resamples it to its own). All partials of all clips are embedded in batches.
     """
     min_pause_f = max(1, int(round(params.min_pause_s / hop_s)))
     min_utt_f = int(round(params.min_utterance_s / hop_s))
@@ -91,59 +106,141 @@ def split_turns(clips: Sequence[Tuple[int, int]], pause: np.ndarray, hop_s: floa
         if len(pieces) >= 64:
             flush()
     flush()
-    labels = _voices(plans, by_utt, hop_s, params)
-    return [_turns(utts, by_utt, labels, c, params) for c, utts in enumerate(plans)]
+    by_utt = {k: np.stack(v) for k, v in by_utt.items()}
+    cents = _source_voices(plans, by_utt, hop_s, params)
+    return [_turns(utts, by_utt, cents, c, hop_s, params) for c, utts in enumerate(plans)]
 
 
-def _voices(plans, by_utt, hop_s: float, params: TurnParams):
-    """A voice label for every embedded utterance of the source: clusters, then nearest centroid."""
+def _source_voices(plans, by_utt, hop_s: float, params: TurnParams) -> np.ndarray:
+    """Centroids of the voices the source holds (one row when it holds one, none without speech)."""
     ids = sorted(by_utt)
     if not ids:
-        return {}
-    vecs = normalise(np.stack([encoder.mean_embedding(np.stack(by_utt[i])) for i in ids]))
+        return np.zeros((0, 256), np.float32)
+    vecs = normalise(np.stack([encoder.mean_embedding(by_utt[i]) for i in ids]))
     secs = np.array([(plans[c][u][1] - plans[c][u][0]) * hop_s for c, u in ids])
-    lab = cluster_labels(vecs, params.voice_similarity)
-    big = [k for k in range(int(lab.max()) + 1) if secs[lab == k].sum() >= params.min_voice_s]
-    if not big:  # too little speech to tell voices apart: one voice
-        return {i: 0 for i in ids}
-    cents = normalise(np.stack([(vecs[lab == k] * secs[lab == k, None]).sum(0) for k in big]))
-    nearest = np.argmax(vecs @ cents.T, axis=1)
-    return {i: int(big[n]) for i, n in zip(ids, nearest)}
+    lab = voices(vecs, secs, params.same_voice_similarity, params.min_voice_s)
+    return normalise(np.stack([(vecs[lab == k] * secs[lab == k, None]).sum(0) for k in range(int(lab.max()) + 1)]))
 
 
-def _turns(utts, by_utt, labels, c: int, params: TurnParams) -> List[Turn]:
-    """Turns of one clip. At a change of voice, the cut goes at the longest pause between the last
-    utterance of the old voice and the first of the new one (short utterances in between, too short
-    to recognise, go with the side of the longer pause)."""
-    turns: List[Turn] = []
-    cur_start, cur_vecs, cur_label, cur_mixed, last = utts[0][0], [], None, False, None
-    for u, (s, e, _) in enumerate(utts):
-        vecs = by_utt.get((c, u))
-        if vecs is None:  # too short to recognise: placed when the next voice is known
+def _evidence(vecs: np.ndarray, cents: np.ndarray, margin: float) -> Tuple[int, bool]:
+    """(nearest voice, whether it is nearer than the next by ``margin``) of one embedding."""
+    sims = cents @ vecs
+    order = np.argsort(-sims, kind="stable")
+    return int(order[0]), bool(len(order) < 2 or sims[order[0]] - sims[order[1]] >= margin)
+
+
+def _turns(utts, by_utt: Dict, cents: np.ndarray, c: int, hop_s: float, params: TurnParams) -> List[Turn]:
+    """Turns of one clip (see the module's doc)."""
+    emb = [u for u in range(len(utts)) if (c, u) in by_utt]
+    if len(cents) < 2 or not emb:
+        return [_turn(utts, by_utt, c, 0, len(utts), hop_s, params)]
+    # runs: [label, first utterance, last utterance, evidence seconds]; mixed utterances stand alone
+    runs: List[list] = []
+    for u in emb:
+        vecs = by_utt[(c, u)]
+        if len({_evidence(v, cents, 0.0)[0] for v in vecs}) > 1:
+            runs.append([-1, u, u, np.inf])
             continue
-        label = labels[(c, u)]
-        mixed = any(float(vecs[i] @ vecs[i + 1]) < params.within_similarity for i in range(len(vecs) - 1))
-        if cur_label is not None and label != cur_label:
-            cut = max(range(last + 1, u + 1), key=lambda i: (utts[i][2], i))
-            turns.append(Turn(cur_start, utts[cut][0], encoder.mean_embedding(np.stack(cur_vecs)), cur_mixed))
-            cur_start, cur_vecs, cur_mixed = utts[cut][0], [], False
-        cur_label, last = label, u
-        cur_vecs += vecs
-        cur_mixed = cur_mixed or mixed
-    turns.append(Turn(cur_start, utts[-1][1], encoder.mean_embedding(np.stack(cur_vecs)) if cur_vecs else None,
-                      cur_mixed))
-    return turns
+        lab, ok = _evidence(normalise(vecs.mean(0)), cents, params.change_margin)
+        secs = (utts[u][1] - utts[u][0]) * hop_s if ok else 0.0
+        if runs and runs[-1][0] == lab:
+            runs[-1][2], runs[-1][3] = u, runs[-1][3] + secs
+        else:
+            runs.append([lab, u, u, secs])
+    while True:  # fold the weakest run without enough evidence into its stronger neighbour
+        weak = [i for i, r in enumerate(runs) if r[3] < params.change_evidence_s and r[0] >= 0]
+        if len(runs) < 2 or not weak:
+            break
+        i = min(weak, key=lambda k: (runs[k][3], k))
+        nbrs = [j for j in (i - 1, i + 1) if 0 <= j < len(runs) and runs[j][0] >= 0]
+        if not nbrs:
+            if all(r[0] >= 0 for r in runs):
+                break
+            runs[i][3] = np.inf  # between two mixed utterances: stands as it is
+            continue
+        j = max(nbrs, key=lambda k: (runs[k][3], -k))
+        a, b = min(i, j), max(i, j)
+        runs[a:b + 1] = [[runs[j][0], runs[a][1], runs[b][2], runs[a][3] + runs[b][3]]]
+        if a > 0 and runs[a - 1][0] == runs[a][0] >= 0:
+            runs[a - 1:a + 1] = [[runs[a][0], runs[a - 1][1], runs[a][2], runs[a - 1][3] + runs[a][3]]]
+        elif a + 1 < len(runs) and runs[a + 1][0] == runs[a][0] >= 0:
+            runs[a:a + 2] = [[runs[a][0], runs[a][1], runs[a + 1][2], runs[a][3] + runs[a + 1][3]]]
+    # boundaries: a mixed utterance is cut out at its own edges; between two voices, at the longest pause
+    bounds = [0]
+    for r0, r1 in zip(runs, runs[1:]):
+        if r0[0] < 0 or r1[0] < 0:
+            bounds.append(r1[1] if r1[0] < 0 else r0[2] + 1)
+        else:
+            bounds.append(max(range(r0[2] + 1, r1[1] + 1), key=lambda i: (utts[i][2], i)))
+    bounds.append(len(utts))
+    mixed_at = {r[1] for r in runs if r[0] < 0}
+    for r0, r1 in zip(runs, runs[1:]):  # the utterances either side of a change: any partial of the other voice?
+        if r0[0] < 0 or r1[0] < 0:
+            continue
+        for u, own, other in ((r0[2], r0[0], r1[0]), (r1[1], r1[0], r0[0])):
+            if (cents[other] @ by_utt[(c, u)].T > cents[own] @ by_utt[(c, u)].T).any():
+                mixed_at.add(u)
+                bounds += [u, u + 1]
+    bounds = sorted(set(bounds))
+    out = []
+    for a, b in zip(bounds, bounds[1:]):
+        if b > a:
+            t = _turn(utts, by_utt, c, a, b, hop_s, params)
+            t.mixed = a in mixed_at and b - a == 1
+            out.append(t)
+    return out
+
+
+def _turn(utts, by_utt: Dict, c: int, a: int, b: int, hop_s: float, params: TurnParams) -> Turn:
+    """The turn of utterances a..b-1: its voice embedding and its voice change score."""
+    vecs = [by_utt[(c, u)] for u in range(a, b) if (c, u) in by_utt]
+    emb = encoder.mean_embedding(np.concatenate(vecs)) if vecs else None
+    return Turn(utts[a][0], utts[b - 1][1], emb, False, _change_score(utts, by_utt, c, a, b, hop_s, params))
+
+
+def _change_score(utts, by_utt: Dict, c: int, a: int, b: int, hop_s: float, params: TurnParams) -> Optional[float]:
+    """Largest 1 − cosine between the voices of up to ``SCORE_WINDOW_S`` of speech on each side of
+    an inner pause of utterances a..b-1 (None when no pause has recognisable speech on both sides)."""
+    have = [u for u in range(a, b) if (c, u) in by_utt]
+    if len(have) < 2:
+        return None
+    best = 0.0
+    for k in range(1, len(have)):
+        left, right, t = [], [], 0.0
+        for u in reversed(have[:k]):
+            left.append(by_utt[(c, u)])
+            t += (utts[u][1] - utts[u][0]) * hop_s
+            if t >= SCORE_WINDOW_S:
+                break
+        t = 0.0
+        for u in have[k:]:
+            right.append(by_utt[(c, u)])
+            t += (utts[u][1] - utts[u][0]) * hop_s
+            if t >= SCORE_WINDOW_S:
+                break
+        sim = float(encoder.mean_embedding(np.concatenate(left)) @ encoder.mean_embedding(np.concatenate(right)))
+        best = max(best, 1.0 - sim)
+    return round(best, 4)
+
+
+def embedding_bytes(v: Optional[np.ndarray]) -> Optional[bytes]:
+    """A voice embedding as 512 bytes of float16 (what records carry and the manifest keeps)."""
+    return None if v is None else np.asarray(v, dtype=np.float16).tobytes()
+
+
+def embedding_of(b: Optional[bytes]) -> Optional[np.ndarray]:
+    return None if b is None else np.frombuffer(b, dtype=np.float16).astype(np.float32)
 
 
 def one_voice_each(clips: Sequence[Piece], pause: np.ndarray, hop: int, rate: int,
                    read: Callable[[int, int], np.ndarray], params: TurnParams, min_clip_s: float):
-    """Clips cut at speaker changes: (pieces, their voice embeddings, indices of mixed pieces, and
-    (piece, why) of turns too short to keep). ``read(start, end)``: float32 samples at ``rate``,
-    ``hop`` samples to a frame."""
+    """Clips cut at speaker changes: (pieces, their voice embeddings, their voice change scores, indices
+    of mixed pieces, and (piece, why) of turns too short to keep). ``read(start, end)``: float32
+    samples at ``rate``, ``hop`` samples to a frame."""
     hop_s = hop / rate
     turns = split_turns([(c.start, c.end) for c in clips], pause, hop_s,
                         lambda s, e: read(s * hop, e * hop), params, rate)
-    out, voices, mixed, short = [], [], set(), []
+    out, voices, changes, mixed, short = [], [], [], set(), []
     min_f = int(round(min_clip_s / hop_s))
     for clip_turns in turns:
         for t in clip_turns:
@@ -156,13 +253,5 @@ def one_voice_each(clips: Sequence[Piece], pause: np.ndarray, hop: int, rate: in
                 mixed.add(len(out))
             out.append(piece)
             voices.append(t.embedding)
-    return out, voices, mixed, short
-
-
-def embedding_bytes(v: Optional[np.ndarray]) -> Optional[bytes]:
-    """A voice embedding as 512 bytes of float16 (what records carry and the manifest keeps)."""
-    return None if v is None else np.asarray(v, dtype=np.float16).tobytes()
-
-
-def embedding_of(b: Optional[bytes]) -> Optional[np.ndarray]:
-    return None if b is None else np.frombuffer(b, dtype=np.float16).astype(np.float32)
+            changes.append(t.voice_change_score)
+    return out, voices, changes, mixed, short

@@ -17,6 +17,7 @@ import uuid
 from typing import Callable, Iterator, List
 
 from storage.object_store import credentials_hint, put_empty, share_s3_clients
+from storage.object_store import replace_if_same as object_replace_if_same
 
 _RAW = "uncompressed"  # Beam's CompressionTypes.UNCOMPRESSED
 TMP_MARK = ".tmp-"
@@ -236,3 +237,71 @@ def describe_storage_error(e: BaseException, path: str) -> str:
     return text.splitlines()[0][:500] if text else type(e).__name__
 
 
+
+
+def digest(path: str) -> tuple:
+    """(sha256 hex, size in bytes) of the file at ``path``, read in 1 MiB pieces."""
+    import hashlib
+    h, n = hashlib.sha256(), 0
+    if is_local(path):
+        with open(local_path(path), "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+                n += len(chunk)
+        return h.hexdigest(), n
+    with FileSystems.open(path, compression_type=_RAW) as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+            n += len(chunk)
+    return h.hexdigest(), n
+
+
+def sizes(directory: str, suffix: str = "") -> dict:
+    """{path: size} of the files directly in ``directory`` (one listing; links are not followed)."""
+    directory = directory.rstrip("/")
+    if is_local(directory):
+        d = local_path(directory)
+        out = {}
+        try:
+            entries = list(os.scandir(d))
+        except (FileNotFoundError, NotADirectoryError):
+            return {}
+        for e in entries:
+            if e.name.endswith(suffix) and e.is_file(follow_symlinks=False):
+                out[e.path] = e.stat(follow_symlinks=False).st_size
+        return out
+    pattern = escape_glob(directory + "/") + "*" + escape_glob(suffix)
+    return {m.path: m.size_in_bytes for m in FileSystems.match([pattern])[0].metadata_list
+            if "/" not in m.path[len(directory) + 1:]}
+
+
+def is_link(path: str) -> bool:
+    """True when a local ``path`` is a symbolic link (object stores have none)."""
+    return is_local(path) and os.path.islink(local_path(path))
+
+
+def replace_if_same(path: str, expected: bytes, data: bytes) -> bool:
+    """Replace the file at ``path`` with ``data`` only if it still holds ``expected``, in one atomic step.
+
+    Two processes that read the same old contents and both try to replace them: exactly one
+    succeeds. Locally the compare and the rename happen under an exclusive ``flock`` of the folder;
+    on S3 the put carries ``If-Match`` with the old object's ETag, on GCS ``ifGenerationMatch``.
+    """
+    if is_local(path):
+        import fcntl
+        local = local_path(path)
+        folder = os.path.dirname(os.path.abspath(local))
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                with open(local, "rb") as f:
+                    if f.read() != expected:
+                        return False
+            except FileNotFoundError:
+                return False
+            atomic_write_bytes(path, data)
+            return True
+        finally:
+            os.close(fd)  # closing the descriptor releases the flock
+    return object_replace_if_same(path, expected, data)

@@ -8,6 +8,7 @@ between machines. The client is built from the same pipeline options Beam's own 
 """
 from __future__ import annotations
 
+import os
 import threading
 from typing import Optional
 
@@ -25,7 +26,25 @@ def _split(path: str):
     return scheme, bucket, key
 
 
+_clients: dict = {}
+_clients_lock = threading.Lock()
+
+
 def s3_client():
+    """One boto3 S3 client per set of options (clients are thread-safe; building one costs ~0.2 s of CPU)."""
+    key = (_options_key(_options) if _options is not None else (),
+           tuple(os.environ.get(v) for v in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                                             "AWS_PROFILE", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_ENDPOINT_URL")))
+    with _clients_lock:
+        client = _clients.get(key)
+    if client is None:
+        client = _new_s3_client()
+        with _clients_lock:
+            client = _clients.setdefault(key, client)
+    return client
+
+
+def _new_s3_client():
     import boto3
     from apache_beam.options.pipeline_options import S3Options
     kw = {}
@@ -169,3 +188,42 @@ def credentials_hint(path: str) -> str:
         return (f"no usable Google Cloud credentials for {path}: run 'gcloud auth application-default "
                 f"login' or set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file")
     return f"no usable credentials for {path}"
+
+
+def replace_if_same(path: str, expected: bytes, data: bytes) -> bool:
+    """Put ``data`` at ``path`` only if the object still holds ``expected`` (ETag / generation precondition)."""
+    scheme, bucket, key = _split(path)
+    if scheme == "s3":
+        from botocore.exceptions import ClientError
+        client = s3_client()
+        try:
+            got = client.get_object(Bucket=bucket, Key=key)
+            body, etag = got["Body"].read(), got["ETag"]
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code", "") in ("NoSuchKey", "404"):
+                return False
+            raise
+        if body != expected:
+            return False
+        try:
+            client.put_object(Bucket=bucket, Key=key, Body=data, IfMatch=etag)
+            return True
+        except ClientError as e:
+            code = e.response.get("Error", {}).get("Code", "")
+            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "NoSuchKey"):
+                return False
+            raise
+    if scheme == "gs":
+        from google.api_core.exceptions import NotFound, PreconditionFailed
+        from google.cloud import storage
+        blob = storage.Client().bucket(bucket).get_blob(key)
+        if blob is None:
+            return False
+        try:
+            if blob.download_as_bytes(if_generation_match=blob.generation) != expected:
+                return False
+            blob.upload_from_string(data, if_generation_match=blob.generation)
+            return True
+        except (PreconditionFailed, NotFound):
+            return False
+    raise ValueError(f"no conditional replace for {scheme}://")

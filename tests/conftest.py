@@ -79,9 +79,10 @@ def http_root(tmp_path):
 
 
 def permissive(model: str) -> list:
-    """Options that keep every clip the random tiny model transcribes (its text is gibberish)."""
+    """Options that keep every clip the random tiny model transcribes (its text is gibberish). The
+    synthetic recordings repeat the same sentences word for word, so the duplicate check is off."""
     return ["--asr_model", model, "--min_confidence", "0", "--min_chars_per_s", "0",
-            "--max_chars_per_s", "1000"]
+            "--max_chars_per_s", "1000", "--dedup_audio", "off"]
 
 
 def have_shared_speech() -> bool:
@@ -116,10 +117,10 @@ def normalised(name: str, data: bytes) -> bytes:
 
 def corpus_digests(files: dict) -> dict:
     """{path: sha256} of a corpus's files given as {path: bytes}: every file but report.html (which
-    names the output and the run times), runs/*.json compared without their timing fields."""
+    names the output and the run times) and identity.key (random per corpus), runs/*.json compared without their timing fields."""
     import hashlib
     return {k: hashlib.sha256(normalised(k, v)).hexdigest() for k, v in sorted(files.items())
-            if k != "report.html" and not k.startswith(("_work/", "_journal/", "_staging/"))}
+            if k not in ("report.html", "identity.key") and not k.startswith(("_work/", "_journal/", "_staging/"))}
 
 
 def local_files(root: Path) -> dict:

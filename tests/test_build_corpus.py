@@ -217,7 +217,9 @@ def test_cli_help_and_clear_errors(tmp_path, tiny_model):
     assert missing.returncode == 2 and "sources file not found" in missing.stderr
     bad = cli("--sources", "x", "--output", "o", "--min_clip_s", "30", "--max_clip_s", "20")
     assert bad.returncode == 2 and "min_clip_s" in bad.stderr
-    no_model = cli("--sources", "x", "--output", "o", "--asr_model", str(tmp_path / "no-model"))
+    sources = tmp_path / "s.txt"  # the sources file is checked first: give one, to hear about the model
+    sources.write_text(str(tmp_path / "a.wav") + "\n")
+    no_model = cli("--sources", str(sources), "--output", "o", "--asr_model", str(tmp_path / "no-model"))
     assert no_model.returncode == 2 and "no-model" in no_model.stderr
 
 

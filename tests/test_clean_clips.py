@@ -165,6 +165,9 @@ def test_clean_speech_is_kept_with_its_scores(gated):
         for m in kept:
             assert m["speech_ratio"] >= 0.5 and m["bandwidth_hz"] >= 6500 and m["clipping"] <= 0.002
             assert m["snr_db"] >= 15 and m["dnsmos_ovrl"] is None  # DNSMOS is off on CPU by default
+    if "jfk" in gated["files"]:  # a 1961 broadcast: its band stops near 5.2 kHz, under --min_bandwidth_hz 6500
+        got = reasons_of(gated, "jfk")
+        assert not kept_of(gated, "jfk") and got and {r for r, _ in got} == {"low_bandwidth"}, got
 
 
 def test_a_band_limited_archive_recording_is_rejected_naming_its_bandwidth(gated):
@@ -214,7 +217,8 @@ def test_gates_can_be_turned_off(tmp_path, tiny_model, gated):
     out = tmp_path / "corpus"
     run(["--sources", write_sources(tmp_path / "s.txt", [gated["files"]["telephone"], gated["files"]["in_noise"]]),
          "--output", str(out), *permissive(tiny_model), "--min_bandwidth_hz", "none", "--min_snr_db", "none",
-         "--speakers", "off"])  # 0 dB noise also blurs voices: the speaker check would reject it
+         "--speakers", "off",  # 0 dB noise also blurs voices: the speaker check would reject it
+         "--dedup_audio", "off"])  # both are the same recording, degraded two ways
     assert {m["source_uri"] for m in table(out, "manifest")} == {
         "file://" + gated["files"]["telephone"], "file://" + gated["files"]["in_noise"]}
 

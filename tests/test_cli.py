@@ -15,7 +15,7 @@ def speechmill(*args):
 def test_console_command_is_installed_and_lists_subcommands():
     r = speechmill("--help")
     assert r.returncode == 0, r.stderr
-    for name in ("build", "compact", "report", "export", "train", "synthesize"):
+    for name in ("build", "compact", "report", "verify", "export", "train", "synthesize"):
         assert f"  {name} " in r.stdout
 
 
@@ -23,6 +23,7 @@ def test_console_command_is_installed_and_lists_subcommands():
     (["build", "--help"], "pipelines.build_corpus"),
     (["compact", "--help"], "pipelines.compact"),
     (["report", "--help"], "pipelines.report"),
+    (["verify", "--help"], "pipelines.verify"),
     (["export", "--help"], "pipelines.export_lhotse"),
     (["train", "clvp", "--help"], "pipelines.train_clvp"),
     (["synthesize", "--help"], "pipelines.synthesize"),

@@ -119,7 +119,7 @@ def _table(out: Path, name: str):
 
 def _args(tmp_path, sources_file, out, model):
     return ["--sources", str(sources_file), "--output", str(out), *permissive(model), "--speakers", "off",
-            "--dedup_text", "keep", "--min_bandwidth_hz", "none"]
+            "--dedup_text", "keep", "--min_bandwidth_hz", "none", "--dedup_audio", "on"]
 
 
 def test_an_intro_in_every_episode_is_kept_once_and_a_mirror_adds_nothing(tmp_path, tiny_model, sources):

@@ -125,8 +125,8 @@ def test_only_the_asr_step_asks_for_a_gpu_on_dataflow(tiny_model):
     from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
     from corpus.layout import Layout
-    from pipelines.build_corpus import build_wave
     from pipelines.options import parse_args
+    from run.graph import build_wave
     from schemas.records import Source
 
     settings, beam_args = parse_args([

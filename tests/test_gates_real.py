@@ -11,6 +11,7 @@ import soundfile as sf
 
 from audio.synth import music, pink_noise
 from schemas.records import AsrBatch, AudioFile, Rejection, Source
+from tests.conftest import SHARED_SPEECH
 from transforms.segment import SegmentConfig, segment_source
 
 LIBRIVOX = "/usr/share/pocketsphinx/test/data/librivox"
@@ -44,7 +45,7 @@ def segment(tmp_path, x, name, **gates):
         path = x
     else:
         sf.write(path, x, RATE, subtype="PCM_16")
-    cfg = SegmentConfig(pack_dir=str(tmp_path / "packs"), speakers=False, gates=AudioGates(**gates))
+    cfg = SegmentConfig(pack_dir=str(tmp_path / "packs"), speakers=False, gates=AudioGates(**gates).validate())
     kept, rejected = [], []
     for out in segment_source(AudioFile(Source("file://" + path, name), path, os.path.getsize(path)), cfg):
         if isinstance(out, AsrBatch):
@@ -85,15 +86,95 @@ def room(x, rt60, seed=0):
     return y / np.sqrt(np.mean(y ** 2)) * np.sqrt(np.mean(x ** 2))
 
 
-def test_reverberant_speech_is_rejected_with_its_rt60(librivox, tmp_path):
+def pcm(x):
+    return (np.asarray(x) * 20000).astype(np.int16)
+
+
+def test_reverberation_is_scored_per_source_from_its_decays(librivox, tmp_path):
     from audio.clip_scores import rt60_s
-    from audio.energy import frame_db
-    dry = rt60_s(frame_db((librivox * 20000).astype(np.int16), HOP))
-    wet = rt60_s(frame_db((room(librivox, 0.8) * 20000).astype(np.int16), HOP))
-    assert dry is not None and wet is not None and dry < 0.45 < wet, (dry, wet)
-    kept, rejected = segment(tmp_path, room(librivox, 0.8), "room", max_rt60_s=0.45, min_snr_db=None)
-    rows = [r for r in rejected if r.reason == "reverberant"]
-    assert rows and all(r.detail.startswith("rt60_s ") and "> 0.45" in r.detail for r in rows)
+    dry, mid, wet = (rt60_s(pcm(x), RATE, HOP) for x in (librivox, room(librivox, 0.3), room(librivox, 0.8)))
+    assert dry < mid < 0.45 < wet < 0.8, (dry, mid, wet)
+    kept, rejected = segment(tmp_path, room(librivox, 0.8), "wet")
+    rows = [r for r in rejected if r.key]
+    assert not kept and len(rows) >= 3 and {r.reason for r in rows} <= {"reverberant", "noisy"}
+    assert [r for r in rows if r.reason == "reverberant"]
+    assert len({r.segment.scores.rt60_s for r in rows}) == 1  # every clip carries its source's value
+    assert all(r.detail == f"rt60_s {rows[0].segment.scores.rt60_s:.2f} > 0.45" for r in rows if r.reason == "reverberant")
+    kept, rejected = segment(tmp_path, room(librivox, 0.3), "mid", min_snr_db=None)
+    assert len(kept) >= 3 and not [r for r in rejected if r.key], rejected
+    assert len({s.scores.rt60_s for s in kept}) == 1 and kept[0].scores.rt60_s < 0.45
+
+
+def with_pauses(pause_s, fill):
+    """The LibriVox lines joined with ``pause_s`` pauses, each holding ``fill(n)`` samples, and a mask
+    of the samples within the lines."""
+    parts, lines = [], []
+    for f in sorted(glob.glob(f"{LIBRIVOX}/*.wav")):
+        y, _ = sf.read(f, dtype="float64")
+        n = int(pause_s * RATE)
+        parts += [y / np.sqrt(np.mean(y ** 2)) * 0.05, fill(n)]
+        lines += [np.ones(len(y), bool), np.zeros(n, bool)]
+    return np.concatenate(parts), np.concatenate(lines)
+
+
+def test_the_recordings_own_sounds_between_sentences_are_not_its_noise(tmp_path):
+    """A click or a cough in a pause is not a floor under the speech: clean speech with a loud burst in
+    every pause keeps a high snr_db, while the same speech over a steady bed of 10 dB is rejected."""
+    rng = np.random.default_rng(5)
+
+    def burst(n):
+        y = np.zeros(n)
+        k = int(0.2 * RATE)
+        y[n // 2 - k // 2:n // 2 + k // 2] = rng.standard_normal(k) * 0.05 * np.hanning(k)
+        return y
+    x, _ = with_pauses(1.6, burst)  # 40 s
+    floor = np.asarray(pink_noise(len(x) / 22050 + 1, seed=6)[:len(x)], dtype=np.float64)
+    x = x + floor / np.sqrt(np.mean(floor ** 2)) * 0.05 * 10 ** (-45 / 20)
+    kept, rejected = segment(tmp_path, x, "bursts")
+    scored = kept + [r.segment for r in rejected if r.segment is not None]
+    assert len(kept) >= 3 and not [r for r in rejected if r.reason == "noisy"], [(r.reason, r.detail) for r in rejected]
+    assert all(s.scores.snr_db >= 25 for s in scored), [s.scores.snr_db for s in scored]
+    bed = np.asarray(pink_noise(len(x) / 22050 + 1, seed=7)[:len(x)], dtype=np.float64)
+    noisy = x + bed / np.sqrt(np.mean(bed ** 2)) * 0.05 * 10 ** (-10 / 20)
+    kept, rejected = segment(tmp_path, noisy, "bed10")
+    assert not kept and {r.reason for r in rejected if r.key} == {"noisy"}
+
+
+def test_noise_that_rises_only_under_the_speech_is_seen_in_its_dips(tmp_path):
+    """A background that comes with the speech and leaves with it (a crowd that talks when the speaker
+    does, a machine keyed with the microphone) is not in the pauses that lie clear of speech (the noise
+    estimate from them alone reads 90 dB here); the floor under the speech tells it."""
+    clean, lines = with_pauses(1.0, np.zeros)
+    bed = np.asarray(pink_noise(len(clean) / 22050 + 1, seed=8)[:len(clean)], dtype=np.float64) * lines
+    cp = frame_power(clean)
+    act = cp > np.percentile(cp, 95) * 1e-3
+    gain = np.sqrt(np.mean(cp[act]) / np.mean(frame_power(bed)[act]) / 10 ** (5 / 10))
+    kept, rejected = segment(tmp_path, clean + gain * bed, "keyed")
+    rows = [r for r in rejected if r.key]
+    assert not kept and rows and {r.reason for r in rows} == {"noisy"}, [(r.reason, r.detail) for r in rows]
+
+
+@pytest.mark.skipif(not (SHARED_SPEECH / "lj_1.wav").exists(), reason="needs ../shared/data/real_speech")
+@pytest.mark.xfail(strict=True, reason="a second voice that fills every pause leaves no noise to measure; the floor "
+                   "under the speech reads it at 28 dB (WADA-SNR caught it but rejects clean one-sentence files)")
+def test_a_second_voice_under_the_speech_is_noise(tmp_path):
+    """Two people talking at once: a second reader (LJSpeech) 6 dB under the LibriVox reader fills the
+    pauses and the dips of the speech, and the clips are rejected as noisy; 20 dB under, they are kept."""
+    import soxr
+    main, _ = with_pauses(0.8, np.zeros)
+    parts = []
+    for f in ("lj_1.wav", "lj_2.wav"):
+        y, sr = sf.read(SHARED_SPEECH / f, dtype="float64")
+        y = soxr.resample(y, sr, RATE)
+        parts += [y / np.sqrt(np.mean(y ** 2)) * 0.05, np.zeros(RATE // 2)]
+    other = np.resize(np.concatenate(parts), len(main))
+    for under_db, want_kept in ((6, False), (20, True)):
+        kept, rejected = segment(tmp_path, main + other * 10 ** (-under_db / 20), f"two{under_db}")
+        rows = [r for r in rejected if r.key]
+        if want_kept:
+            assert len(kept) >= 2 and not rows, [(r.reason, r.detail) for r in rows]
+        else:
+            assert not kept and rows and {r.reason for r in rows} == {"noisy"}, [(r.reason, r.detail) for r in rows]
 
 
 def test_low_bitrate_codecs_are_rejected_with_their_bandwidth(librivox, tmp_path):
@@ -123,16 +204,17 @@ def test_quiet_speech_ends_in_a_clip_or_a_row_and_clips_do_not_overlap(librivox,
         speech = speech_mask(on_grid(d.speech_probs, len(d.db), d.hop_s))
         hop_s = d.hop_s
     covered = np.zeros(len(speech), bool)
-    for s in kept:
-        covered[int(round(s.start_s / hop_s)):int(round(s.end_s / hop_s))] = True
-    for r in rejected:
-        if r.key:
-            a = int(r.key.rsplit("_", 1)[1]) / 1000
-            covered[int(round(a / hop_s)):int(round((a + r.duration_s) / hop_s))] = True
+    spans = sorted([(s.start_s, s.end_s) for s in kept] + [(int(r.key.rsplit("_", 1)[1]) / 1000,
+                   int(r.key.rsplit("_", 1)[1]) / 1000 + r.duration_s) for r in rejected if r.key])
+    for a, b in spans:  # a span that ends with the file covers its last, partial frame
+        covered[int(round(a / hop_s)):None if b >= len(x) / RATE - 1e-3 else int(round(b / hop_s))] = True
     quiet_half = speech.copy()
     quiet_half[:int(len(librivox) / RATE / hop_s)] = False
     assert np.count_nonzero(quiet_half) * hop_s > 5  # the VAD hears the quiet speaker (7 s of 36 at -40 dB)
-    # left over: VAD frames inside the pauses cut between clips (0.55 s of 60 s here; 10-30 s before local levels)
-    assert np.count_nonzero(speech & ~covered) * hop_s < 1.0, np.count_nonzero(speech & ~covered) * hop_s
-    for a, b in zip(kept, kept[1:]):
-        assert b.start_s >= a.end_s, (a.start_s, a.end_s, b.start_s, b.end_s)
+    # every frame of detected speech ends in a kept clip or a rejected row: too quiet next to the loud
+    # speaker (within the local level's 5 s), too short, noisy, ...
+    assert not np.any(speech & ~covered), np.flatnonzero(speech & ~covered) * hop_s
+    quiet = [r for r in rejected if r.reason == "too_quiet"]
+    assert quiet and all(r.duration_s > 0 and "dB under the speech around it" in r.detail for r in quiet), rejected
+    for (a0, a1), (b0, b1) in zip(spans, spans[1:]):
+        assert b0 >= a1 - 0.0015, (a0, a1, b0, b1)  # neither clips nor rows overlap (keys round to 1 ms)

@@ -185,6 +185,8 @@ def test_ctrl_c_prints_one_line_and_exits_130(tmp_path, tiny_model, speech, serv
     (["--asr_feature_extractor", "/nonexistent/fe"], "cannot load ASR feature extractor"),
     (["--output", "/proc/x"], "--output /proc/x: cannot"),
     (["--shard_prefix", "a.b"], "--shard_prefix 'a.b'"),
+    (["--speaker_link_similarity", "1.5"], "--speaker_link_similarity must be within 0..1, got 1.5"),
+    (["--voice_change_evidence_s", "-1"], "--voice_change_evidence_s must be >= 0"),
 ])
 def test_bad_options_fail_before_any_work(tmp_path, tiny_model, speech, capsys, bad, expect):
     out = tmp_path / "corpus"

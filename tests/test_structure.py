@@ -189,3 +189,11 @@ def test_imports_are_read_from_the_source(tmp_path):
     modules = {"schemas": "", "schemas.outcomes": "", "schemas.records": "", "storage": "", "storage.fs": ""}
     assert _imports(str(path), modules) == [("schemas.outcomes", False, 2), ("schemas.records", False, 3),
                                             ("storage.fs", True, 5)]
+
+
+def test_every_room_is_packaged():
+    """Workers that import the project from its installed package (Dask, Dataflow, a console script
+    run from another folder) find only the rooms ``setup.py`` lists."""
+    with open(os.path.join(ROOT, "setup.py")) as f:
+        setup = f.read()
+    assert [room for room in ROOMS if f'"{room}*"' not in setup] == []

@@ -176,6 +176,7 @@ def test_urls_that_parsers_read_differently_are_refused(server, canaries, tmp_pa
     ("2002:808:808::1", True), ("64:ff9b::a9fe:a9fe", False), ("64:ff9b::808:808", True), ("64:ff9b:1::a00:1", False),
     ("::127.0.0.1", False), ("2001:0:4136:e378:8000:63bf:80ff:fffe", False), ("fec0::1", False), ("ff02::1", False),
     ("224.0.0.251", False), ("0.0.0.0", False), ("255.255.255.255", False),
+    ("::ffff:0:10.0.0.1", False), ("::ffff:0:127.0.0.1", False), ("::ffff:0:8.8.8.8", True),  # SIIT
 ])
 def test_non_global_ranges_and_embedded_ipv4(addr, public):
     assert is_public(ipaddress.ip_address(addr)) is public

@@ -17,7 +17,7 @@ class AudioGates:
     min_bandwidth_hz: Optional[float] = setting(6500.0, role=SHAPING)
     max_clipping: Optional[float] = setting(0.002, role=SHAPING)
     min_snr_db: Optional[float] = setting(15.0, role=SHAPING)
-    max_rt60_s: Optional[float] = setting(0.6, role=SHAPING)
+    max_rt60_s: Optional[float] = setting(0.45, role=SHAPING)
     min_dnsmos_ovrl: Optional[float] = setting(None, role=SHAPING)
 
     def validate(self) -> "AudioGates":

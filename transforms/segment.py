@@ -1,15 +1,15 @@
 """Segment stage: decode each source once, find its speech, cut clips, score and gate them, batch for ASR.
 
 A thin wrapper: each job is one call into its room. Per source, one ffmpeg process decodes to mono
-16-bit at the output rate into a scratch file while frame energies and Silero VAD's speech
-probabilities are computed (``audio.decoded``). The clip plan comes from those (``audio.silence``)
-and is cut again at speaker changes (``speakers.turns``); every clip is read back from scratch,
-FLAC-encoded at the output rate into the source's clip pack (``audio.flac``: one file per source,
-which the shard writer later reads by offset) and scored (``audio.clip_scores``, and ``audio.dnsmos``
-when it runs). Clips that fail an audio gate (``transforms.quality.judge_audio``) become rejection
-rows here and are never transcribed; the rest become length-sorted ``AsrBatch``es at the ASR rate
-(``asr.contract``) that flow straight into the transcriber in the same fused stage. No audio ever
-crosses a shuffle.
+16-bit at the output rate into a scratch file while frame energies and Silero VAD's speech probabilities
+are computed (``audio.decoded``). The clip plan comes from those (``audio.silence``) and is cut again at
+speaker changes (``speakers.turns``); every clip is read back from scratch, FLAC-encoded at the output
+rate into the source's clip pack (``audio.flac``: one file per source, which the shard writer later
+reads by offset) and scored (``audio.clip_scores``, and ``audio.dnsmos`` when it runs; reverberation
+once per source, from the decays of all its clips). Clips that fail an audio gate
+(``transforms.quality.judge_audio``) become rejection rows here and are never transcribed; the rest
+become length-sorted ``AsrBatch``es at the ASR rate (``asr.contract``) that flow straight into the
+transcriber in the same fused stage. No audio ever crosses a shuffle.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from asr.contract import batch_clips
 from audio import clip_scores, dnsmos, flac
 from audio.decoded import DecodedSource, decode_to_scratch
 from audio.ffmpeg import DecodeError, DecodeLimits
-from audio.silence import SplitParams, split_on_silence
+from audio.silence import SplitParams, quiet_details, split_on_silence
 from schemas.keys import segment_key
 from schemas.records import AsrBatch, AudioFile, Rejection, Segment, SourceResult
 from speakers.turns import TurnParams, embedding_bytes, one_voice_each
@@ -99,28 +99,38 @@ def _clips_of(src, decoded: DecodedSource, cfg: SegmentConfig):
 
     too_short = [(p, f"{(p.end - p.start) * decoded.hop_s:.2f} s after merging, minimum {cfg.split.min_clip_s:g} s")
                  for p in result.too_short]
-    clips, voices, mixed = list(result.clips), [None] * len(result.clips), set()
+    clips, voices, changes, mixed = list(result.clips), [None] * len(result.clips), [None] * len(result.clips), set()
     if cfg.speakers and clips:
-        clips, voices, mixed, short_turns = one_voice_each(clips, result.pause, hop, sr, decoded.read_float,
+        clips, voices, changes, mixed, short_turns = one_voice_each(clips, result.pause, hop, sr, decoded.read_float,
                                                            cfg.turns, cfg.split.min_clip_s)
         too_short += short_turns
-    for piece, why in too_short:
-        a, b, key = span(piece)
-        yield Rejection(src.source_id, src.uri, STAGE, "too_short", why, key=key, duration_s=round((b - a) / sr, 3))
+    quiet = [(p, why) for p, why in zip(result.too_quiet, quiet_details(decoded.db, result.too_quiet, decoded.hop_s,
+                                                                         cfg.split))]
+    for reason, pieces in (("too_short", too_short), ("too_quiet", quiet)):
+        for piece, why in pieces:
+            a, b, key = span(piece)
+            yield Rejection(src.source_id, src.uri, STAGE, reason, why, key=key, duration_s=round((b - a) / sr, 3))
 
     spans = [span(p) for p in clips]
     pack_path = fs.join(cfg.pack_dir, src.source_id + ".clips")
     segments: List[Segment] = []
 
+    decays = []
+
     def write_pack(f):
         packed = flac.write_pack(f, (decoded.read(a, b) for a, b, _ in spans), sr)
-        for piece, voice, (a, b, key), (samples, offset, size) in zip(clips, voices, spans, packed):
-            scores = clip_scores.of_clip(samples, sr, decoded.db, speech, piece.start, piece.end, decoded.hop_s)
+        for piece, voice, change, (a, b, key), (samples, offset, size) in zip(clips, voices, changes, spans,
+                                                                              packed):
+            scores = replace(clip_scores.of_clip(samples, sr, decoded.db, speech, piece.start, piece.end,
+                                                 decoded.hop_s), voice_change_score=change)
+            decays.append(clip_scores.decay_rates(samples, sr, hop))
             segments.append(Segment(key, src, round(a / sr, 3), round(b / sr, 3), sr, pack_path, offset, size,
                                     scores, embedding_bytes(voice)))
 
     if spans:
         fs.atomic_write(pack_path, write_pack)
+        rt60 = clip_scores.source_rt60(decays)  # the room rarely changes within a recording: one value a source
+        segments = [replace(s, scores=replace(s.scores, rt60_s=rt60)) for s in segments]
     if cfg.fingerprints:
         segments = attach_fingerprints(segments, decoded)
     if cfg.dnsmos:
@@ -138,7 +148,7 @@ def _clips_of(src, decoded: DecodedSource, cfg: SegmentConfig):
             kept.append(i)
     yield from batch_clips([segments[i] for i in kept], lambda j: decoded.read(*spans[kept[j]][:2]), sr,
                            cfg.asr_batch_seconds, cfg.asr_max_batch, cfg.asr_sample_rate)
-    n = len(spans) + len(too_short)
+    n = len(spans) + len(too_short) + len(quiet)
     progress().add(sources=1, audio_s=decoded.duration_s, segments=n)
     yield SourceResult.of(src, "ok", duration_s=decoded.duration_s, n_segments=n)
 

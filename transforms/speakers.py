@@ -59,7 +59,9 @@ def assign_group(group: str, transcripts: Iterable[Transcript], known: Iterable,
         speakers = [cluster.KnownSpeaker(ids[0], cluster.normalise(np.sum(vecs, axis=0)), count)] if vecs else []
     else:
         ids, speakers = cluster.assign(group, keys, [t.segment.source.source_id for t in items], emb,
-                                       known_from_json(known), params)
+                                       known_from_json(known), params,
+                                       [cluster.listing_order(t.segment.source.origin) for t in items],
+                                       [t.segment.duration_s for t in items])
     similar = cluster.similar_keys(keys, ids, emb, params.similar_k, params.block)
     for t, sid, sim in zip(items, ids, similar):
         yield MAIN, dataclasses.replace(t, speaker=sid, similar_keys=sim)

@@ -26,6 +26,8 @@ import soundfile as sf
 import torch
 import webdataset as wds
 
+from corpus.guard import CorpusDamaged
+from corpus.published import published_shards
 from tts.frontends.mel import SAMPLE_RATE, SAMPLES_PER_CODE
 from tts.frontends.text import UNK, TextCleaningError
 
@@ -69,7 +71,13 @@ class Counts:
 
 
 def expand_urls(spec: str) -> List[str]:
-    """Shard paths from a glob (``corpus/shards/*.tar``), brace pattern or comma-separated list."""
+    """Shard paths from a glob (``corpus/shards/*.tar``), brace pattern, comma-separated list, or a corpus
+    folder (its published shards).
+
+    A shard inside a speechmill corpus (``CORPUS/shards/NAME.tar``) is used only when the corpus passes
+    ``corpus.integrity.check_open`` and a committed run published it: a shard that is a link, one
+    left by an unfinished commit, a truncated or deleted one is refused with the file named.
+    """
     import glob as _glob
 
     import braceexpand
@@ -77,11 +85,34 @@ def expand_urls(spec: str) -> List[str]:
     for part in spec.split(","):
         part = part.strip()
         for p in braceexpand.braceexpand(part):
+            if "://" not in p and os.path.isdir(os.path.join(p, "runs")) and os.path.isdir(os.path.join(p, "shards")):
+                out += published_shards(p)
+                continue
             matches = sorted(_glob.glob(p))
             out += matches if matches else ([p] if "://" in p else [])
     if not out:
         raise FileNotFoundError(f"no shards match {spec!r}")
-    return out
+    return _checked(out)
+
+
+def _checked(urls: List[str]) -> List[str]:
+    """``urls``, each shard of a corpus checked against what the corpus published."""
+    corpora: Dict[str, set] = {}
+    for url in urls:
+        if "://" in url:
+            continue
+        if os.path.islink(url):
+            raise CorpusDamaged(f"{url} is a symbolic link; a corpus's shards must not be links")
+        folder = os.path.dirname(os.path.abspath(url))
+        root = os.path.dirname(folder)
+        if os.path.basename(folder) != "shards" or not os.path.isdir(os.path.join(root, "runs")):
+            continue  # shards outside a corpus: the user's own files
+        if root not in corpora:
+            corpora[root] = {os.path.abspath(p) for p in published_shards(root)}
+        if os.path.abspath(url) not in corpora[root]:
+            raise CorpusDamaged(f"{url} was not published by a committed run of {root} (a leftover or a stray "
+                                f"copy); python -m pipelines.verify {root} says more")
+    return urls
 
 
 def decode(raw: dict) -> Sample:

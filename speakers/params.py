@@ -1,0 +1,26 @@
+"""The speaker stage's settings, measured on real voices (docs/speakers.md): how much speech makes a
+voice, how alike two stretches must be to be one voice, how much evidence a change of voice needs,
+and how alike a source's voice must be to a known speaker to share its id."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from schemas.settings import SHAPING, SettingError, setting
+
+
+@dataclass(frozen=True)
+class VoiceParams:
+    min_voice_s: float = setting(6.0, role=SHAPING)  # speech a voice of a source needs
+    same_voice_similarity: float = setting(0.75, role=SHAPING)  # a source's voices this alike are one voice
+    voice_change_margin: float = setting(0.05, role=SHAPING)  # an utterance is evidence for the nearer voice
+    voice_change_evidence_s: float = setting(1.0, role=SHAPING)  # evidence each side of a change needs
+    speaker_link_similarity: float = setting(0.83, role=SHAPING)  # joins a known speaker of its group this alike
+
+    def validate(self) -> "VoiceParams":
+        for name in ("same_voice_similarity", "voice_change_margin", "speaker_link_similarity"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise SettingError(name, f"must be within 0..1, got {getattr(self, name):g}")
+        for name in ("min_voice_s", "voice_change_evidence_s"):
+            if not getattr(self, name) >= 0:
+                raise SettingError(name, f"must be >= 0, got {getattr(self, name):g}")
+        return self
