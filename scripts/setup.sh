@@ -13,6 +13,8 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 # real LibriVox speech with reference transcripts (public domain): the demo's input and the Whisper tests
 [ -f /usr/share/pocketsphinx/test/data/librivox/transcription ] || missing+=(pocketsphinx-testdata)
+# real sung vocals over a band (CC-BY-SA-3.0 metal songs): singing must not pass as speech
+[ -d /usr/share/games/fretsonfire/data/songs/muldjord ] || missing+=(fretsonfire-songs-muldjord)
 # Chromaprint, for the acoustic fingerprints of duplicate audio (pyacoustid loads libchromaprint.so.1)
 ldconfig -p 2>/dev/null | grep -q 'libchromaprint.so.1 ' || missing+=(libchromaprint1)
 command -v fpcalc >/dev/null 2>&1 || missing+=(libchromaprint-tools)

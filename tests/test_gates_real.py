@@ -218,3 +218,17 @@ def test_quiet_speech_ends_in_a_clip_or_a_row_and_clips_do_not_overlap(librivox,
     assert quiet and all(r.duration_s > 0 and "dB under the speech around it" in r.detail for r in quiet), rejected
     for (a0, a1), (b0, b1) in zip(spans, spans[1:]):
         assert b0 >= a1 - 0.0015, (a0, a1, b0, b1)  # neither clips nor rows overlap (keys round to 1 ms)
+
+
+SONGS = "/usr/share/games/fretsonfire/data/songs/muldjord"
+
+
+@pytest.mark.skipif(not os.path.isdir(SONGS), reason="needs fretsonfire-songs-muldjord (scripts/setup.sh)")
+def test_sung_vocals_over_a_band_are_not_kept_as_speech(tmp_path):
+    """Real songs with a singer over drums and bass (Debian's fretsonfire-songs-muldjord: the band's
+    mix without the lead guitar, sung and growled lyrics that Whisper transcribes): no clip is kept,
+    and whatever the voice detector hears ends in a rejected row."""
+    for path in (f"{SONGS}/chaos_god/song.ogg", f"{SONGS}/mutilated_mime/song.ogg"):  # 6 min; the others alike
+        kept, rejected = segment(tmp_path, path, os.path.basename(os.path.dirname(path)))
+        assert not kept, (path, [(s.start_s, s.end_s, s.scores) for s in kept])
+        assert rejected, path  # the whole file (no_speech) or its clips (not_speech, noisy, ...)
