@@ -21,7 +21,11 @@ clip before it is transcribed (``benchmarks/quality_gates.py`` measures each):
   level rises under the speech (a gust, a roll of thunder) is not in the pauses; the second
   opinion sees it: the floor under the speech itself, the lowest 50 ms power within
   ``FLOOR_WINDOW_S`` around each speech frame (speech dips between syllables and words; a steady
-  background fills the dips). The lower of the two counts. A background that never pauses leaves
+  background fills the dips). The lower of the two counts. The floor also bounds the pauses: at
+  10–20 dB SNR the VAD misses whole words under a pump or music, and pauses that hold them read as
+  loud as the speech; a background's mean lies a median 3–11 dB over the floor under the speech
+  (90th percentile 5–16 dB, the most for music at 0 dB), so the pauses' noise counts at most
+  ``PAUSE_OVER_FLOOR_DB`` (12 dB) over that floor. A background that never pauses leaves
   few non-speech frames; then WADA-SNR (Kim & Stern 2008) judges the waveform alone: speech
   amplitudes follow a Gamma distribution of shape 0.4, noise a Gaussian one, and the mixture's
   log-mean minus mean-log tells their ratio apart, with no pause needed (on clean real speech it
@@ -58,6 +62,7 @@ EDGE_S = 0.25  # non-speech frames this close to speech are left out of the nois
 SHORT_EDGE_S = 0.1  # the margin where the pauses are too short for EDGE_S
 TRANSIENT_DB = 10.0  # non-speech frames this far above their median are the recording's own sounds
 FLOOR_WINDOW_S = 4.0  # the floor under speech: the lowest 50 ms power within this window
+PAUSE_OVER_FLOOR_DB = 12.0  # the pauses' noise is at most this far over the floor under the speech
 MIN_NOISE_S = 0.3  # fewer non-speech frames than this: the VAD-based estimate is not used
 WADA_SHAPE = 0.4
 MIN_SNR_DB = -20.0
@@ -133,18 +138,20 @@ def snr_db(frame_db: np.ndarray, speech_frames: Optional[np.ndarray] = None, sta
         ctx = int(round(CONTEXT_S / hop_s))
         a, b = max(0, start - ctx), min(len(db), end + ctx)
         speech = float(np.mean(p[sp[start:end]]))
+        # the floor under the speech needs no pause: a single utterance with no silence around it
+        # (a file of one sentence) is judged by it alone
+        floor = float(np.mean(_floor_under(p, hop_s)[sp[start:end]]))
         for edge_s in (EDGE_S, SHORT_EDGE_S):  # pauses too short for the wide margin: a narrow one
             edge = int(round(edge_s / hop_s))
             near = np.convolve(sp[a:b].astype(np.int32), np.ones(2 * edge + 1, dtype=np.int32), mode="same") > 0
             noise_frames = db[a:b][~near]
             if len(noise_frames) * hop_s >= MIN_NOISE_S:
                 steady = noise_frames[noise_frames <= np.median(noise_frames) + TRANSIENT_DB]
-                noise = float(np.mean(10 ** (steady / 10)))
+                # words the VAD missed are not the background: pauses far louder than the floor under
+                # the speech hold speech
+                noise = min(float(np.mean(10 ** (steady / 10))), floor * 10 ** (PAUSE_OVER_FLOOR_DB / 10))
                 estimates.append(_ratio_db(speech - noise, noise))
                 break
-        # the floor under the speech needs no pause: a single utterance with no silence around it
-        # (a file of one sentence) is judged by it alone
-        floor = float(np.mean(_floor_under(p, hop_s)[sp[start:end]]))
         estimates.append(_ratio_db(speech - floor, floor))
     if not estimates and samples is not None and len(samples) >= 1000:
         estimates.append(wada_snr_db(samples))

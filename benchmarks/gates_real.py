@@ -15,6 +15,9 @@ the default gates. Printed, as Markdown:
   by the added background's power over the clip: both known because the parts were mixed here);
 * quiet speech: a file whose second half is the same kind of speech 30 or 40 dB quieter; the share
   of the quiet half's speech seconds that end in a kept clip or a rejected row (``too_quiet`` among them);
+* the ``snr_db`` error by how much of what the VAD calls non-speech around the clip (the clip and
+  5 s either side) is in fact speech (clean speech within 20 dB of its loud level): the noise is
+  measured in those frames, so words the VAD misses there read as noise;
 * kept clips that overlap their neighbour, over every file;
 * per condition, the range of the sources' ``rt60_s`` (one value per source: its clips' decays pooled).
 
@@ -40,6 +43,7 @@ MUSIC = ["music/wav16k/frozen_bubble/frozen-mainzik-1p.wav", "music/wav16k/froze
          "music/wav16k/frozen_bubble/introzik.wav"]
 NOISE = ["noise/wav16k/ufoai/city_abnd_ufoai_atm.wav", "noise/wav16k/ufoai/minepump03.wav",
          "noise/wav16k/lugaru/Wind.wav", "noise/wav16k/ufoai/thunder2.wav"]
+MISS_BINS = (0.1, 0.2, 0.4, 1.01)
 VOICES = ["angie", "daniel", "deniro", "emma", "freeman", "geralt", "halle", "jlaw", "lj", "mol", "pat", "tom",
           "weaver", "william", "train_grace", "train_dotrice"]
 
@@ -131,6 +135,27 @@ def run_segment(path: str, name: str, d: str):
     return sorted(kept, key=lambda s: s.start_s), rejected
 
 
+def vad_speech(path: str) -> np.ndarray:
+    """The VAD's speech frames of a file as the segment stage sees them, on the 10 ms grid."""
+    from audio.decoded import decode_to_scratch
+    from audio.vad import on_grid, speech_mask
+    from transforms.segment import SegmentConfig
+    with decode_to_scratch(path, SegmentConfig(pack_dir="").output_sample_rate, vad=True) as d:
+        mask = speech_mask(on_grid(d.speech_probs, len(d.db), d.hop_s))
+        t = np.arange(int(d.duration_s * 100)) / 100
+        return mask[np.minimum((t / d.hop_s).astype(np.int64), len(mask) - 1)]
+
+
+def missed_share(clean_pow, speech, start_s, end_s) -> float:
+    """Share of the VAD's non-speech frames in and 5 s around a clip that hold clean speech within
+    20 dB of its loud level: where the noise is measured, what is in fact speech."""
+    a, b = max(0, int(start_s * 100) - 500), int(end_s * 100) + 500
+    n = min(len(clean_pow), len(speech))
+    loud = clean_pow[:n][a:b] > np.percentile(clean_pow[clean_pow > 0], 95) * 0.01
+    quiet = ~speech[:n][a:b]
+    return float(np.count_nonzero(loud & quiet) / max(1, np.count_nonzero(quiet)))
+
+
 def true_snr(clean_pow, bed_pow, act, gain, start_s, end_s):
     a, b = int(start_s * 100), int(end_s * 100)
     sp = clean_pow[a:b][act[a:b]]
@@ -151,6 +176,7 @@ def main(argv=None) -> int:
     overlaps = [0, 0]  # overlapping neighbour pairs, kept clips
     source_rt60 = defaultdict(list)  # the source's rt60_s, which every clip of it carries
     quiet = {}
+    by_miss = defaultdict(list)  # snr_db error by the share of the noise frames that are missed speech
     with scratch_dir("gates-real-") as d:
         for v, clean in recs.items():
             act = active(clean)
@@ -177,10 +203,13 @@ def main(argv=None) -> int:
                 row["why"].update(r.reason for r in rejected if r.key)
                 source_rt60[cond] += sorted({s.scores.rt60_s for s, _ in clips if s.scores.rt60_s is not None})[:1]
                 if parts is not None:
+                    speech = vad_speech(path)
                     for seg, why in clips:
                         t = true_snr(*parts, seg.start_s, seg.end_s)
                         if t is not None and seg.scores.snr_db is not None:
                             row["err"].append(seg.scores.snr_db - t)
+                            miss = missed_share(parts[0], speech, seg.start_s, seg.end_s)
+                            by_miss[next(k for k in MISS_BINS if miss < k)].append(seg.scores.snr_db - t)
                         if t is not None:
                             band = rows["mixtures, true SNR < 15 dB" if t < 15 else "mixtures, true SNR ≥ 15 dB"]
                             band["n"] += 1
@@ -217,6 +246,15 @@ def main(argv=None) -> int:
         p90 = f"{np.percentile(np.abs(err), 90):.1f}" if len(err) else ""
         why = ", ".join(f"{k}: {n}" for k, n in r["why"].most_common())
         print(f"| {cond} | {r['n']} | {100 * r['kept'] / max(1, r['n']):.0f} % | {why} | {med} | {p90} | {mx} |")
+    print("\n| VAD non-speech around the clip that is speech | clips | snr_db − true: median | 90th pct abs "
+          "| max abs |\n|---|---:|---:|---:|---:|")
+    lo = 0.0
+    for hi in MISS_BINS:
+        err = np.asarray(by_miss[hi])
+        if len(err):
+            print(f"| {100 * lo:.0f}–{min(100, 100 * hi):.0f} % | {len(err)} | {np.median(err):+.1f} | "
+                  f"{np.percentile(np.abs(err), 90):.1f} | {np.max(np.abs(err)):.1f} |")
+        lo = hi
     rts = {c: v for c, v in source_rt60.items() if v}
     print("\n| condition | rt60_s per source (min–max) |\n|---|---|")
     for cond, v in rts.items():
