@@ -4,7 +4,8 @@
 
 The songs are Debian's Frets on Fire song packages (``fretsonfire-songs-muldjord``, CC-BY-SA-3.0:
 four metal songs, sung and growled lyrics that Whisper transcribes, a short spoken intro in
-"Chaos God"; ``fretsonfire-songs-sectoid`` where installed). Each ``song.ogg`` (the band's mix
+"Chaos God"; ``fretsonfire-songs-sectoid``, where installed, is instrumental: Whisper finds no
+lyrics in it). Each ``song.ogg`` (the band's mix
 without the lead guitar) runs through the segment stage as the pipeline runs it (speakers off),
 once with the default gates and once with every audio gate off. Printed, as Markdown, per song:
 its length, the seconds Silero VAD calls speech, the clips scored, and what each run keeps and
