@@ -232,3 +232,28 @@ def test_sung_vocals_over_a_band_are_not_kept_as_speech(tmp_path):
         kept, rejected = segment(tmp_path, path, os.path.basename(os.path.dirname(path)))
         assert not kept, (path, [(s.start_s, s.end_s, s.scores) for s in kept])
         assert rejected, path  # the whole file (no_speech) or its clips (not_speech, noisy, ...)
+
+
+def test_words_the_vad_misses_around_a_clip_count_as_noise_only_up_to_a_bound(tmp_path):
+    """Under noise the VAD can miss whole lines, and the pauses around a clip then hold speech. The
+    floor under the clip's speech bounds the noise measured there (12 dB over it): snr_db falls by
+    at most that much (without the bound, to 3 dB here, from 24)."""
+    from audio import clip_scores
+    from audio.decoded import decode_to_scratch
+    from audio.vad import on_grid, speech_mask
+    clean, lines = with_pauses(0.8, np.zeros)
+    bed = np.asarray(pink_noise(len(clean) / 22050 + 1, seed=9)[:len(clean)], dtype=np.float64)
+    cp = frame_power(clean)
+    gain = np.sqrt(np.mean(cp[cp > np.percentile(cp, 95) * 1e-3]) / np.mean(bed ** 2) / 10 ** (20 / 10))
+    path = str(tmp_path / "noise20.wav")
+    sf.write(path, clean + gain * bed, RATE, subtype="PCM_16")
+    with decode_to_scratch(path, 22050, vad=True) as d:
+        db, speech, hop_s = d.db, speech_mask(on_grid(d.speech_probs, len(d.db), d.hop_s)), d.hop_s
+    edges = (np.flatnonzero(np.diff(lines.astype(np.int8))) / RATE / hop_s).astype(int)  # line ends, starts
+    line2 = (edges[1], edges[2])  # the second line: [start, end)
+    heard = clip_scores.snr_db(db, speech, *line2, hop_s=hop_s)
+    missed = speech.copy()
+    missed[:edges[0]] = missed[edges[3]:edges[4]] = False  # the VAD misses the lines either side
+    got = clip_scores.snr_db(db, missed, *line2, hop_s=hop_s)
+    assert 18 <= heard <= 28, heard
+    assert heard - 12 <= got < heard, (heard, got)
