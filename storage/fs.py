@@ -249,7 +249,7 @@ def digest(path: str) -> tuple:
                 h.update(chunk)
                 n += len(chunk)
         return h.hexdigest(), n
-    with FileSystems.open(path, compression_type=_RAW) as f:
+    with _filesystems().open(path, compression_type=_RAW) as f:
         while chunk := f.read(1 << 20):
             h.update(chunk)
             n += len(chunk)
@@ -271,7 +271,7 @@ def sizes(directory: str, suffix: str = "") -> dict:
                 out[e.path] = e.stat(follow_symlinks=False).st_size
         return out
     pattern = escape_glob(directory + "/") + "*" + escape_glob(suffix)
-    return {m.path: m.size_in_bytes for m in FileSystems.match([pattern])[0].metadata_list
+    return {m.path: m.size_in_bytes for m in _filesystems().match([pattern])[0].metadata_list
             if "/" not in m.path[len(directory) + 1:]}
 
 
