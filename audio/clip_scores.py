@@ -14,8 +14,9 @@ clip before it is transcribed (``benchmarks/quality_gates.py`` measures each):
   plateau over a few per cent of the peak level.
 * ``snr_db``: speech-to-noise ratio. The noise is what is not speech: the frames that Silero VAD
   calls non-speech (at least ``EDGE_S`` away from speech, so that no onset, decay or breath
-  counts) in the clip and up to ``CONTEXT_S`` around it, less the transients among them (frames
-  more than ``TRANSIENT_DB`` above their median: a cough, a click, a laugh between sentences, which
+  counts) in the clip and up to ``CONTEXT_S`` around it (``FAR_CONTEXT_S`` where none lie that
+  near: under music the VAD can hear speech for tens of seconds), less the transients among them
+  (frames more than ``TRANSIENT_DB`` above their median: a cough, a click, a laugh between sentences, which
   are the recording's own sounds, not a floor under the speech); the mean power of the rest. The
   speech power is the mean power of the clip's speech frames less that noise. A background whose
   level rises under the speech (a gust, a roll of thunder) is not in the pauses; the second
@@ -58,6 +59,7 @@ CLIP_NEAR = 0.10  # a sample within 10 % of the peak counts as on the plateau
 NOISE_SHARE = 0.10
 MAX_SNR_DB = 90.0
 CONTEXT_S = 5.0  # non-speech frames this far around the clip count towards its noise
+FAR_CONTEXT_S = 30.0  # ... and this far where there are none that near
 EDGE_S = 0.25  # non-speech frames this close to speech are left out of the noise (onsets, decays, breaths)
 SHORT_EDGE_S = 0.1  # the margin where the pauses are too short for EDGE_S
 TRANSIENT_DB = 10.0  # non-speech frames this far above their median are the recording's own sounds
@@ -135,12 +137,28 @@ def snr_db(frame_db: np.ndarray, speech_frames: Optional[np.ndarray] = None, sta
     estimates = []
     if speech_frames is not None and np.any(speech_frames[start:end]):
         sp = np.asarray(speech_frames, dtype=bool)
-        ctx = int(round(CONTEXT_S / hop_s))
-        a, b = max(0, start - ctx), min(len(db), end + ctx)
         speech = float(np.mean(p[sp[start:end]]))
         # the floor under the speech needs no pause: a single utterance with no silence around it
         # (a file of one sentence) is judged by it alone
         floor = float(np.mean(_floor_under(p, hop_s)[sp[start:end]]))
+        estimates += _pause_estimate(db, sp, start, end, speech, floor, hop_s)
+        estimates.append(_ratio_db(speech - floor, floor))
+    if not estimates and samples is not None and len(samples) >= 1000:
+        estimates.append(wada_snr_db(samples))
+    if not estimates:  # no VAD and no samples: the quietest frames are the floor
+        k = max(1, int(len(p) * NOISE_SHARE))
+        noise = float(np.mean(np.sort(p)[:k]))
+        estimates.append(_ratio_db(float(np.mean(p)) - noise, noise))
+    return round(min(estimates), 2)
+
+
+def _pause_estimate(db: np.ndarray, sp: np.ndarray, start: int, end: int, speech: float, floor: float,
+                    hop_s: float) -> list:
+    """[SNR] from the non-speech frames nearest the clip: within ``CONTEXT_S``, else ``FAR_CONTEXT_S``
+    (the VAD takes music at 10 dB for speech for tens of seconds); [] where there are none."""
+    for context_s in (CONTEXT_S, FAR_CONTEXT_S):
+        ctx = int(round(context_s / hop_s))
+        a, b = max(0, start - ctx), min(len(db), end + ctx)
         for edge_s in (EDGE_S, SHORT_EDGE_S):  # pauses too short for the wide margin: a narrow one
             edge = int(round(edge_s / hop_s))
             near = np.convolve(sp[a:b].astype(np.int32), np.ones(2 * edge + 1, dtype=np.int32), mode="same") > 0
@@ -150,16 +168,8 @@ def snr_db(frame_db: np.ndarray, speech_frames: Optional[np.ndarray] = None, sta
                 # words the VAD missed are not the background: pauses far louder than the floor under
                 # the speech hold speech
                 noise = min(float(np.mean(10 ** (steady / 10))), floor * 10 ** (PAUSE_OVER_FLOOR_DB / 10))
-                estimates.append(_ratio_db(speech - noise, noise))
-                break
-        estimates.append(_ratio_db(speech - floor, floor))
-    if not estimates and samples is not None and len(samples) >= 1000:
-        estimates.append(wada_snr_db(samples))
-    if not estimates:  # no VAD and no samples: the quietest frames are the floor
-        k = max(1, int(len(p) * NOISE_SHARE))
-        noise = float(np.mean(np.sort(p)[:k]))
-        estimates.append(_ratio_db(float(np.mean(p)) - noise, noise))
-    return round(min(estimates), 2)
+                return [_ratio_db(speech - noise, noise)]
+    return []
 
 
 def _floor_under(p: np.ndarray, hop_s: float) -> np.ndarray:
