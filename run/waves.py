@@ -5,7 +5,9 @@ expanded, done items left out, limits applied), then cuts the items, in sources-
 waves of at most ``--commit_every_hours`` of audio (stated durations; a local file's header, or
 its size at 16 kB/s; a feed enclosure's stated size at 16 kB/s; ``UNKNOWN_S`` when nothing is
 known, with at least ``WAVE_MIN_ITEMS`` items in a wave of such guesses) and runs and publishes them one after another. A
-crash or Ctrl-C loses at most the wave in flight.
+crash or Ctrl-C loses at most the wave in flight. A source of known length longer than a wave is
+planned as several parts, a wave each (``part_count``; ``transforms.parts`` says how they stay
+byte-identical to the source done in one piece), so a crash loses at most the part in flight.
 
 The plan — the items and their waves — is saved in the work area (``_work/plan-{key}/``; it holds
 source URLs as given, credentials included, so it stays out of the published folders and is
