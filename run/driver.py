@@ -202,7 +202,7 @@ def _run_locked(settings, beam_args, parsed, layout: Layout, lock: OutputLock, m
         for i in pending:
             live.begin_wave(i)
             summary = _run_wave(layout, plan, i, settings, beam_args, lock, replaced, make_pipeline)
-            live.end_wave(summary.get("hours_in", 0.0), summary.get("kept", 0), summary.get("rejected_segments", 0))
+            live.end_wave(_hours_done(plan, i, summary), summary.get("kept", 0), summary.get("rejected_segments", 0))
             total["elapsed"] += summary.get("elapsed_s", 0.0)
             if len(plan.tags) > 1 and plan.publishes(i):  # one wave: the corpus summary below says it all
                 print_summary(f"run {key}, wave {i + 1} of {len(plan.tags)} ({summary.get('elapsed_s', 0):.1f} s)",
@@ -215,6 +215,16 @@ def _run_locked(settings, beam_args, parsed, layout: Layout, lock: OutputLock, m
     clear_staging(settings.acquire.staging_dir, CorpusState.read(layout).done())
     print_summary(f"corpus after run {key} ({total['elapsed']:.1f} s)", report, settings.output)
     return report
+
+
+def _hours_done(plan, i: int, summary: dict) -> float:
+    """Hours wave ``i`` adds to the progress: a long source's part counts its share of the source
+    when it is saved, and the last part what the earlier ones did not count."""
+    part = plan.part(i)
+    if part is None:
+        return summary.get("hours_in", 0.0)
+    share = plan.seconds[i] / 3600
+    return share if not plan.publishes(i) else max(0.0, summary.get("hours_in", 0.0) - (part[1] - 1) * share)
 
 
 def start_live_progress(plan, pending: List[int]) -> "live_progress.LiveProgress":

@@ -15,14 +15,18 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
+from acquisition.config import AcquireConfig
 from audio.ffmpeg import ffmpeg_binary
-from corpus.parts import decode, encode
+from corpus.parts import PartStore, decode, encode
 from pipelines.build_corpus import run
 from run.waves import part_count
-from schemas.outcomes import Stage
+from schemas.outcomes import Stage, Status
 from schemas.records import ClipScores, Rejection, Segment, Source, Transcript
 from tests.conftest import REPO, SHARED_SPEECH, corpus_digests, file_digests, local_files, permissive
 from tests.test_build_corpus import write_sources
+from transforms.parts import PART, PartSpec, part_records
+from transforms.routing import REJECTED, SOURCES
+from transforms.segment import SegmentConfig
 
 READINGS = ["multilingual.mp3", "jfk.flac", "lj_1.wav", "lj_2.wav", "stereo_diarization.wav"]
 PARTS = ["--commit_every_hours", "0.02"]  # 72 s: the 189 s source below is 3 parts
@@ -123,3 +127,16 @@ def test_checkpoint_records_read_back_equal():
         encode(object())
     with pytest.raises(KeyError):  # only the record types a checkpoint holds are ever built from one
         decode({"@": "Popen", "args": "ls"})
+
+
+def test_a_long_source_that_cannot_be_fetched_gets_its_row_from_the_last_part(tmp_path):
+    src = Source((tmp_path / "gone.wav").as_uri(), "gone")
+    folder = str(tmp_path / "parts" / "gone")
+    first = list(part_records(src, PartSpec(0, 3, folder), AcquireConfig(str(tmp_path / "staging")), SegmentConfig(pack_dir="")))
+    assert first == [(PART, 0)]  # nothing to transcribe, and no row published by a part before the last
+    PartStore(folder).write_asr(0, [])
+    PartStore(folder).write_asr(1, [])
+    last = list(part_records(src, PartSpec(2, 3, folder), AcquireConfig(str(tmp_path / "staging")), SegmentConfig(pack_dir="")))
+    rows = [r for tag, r in last if tag == SOURCES]
+    assert [(r.source.source_id, r.status) for r in rows] == [("gone", Status.FAILED)]
+    assert [r.reason for tag, r in last if tag == REJECTED] == [rows[0].reason] and rows[0].reason
