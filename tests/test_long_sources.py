@@ -77,13 +77,13 @@ def test_a_long_source_killed_in_a_part_carries_on_after_its_saved_parts(tmp_pat
             break
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    saved = checkpoints(out)
-    assert set(saved) == {"first.jsonl", "asr-0000.jsonl"} and not list((out / "runs").glob("*.json"))
+    saved = checkpoints(out)  # part 2 may have been saved too before the kill landed
+    assert {"first.jsonl", "asr-0000.jsonl"} <= set(saved) and not list((out / "runs").glob("*.json"))
 
     capfd.readouterr()
     run(args)
     err = capfd.readouterr().err
-    assert "going on with 2 of 3 waves" in err and "part 1 of 3" not in err
+    assert f"going on with {4 - len(saved)} of 3 waves" in err and "part 1 of 3" not in err
     after = checkpoints(out)
     assert {n: after[n] for n in saved} == saved  # neither the pass over the source nor part 1 was done again
     assert set(after) == {"first.jsonl", "asr-0000.jsonl", "asr-0001.jsonl"}
