@@ -26,7 +26,7 @@ from corpus.layout import REJECTED_SHARDS, Layout, next_shard_index, read_table,
 from corpus.summary import corpus_report, run_report, write_report
 from run import live_progress, waves
 from run.console import log, print_summary, visible_stream
-from run.engine import engine, run_to_end
+from run.engine import cluster_of, engine, run_to_end
 from run.graph import ASR_USAGE, build_expansion, build_wave
 from run.lock import LockedError, OutputLock
 from run.publish import clean_leftovers, publish
@@ -197,7 +197,7 @@ def _run_locked(settings, beam_args, parsed, layout: Layout, lock: OutputLock, m
 
     total = {"elapsed": 0.0}
     pending = plan.pending_waves(layout)
-    live = start_live_progress(plan, pending)
+    live = start_live_progress(plan, pending, beam_args)
     try:
         for i in pending:
             live.begin_wave(i)
@@ -227,14 +227,17 @@ def _hours_done(plan, i: int, summary: dict) -> float:
     return share if not plan.publishes(i) else max(0.0, summary.get("hours_in", 0.0) - (part[1] - 1) * share)
 
 
-def start_live_progress(plan, pending: List[int]) -> "live_progress.LiveProgress":
-    """A bar on a terminal, periodic lines elsewhere: hours of the pending waves' items as known."""
+def start_live_progress(plan, pending: List[int], beam_args: List[str] = ()) -> "live_progress.LiveProgress":
+    """A bar on a terminal, periodic lines elsewhere: hours of the pending waves' items as known; on
+    the Dask runner with the hours its workers decode."""
+    cluster = cluster_of(list(beam_args))
+    remote = live_progress.WorkerCounts.connect(cluster) if cluster else None
     stream = visible_stream()
     known_h = sum(plan.seconds[i] for i in pending) / 3600
     tty = bool(getattr(stream, "isatty", lambda: False)())
     interval = float(os.environ.get("SPEECHMILL_PROGRESS_S", "10")) if not tty else 0.5
     return live_progress.LiveProgress(hours_known=known_h, waves=len(plan.tags), stream=stream, tty=tty,
-                                      interval_s=interval).start()
+                                      interval_s=interval, remote=remote).start()
 
 
 def _make_plan(layout: Layout, key: str, pending: Iterable[Source], n_pending: int, bad_lines: list, done: Set[str],
