@@ -348,7 +348,8 @@ def _save_part(plan, i: int, part: PartSpec, items: List[Source], settings: Corp
 
 def _run_wave(layout: Layout, plan, i: int, settings: CorpusSettings, beam_args, lock: OutputLock, replaced: Set[str],
               make_pipeline) -> dict:
-    """Run wave ``i`` of the plan and publish it as one commit (the first wave also carries the listing's rows)."""
+    """Run wave ``i`` of the plan and publish it as one commit (the first published wave also carries the
+    listing's rows); a part of a long source before its last is saved instead (``_save_part``)."""
     tag = plan.tags[i]
     work = layout.work(tag)
     guard.delete_tree(layout.root, work.root)
