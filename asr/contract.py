@@ -11,7 +11,7 @@ Clips are grouped shortest first, so each model call pads its clips to a length 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator, List, Sequence
+from typing import Callable, Iterator, List, Sequence, Tuple
 
 import numpy as np
 
@@ -66,10 +66,16 @@ def plan_batches(durations: List[float], batch_seconds: float, max_batch: int) -
 
 
 def batch_clips(segments: Sequence[Segment], read: Callable[[int], np.ndarray], from_rate: int,
-                batch_seconds: float, max_batch: int, sample_rate: int = SAMPLE_RATE) -> Iterator[AsrBatch]:
+                batch_seconds: float, max_batch: int, sample_rate: int = SAMPLE_RATE,
+                part: Tuple[int, int] = (0, 1)) -> Iterator[AsrBatch]:
     """``AsrBatch``es of ``segments`` (``read(i)``: int16 samples of the i-th, at ``from_rate``), each
-    clip brought to ``sample_rate``; a batch's audio is read only when it is reached."""
-    for group in plan_batches([s.duration_s for s in segments], batch_seconds, max_batch):
+    clip brought to ``sample_rate``; a batch's audio is read only when it is reached.
+
+    ``part=(k, n)``: only the k-th of n consecutive runs of the batches, cut from the plan of all
+    of them, so the n parts together are exactly the batches of the whole (a long source's parts)."""
+    groups = plan_batches([s.duration_s for s in segments], batch_seconds, max_batch)
+    k, n = part
+    for group in groups[k * len(groups) // n:(k + 1) * len(groups) // n]:
         yield AsrBatch(segments=tuple(segments[i] for i in group),
                        audio=tuple(int16_to_float(read(i), from_rate, sample_rate) for i in group),
                        sample_rate=sample_rate)

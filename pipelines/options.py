@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the run's work area (_work/{tag}: clip packs) after publishing")
     _arg(g, "--commit_every_hours", "commit_every_hours", type=number,
          help="publish the run in waves of about this many hours of audio, each as it completes, so a "
-              "crash loses at most the wave in flight and the rerun carries on after the last one "
+              "crash loses at most the wave in flight and the rerun carries on after the last one; a longer "
+              "source is worked in parts of this length, each saved as it completes "
               "(default 4: about a minute or two of work at 150-250x realtime on 2 cores; larger waves start "
               "fewer pipelines, which matters with several worker processes and on a cluster)")
 

@@ -26,7 +26,7 @@ from corpus.layout import REJECTED_SHARDS, Layout, next_shard_index, read_table,
 from corpus.summary import corpus_report, run_report, write_report
 from run import live_progress, waves
 from run.console import log, print_summary, visible_stream
-from run.engine import engine, run_to_end
+from run.engine import cluster_of, engine, run_to_end
 from run.graph import ASR_USAGE, build_expansion, build_wave
 from run.lock import LockedError, OutputLock
 from run.publish import clean_leftovers, publish
@@ -36,6 +36,7 @@ from schemas import tables
 from schemas.records import Source
 from storage import fs, object_store
 from transforms.dedup import PUBLISHED_COLUMNS
+from transforms.parts import PartSpec
 from transforms.transcribe import read_usage
 
 
@@ -196,14 +197,14 @@ def _run_locked(settings, beam_args, parsed, layout: Layout, lock: OutputLock, m
 
     total = {"elapsed": 0.0}
     pending = plan.pending_waves(layout)
-    live = start_live_progress(plan, pending)
+    live = start_live_progress(plan, pending, beam_args)
     try:
         for i in pending:
             live.begin_wave(i)
             summary = _run_wave(layout, plan, i, settings, beam_args, lock, replaced, make_pipeline)
-            live.end_wave(summary.get("hours_in", 0.0), summary.get("kept", 0), summary.get("rejected_segments", 0))
+            live.end_wave(_hours_done(plan, i, summary), summary.get("kept", 0), summary.get("rejected_segments", 0))
             total["elapsed"] += summary.get("elapsed_s", 0.0)
-            if len(plan.tags) > 1:  # one wave: the corpus summary below says it all
+            if len(plan.tags) > 1 and plan.publishes(i):  # one wave: the corpus summary below says it all
                 print_summary(f"run {key}, wave {i + 1} of {len(plan.tags)} ({summary.get('elapsed_s', 0):.1f} s)",
                               summary, settings.output)
     finally:
@@ -216,14 +217,27 @@ def _run_locked(settings, beam_args, parsed, layout: Layout, lock: OutputLock, m
     return report
 
 
-def start_live_progress(plan, pending: List[int]) -> "live_progress.LiveProgress":
-    """A bar on a terminal, periodic lines elsewhere: hours of the pending waves' items as known."""
+def _hours_done(plan, i: int, summary: dict) -> float:
+    """Hours wave ``i`` adds to the progress: a long source's part counts its share of the source
+    when it is saved, and the last part what the earlier ones did not count."""
+    part = plan.part(i)
+    if part is None:
+        return summary.get("hours_in", 0.0)
+    share = plan.seconds[i] / 3600
+    return share if not plan.publishes(i) else max(0.0, summary.get("hours_in", 0.0) - (part[1] - 1) * share)
+
+
+def start_live_progress(plan, pending: List[int], beam_args: List[str] = ()) -> "live_progress.LiveProgress":
+    """A bar on a terminal, periodic lines elsewhere: hours of the pending waves' items as known; on
+    the Dask runner with the hours its workers decode."""
+    cluster = cluster_of(list(beam_args))
+    remote = live_progress.WorkerCounts.connect(cluster) if cluster else None
     stream = visible_stream()
     known_h = sum(plan.seconds[i] for i in pending) / 3600
     tty = bool(getattr(stream, "isatty", lambda: False)())
     interval = float(os.environ.get("SPEECHMILL_PROGRESS_S", "10")) if not tty else 0.5
     return live_progress.LiveProgress(hours_known=known_h, waves=len(plan.tags), stream=stream, tty=tty,
-                                      interval_s=interval).start()
+                                      interval_s=interval, remote=remote).start()
 
 
 def _make_plan(layout: Layout, key: str, pending: Iterable[Source], n_pending: int, bad_lines: list, done: Set[str],
@@ -318,28 +332,49 @@ def items_writer(path: str):
         w.writer.close()
 
 
+def _save_part(plan, i: int, part: PartSpec, items: List[Source], settings: CorpusSettings, work: Layout,
+               make_pipeline) -> dict:
+    """Wave ``i`` is a part of a long source before its last: its pipeline saves the part's
+    transcripts as a checkpoint (``corpus.parts``), which is the part's commit; nothing is published."""
+    log(f"run {plan.key}, wave {i + 1} of {len(plan.tags)}: part {part.index + 1} of {part.count} of "
+        f"{items[0].source_id}, saved to {part.folder}")
+    started = time.monotonic()
+    p = make_pipeline()
+    build_wave(p, items, settings, work, 0, plan.tags[i], part=part)
+    run_to_end(p)
+    fs.delete_tree(work.root)
+    return {"elapsed_s": round(time.monotonic() - started, 1), "part": [part.index, part.count]}
+
+
 def _run_wave(layout: Layout, plan, i: int, settings: CorpusSettings, beam_args, lock: OutputLock, replaced: Set[str],
               make_pipeline) -> dict:
-    """Run wave ``i`` of the plan and publish it as one commit (the first wave also carries the listing's rows)."""
+    """Run wave ``i`` of the plan and publish it as one commit (the first published wave also carries the
+    listing's rows); a part of a long source before its last is saved instead (``_save_part``)."""
     tag = plan.tags[i]
-    state = CorpusState.read(layout)
     work = layout.work(tag)
     guard.delete_tree(layout.root, work.root)
     fs.mkdirs(work.root)
+    items = plan.items(i)
+    part = plan.part(i)
+    if part is not None:
+        part = PartSpec(*part)
+    if not plan.publishes(i):
+        return _save_part(plan, i, part, items, settings, work, make_pipeline)
+    state = CorpusState.read(layout)
     first_index = next_shard_index(layout, settings.shard_prefix)
     first_rejected = next_shard_index(layout, settings.shard_prefix, REJECTED_SHARDS)
     known_path = done_set.write_lookup(work.root, "known_speakers", [json.dumps(k) for k in state.known_speakers()])
     dedup_path = _dedup_lookup(layout, work, replaced) if settings.dedup.active else None
-    items = plan.items(i)
-    log(f"run {plan.key}, wave {i + 1} of {len(plan.tags)}: {len(items)} items, writing to {work.root}, "
-        f"shards from index {first_index}")
+    log(f"run {plan.key}, wave {i + 1} of {len(plan.tags)}: {len(items)} items"
+        + (f" (part {part.index + 1} of {part.count}: the last)" if part else "")
+        + f", writing to {work.root}, shards from index {first_index}")
     started = time.monotonic()
     if items:
         p = make_pipeline()
-        build_wave(p, items, settings, work, first_index, tag, first_rejected, known_path, dedup_path)
+        build_wave(p, items, settings, work, first_index, tag, first_rejected, known_path, dedup_path, part)
         run_to_end(p)
-    if i == 0:  # the listing's rows (unlistable sources, deferred items, bad lines) go with the first wave
-        waves.merge_expansion_rows(layout, plan, work, tag)
+    if i == plan.first_published():  # the listing's rows (unlistable sources, deferred items, bad lines) go
+        waves.merge_expansion_rows(layout, plan, work, tag)  # with the first published wave
     elapsed = time.monotonic() - started
     summary = run_report(layout, tag)
     if summary["sources"]["total"] == 0 and not summary["rejected_segments"] and not replaced:

@@ -11,7 +11,7 @@ import contextlib
 import importlib
 import os
 import sys
-from typing import Iterator, List
+from typing import Dict, Iterator, List, Optional
 
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
 _PARTITION_OPTIONS = ("--dask_npartitions", "--dask_partition_size")
@@ -53,6 +53,19 @@ def runner_args(beam_args: List[str]) -> List[str]:
     if not _given(args, _PARTITION_OPTIONS):
         args.append("--dask_partition_size=1")
     return args
+
+
+def cluster_of(args: List[str]) -> Optional[Dict[str, str]]:
+    """The Dask cluster the arguments name (``{"address": …}`` or ``{"scheduler_file": …}``), else None."""
+    if not is_dask(args):
+        return None
+    for name, key in zip(_CLUSTER_OPTIONS, ("address", "scheduler_file")):
+        for i, a in enumerate(args):
+            if a.startswith(name + "="):
+                return {key: a.split("=", 1)[1]}
+            if a == name and i + 1 < len(args):
+                return {key: args[i + 1]}
+    return None
 
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")

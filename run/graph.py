@@ -22,6 +22,7 @@ from storage import fs
 from transforms.acquire import Acquire
 from transforms.dedup import Dedup
 from transforms.expand import Expand
+from transforms.parts import PART, TRANSCRIPTS, PartSpec, SavePart, WorkPart
 from transforms.quality import Quality
 from transforms.routing import REJECTED, SOURCES
 from transforms.segment import SegmentAudio, SegmentConfig
@@ -79,12 +80,14 @@ def finished(written: List[beam.PCollection]) -> beam.PCollection:
 
 def build_wave(p: beam.Pipeline, items: List[Source], settings: CorpusSettings, work: Layout, first_index: int,
                tag: str, first_rejected_index: int = 0, known_speakers_path: Optional[str] = None,
-               dedup_path: Optional[str] = None) -> beam.PCollection:
+               dedup_path: Optional[str] = None, part: Optional[PartSpec] = None) -> beam.PCollection:
     """One wave: fetch, segment, transcribe, judge and shard ``items``, writing into the wave's work area.
 
     Returns the pipeline's one final PCollection (see ``finished``). With ``--asr_accelerator`` only
     the transcription step gets a GPU, so the segment step's models (DNSMOS, voice encoder) run on CPU.
     ``dedup_path`` is the published corpus's dedup index (``transforms.dedup``), when dedup is on.
+    With ``part``, ``items`` is one long source and the wave works that part of it (``transforms.parts``):
+    a part before the last only saves its transcripts.
     """
     side_device = "cpu" if settings.asr_accelerator else settings.asr.device
     seg_cfg = SegmentConfig(pack_dir=work.pack_dir, split=settings.split,
@@ -106,17 +109,27 @@ def build_wave(p: beam.Pipeline, items: List[Source], settings: CorpusSettings, 
                             prefix=settings.shard_prefix, samples_per_shard=settings.samples_per_shard,
                             first_index=first_index)
 
-    acquired = (p
-                | "Items" >> beam.Create(items)
-                | "Spread" >> beam.Reshuffle()
-                | "Acquire" >> Acquire(settings.acquire))
-    segmented = acquired["audio"] | "Segment" >> SegmentAudio(seg_cfg)
+    sourced = p | "Items" >> beam.Create(items) | "Spread" >> beam.Reshuffle()
+    if part is None:
+        acquired = sourced | "Acquire" >> Acquire(settings.acquire)
+        segmented = acquired["audio"] | "Segment" >> SegmentAudio(seg_cfg)
+        early = [(acquired[REJECTED], segmented[REJECTED]), (acquired[SOURCES], segmented[SOURCES])]
+    else:  # one part of a long source (``transforms.parts``)
+        segmented = sourced | "Part" >> WorkPart(part, settings.acquire, seg_cfg)
+        early = [(segmented[REJECTED],), (segmented[SOURCES],)]
     transcribed = segmented["batches"] | "Transcribe" >> Transcribe(settings.asr, settings.transcribe,
                                                                            accelerator=settings.asr_accelerator,
                                                                            whisper_gates=settings.whisper_gates)
-    judged = transcribed["transcripts"] | "Quality" >> Quality(settings.quality)
-    kept = judged["kept"]
     written = [transcribed[USAGE] | "WriteUsage" >> WriteUsage(work.path(ASR_USAGE))]
+    if part is not None and not part.last:  # the part's transcripts are its commit; the last part publishes
+        written.append((transcribed["transcripts"], transcribed["failed"], segmented[PART])
+                       | "SavePart" >> SavePart(part))
+        return finished(written)
+    transcripts = transcribed["transcripts"]
+    if part is not None:
+        transcripts = (transcripts, segmented[TRANSCRIPTS]) | "WithSaved" >> beam.Flatten()
+    judged = transcripts | "Quality" >> Quality(settings.quality)
+    kept = judged["kept"]
     if settings.speakers:
         voiced = kept | "Speakers" >> AssignSpeakers(ClusterParams(
             same_voice_similarity=settings.voices.same_voice_similarity, min_voice_s=settings.voices.min_voice_s,
@@ -125,7 +138,7 @@ def build_wave(p: beam.Pipeline, items: List[Source], settings: CorpusSettings, 
         kept = voiced["kept"]
         written.append(voiced[SPEAKERS] | "WriteSpeakers" >> WriteTable(
             work.path("speakers.parquet"), tables.SPEAKERS, functools.partial(tables.speaker_row, run=tag)))
-    rejections = [acquired[REJECTED], segmented[REJECTED], transcribed["failed"], judged[REJECTED]]
+    rejections = [*early[0], transcribed["failed"], judged[REJECTED]]
     if settings.dedup.active:
         deduped = kept | "Dedup" >> Dedup(settings.dedup, dedup_path)
         kept = deduped["kept"]
@@ -142,7 +155,7 @@ def build_wave(p: beam.Pipeline, items: List[Source], settings: CorpusSettings, 
         written.append(rejected
                        | "WithAudio" >> beam.Filter(lambda r: r.segment is not None)
                        | "RejectedShards" >> WriteShards(rejected_cfg))
-    results = (acquired[SOURCES], segmented[SOURCES]) | "AllSources" >> beam.Flatten()
+    results = early[1] | "AllSources" >> beam.Flatten()
     written.append(results | "WriteSources" >> WriteTable(work.path("sources.parquet"), tables.SOURCES,
                                                           functools.partial(tables.source_row, run=tag)))
     return finished(written)

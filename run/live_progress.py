@@ -3,17 +3,18 @@ rate and the time left.
 
 On a terminal it is one bar redrawn in place; otherwise (CI, Dataflow logs, a file) a plain line
 every ``interval_s``. Hours known are the plan's estimates (stated durations, file sizes); hours
-done are those of the published waves, plus what this process has decoded of the wave in flight
-when the runner works in-process (other runners' workers print their own lines).
+done are those of the published waves, plus what is decoded of the wave in flight: by this process
+when the runner works in-process, by the workers on the Dask runner (the counters they send the
+scheduler, ``WorkerCounts``); other runners' workers print their own lines.
 """
 from __future__ import annotations
 
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional, TextIO
+from typing import Callable, Dict, Optional, TextIO
 
-from transforms.progress import progress
+from transforms.progress import TOPIC, progress
 
 _LOCK = threading.Lock()
 ACTIVE: Optional["LiveProgress"] = None  # the bar on the terminal, if one is drawn
@@ -76,6 +77,40 @@ def plain_line(snap: Snapshot) -> str:
             f"about {duration(snap.left_s)} left")
 
 
+class WorkerCounts:
+    """The counters Dask workers send the scheduler (``transforms.progress``): the latest of each
+    worker process, added up. Called with no arguments; empty when the scheduler cannot be asked."""
+
+    def __init__(self, client):
+        self.client = client
+
+    @classmethod
+    def connect(cls, cluster: Dict[str, str]) -> Optional["WorkerCounts"]:
+        """A client of the cluster (``{"address": …}`` or ``{"scheduler_file": …}``), or None when it cannot connect."""
+        try:
+            from distributed import Client
+            return cls(Client(**cluster, timeout=30, set_as_default=False))
+        except Exception:  # no progress from the workers is no reason to stop the run
+            return None
+
+    def __call__(self) -> Dict[str, float]:
+        try:
+            events = self.client.get_events(TOPIC)
+        except Exception:
+            return {}
+        latest = {}
+        for _, msg in events:  # oldest first
+            latest[msg["process"]] = msg["counts"]
+        total: Dict[str, float] = {}
+        for counts in latest.values():
+            for k, v in counts.items():
+                total[k] = total.get(k, 0.0) + v
+        return total
+
+    def close(self) -> None:
+        self.client.close()
+
+
 @dataclass
 class LiveProgress:
     """Reports a run's progress from a background thread until ``stop``."""
@@ -85,6 +120,7 @@ class LiveProgress:
     tty: bool
     interval_s: float = 10.0
     clock: Callable[[], float] = time.monotonic
+    remote: Optional[Callable[[], Dict[str, float]]] = None  # workers' counters (``WorkerCounts``), if any
     committed: Tally = field(default_factory=Tally)
     wave: int = 0
     _start: float = 0.0
@@ -102,18 +138,25 @@ class LiveProgress:
         self._thread.start()
         return self
 
+    def counts(self) -> Dict[str, float]:
+        """This process's counters plus the workers' (on the Dask runner)."""
+        counts = dict(progress().counts)
+        for k, v in (self.remote() if self.remote else {}).items():
+            counts[k] = counts.get(k, 0.0) + v
+        return counts
+
     def begin_wave(self, i: int) -> None:
         self.wave = i + 1
-        self._wave_base = dict(progress().counts)
+        self._wave_base = self.counts()
 
     def end_wave(self, hours: float, kept: int, rejected: int) -> None:
         self.committed.hours += hours
         self.committed.kept += kept
         self.committed.rejected += rejected
-        self._wave_base = dict(progress().counts)
+        self._wave_base = self.counts()
 
     def snapshot(self) -> Snapshot:
-        counts, base = progress().counts, self._wave_base
+        counts, base = self.counts(), self._wave_base
         delta = {k: counts.get(k, 0.0) - base.get(k, 0.0) for k in ("audio_s", "kept", "rejected")} if base else {}
         return Snapshot(hours_done=self.committed.hours + delta.get("audio_s", 0.0) / 3600,
                         hours_known=max(self.hours_known, self.committed.hours),
@@ -153,3 +196,6 @@ class LiveProgress:
             self.stream.write("\r\033[K")
             self.stream.flush()
         progress().quiet = False
+        close = getattr(self.remote, "close", None)
+        if close is not None:
+            close()

@@ -5,7 +5,9 @@ expanded, done items left out, limits applied), then cuts the items, in sources-
 waves of at most ``--commit_every_hours`` of audio (stated durations; a local file's header, or
 its size at 16 kB/s; a feed enclosure's stated size at 16 kB/s; ``UNKNOWN_S`` when nothing is
 known, with at least ``WAVE_MIN_ITEMS`` items in a wave of such guesses) and runs and publishes them one after another. A
-crash or Ctrl-C loses at most the wave in flight.
+crash or Ctrl-C loses at most the wave in flight. A source of known length longer than a wave is
+planned as several parts, a wave each (``part_count``; ``transforms.parts`` says how they stay
+byte-identical to the source done in one piece), so a crash loses at most the part in flight.
 
 The plan — the items and their waves — is saved in the work area (``_work/plan-{key}/``; it holds
 source URLs as given, credentials included, so it stays out of the published folders and is
@@ -20,9 +22,10 @@ import hashlib
 import heapq
 import io
 import json
+import math
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Iterator, List, Optional, Tuple
 
 import pyarrow as pa
@@ -31,6 +34,7 @@ import pyarrow.parquet as pq
 import soundfile
 
 from corpus.layout import Layout, committed_runs, read_table
+from corpus.parts import PartStore
 from corpus.shards import table_bytes
 from schemas import tables
 from schemas.keys import stable_hash
@@ -44,6 +48,7 @@ BYTES_PER_S = 16000  # ≈ 128 kbit/s: compressed speech (podcast MP3/AAC) whose
 HEADER_FORMATS = frozenset(".wav .flac .ogg .oga .opus .aif .aiff .aifc .au .snd .caf .w64 .rf64".split())
 WAVE_MIN_ITEMS = 200  # a wave whose hours are partly guessed closes only once it holds this many items
 PLAN_FILE = "plan.json"
+PART_MIN_S = 60.0  # a long source's parts are at least this long: a shorter one saves less than its wave costs
 
 
 def expansion_tag(key: str) -> str:
@@ -59,6 +64,20 @@ class Plan:
     sizes: List[int]  # items per wave
     seconds: List[float]  # estimated audio per wave
     folder: str = ""
+    parts: List[Optional[List]] = field(default_factory=list)  # per wave: [k, n, source_id] for part k of n
+
+    def part(self, i: int) -> Optional[Tuple[int, int, str]]:
+        """(k, n, checkpoint folder) when wave ``i`` is part k of n of a long source (``transforms.parts``)."""
+        got = self.parts[i] if i < len(self.parts) else None
+        return None if got is None else (got[0], got[1], parts_folder(self.folder, got[2]))
+
+    def publishes(self, i: int) -> bool:
+        """Whether wave ``i`` is published (a part before a source's last is a checkpoint, never published)."""
+        got = self.part(i)
+        return got is None or got[0] == got[1] - 1
+
+    def first_published(self) -> int:
+        return next(i for i in range(len(self.tags)) if self.publishes(i))
 
     def items(self, i: int) -> List[Source]:
         path = fs.join(self.folder, _wave_file(i))
@@ -67,7 +86,11 @@ class Plan:
 
     def pending_waves(self, layout: Layout) -> List[int]:
         done = committed_runs(layout)
-        return [i for i, t in enumerate(self.tags) if t not in done]
+        return [i for i, t in enumerate(self.tags) if t not in done and not self._part_saved(i)]
+
+    def _part_saved(self, i: int) -> bool:
+        got = self.part(i)
+        return got is not None and not self.publishes(i) and PartStore(got[2]).has_asr(got[0])
 
     def work_names(self) -> List[str]:
         return [expansion_tag(self.key)] + list(self.tags)
@@ -75,6 +98,20 @@ class Plan:
 
 def _wave_file(i: int) -> str:
     return f"wave-{i:06d}.jsonl"
+
+
+def parts_folder(plan_folder: str, source_id: str) -> str:
+    """Where a long source's parts keep their checkpoints (``corpus.parts``): in the plan, until it is done."""
+    return fs.join(plan_folder, "parts", source_id)
+
+
+def part_count(item: Source, hours: float) -> int:
+    """How many parts a source is worked in: one per ``hours`` of its known length (at least
+    ``PART_MIN_S`` each); 1 when its length is a guess or within one wave."""
+    known = known_s(item)
+    if known is None:
+        return 1
+    return max(1, min(math.ceil(known / (hours * 3600)), int(known // PART_MIN_S)))
 
 
 _MP3_KBPS = {1: [0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320],
@@ -214,7 +251,7 @@ def make_plan(layout: Layout, key: str, items_paths: List[str], hours: float, co
     run's waves never take the name of an earlier run's."""
     salt = hashlib.sha1((corpus_state + "|").encode())
     folder = layout.work(expansion_tag(key)).root
-    sizes, seconds = [], []
+    sizes, seconds, parts = [], [], []
     with tempfile.TemporaryDirectory(prefix="speechmill-plan-") as scratch:
 
         def items() -> Iterator[Source]:
@@ -227,12 +264,17 @@ def make_plan(layout: Layout, key: str, items_paths: List[str], hours: float, co
                 if n % (10 * CHUNK) == 0:
                     log(f"run {key}: cutting waves: {n:,} items")
 
-        for i, wave in enumerate(waves_of(items(), hours)):
-            fs.atomic_write_bytes(fs.join(folder, _wave_file(i)), "".join(s.to_json() + "\n" for s in wave).encode())
-            sizes.append(len(wave))
-            seconds.append(sum(estimated_s(s) for s in wave))
+        for wave in waves_of(items(), hours):
+            n = part_count(wave[0], hours) if len(wave) == 1 else 1  # a long item is a wave of its own
+            for k in range(n):
+                fs.atomic_write_bytes(fs.join(folder, _wave_file(len(sizes))),
+                                      "".join(s.to_json() + "\n" for s in wave).encode())
+                sizes.append(len(wave))
+                seconds.append(sum(estimated_s(s) for s in wave) / n)
+                parts.append([k, n, wave[0].source_id] if n > 1 else None)
     salt_hex = salt.hexdigest()[:16]
-    p = Plan(key, [stable_hash(f"{key}:{salt_hex}:wave:{i}", 12) for i in range(len(sizes))], sizes, seconds, folder)
+    p = Plan(key, [stable_hash(f"{key}:{salt_hex}:wave:{i}", 12) for i in range(len(sizes))], sizes, seconds, folder,
+             parts)
     save(layout, p)
     return p
 
@@ -243,7 +285,7 @@ def _path(layout: Layout, key: str) -> str:
 
 def save(layout: Layout, p: Plan) -> None:
     fs.atomic_write_bytes(_path(layout, p.key), json.dumps(
-        {"key": p.key, "tags": p.tags, "sizes": p.sizes, "seconds": p.seconds}).encode())
+        {"key": p.key, "tags": p.tags, "sizes": p.sizes, "seconds": p.seconds, "parts": p.parts}).encode())
 
 
 def load(layout: Layout, key: str) -> Optional[Plan]:
@@ -254,7 +296,7 @@ def load(layout: Layout, key: str) -> Optional[Plan]:
     d = json.loads(fs.read_bytes(path))
     if "sizes" not in d:  # a plan saved before waves had files of their own: cut again
         return None
-    p = Plan(d["key"], d["tags"], d["sizes"], d["seconds"], layout.work(expansion_tag(key)).root)
+    p = Plan(d["key"], d["tags"], d["sizes"], d["seconds"], layout.work(expansion_tag(key)).root, d.get("parts") or [])
     return p if p.pending_waves(layout) else None
 
 

@@ -7,8 +7,10 @@ import pty
 import re
 import subprocess
 import sys
+import time
 
-from run.live_progress import LiveProgress, Snapshot, bar_line, plain_line
+from run.engine import cluster_of
+from run.live_progress import LiveProgress, Snapshot, WorkerCounts, bar_line, plain_line
 from tests.conftest import REPO, permissive
 from tests.test_build_corpus import write_sources
 from transforms.progress import progress
@@ -92,3 +94,27 @@ def test_a_terminal_gets_a_bar_and_a_log_gets_lines(tmp_path, tiny_model, speech
     assert bars, text[-2000:]
     assert "wave 1 of 1" in text and "[speechmill] corpus after run" in text
     assert "[speechmill] progress: " not in text  # no periodic lines on a terminal
+
+
+def test_on_dask_the_hours_the_workers_decode_reach_the_driver():
+    from distributed import Client, LocalCluster
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        args = ["--runner", "DaskRunner", f"--dask_client_address={cluster.scheduler_address}"]
+        assert cluster_of(args) == {"address": cluster.scheduler_address} and cluster_of(args[2:]) is None
+        live = LiveProgress(hours_known=2.0, waves=1, stream=io.StringIO(), tty=False, interval_s=3600, clock=Clock(),
+                            remote=WorkerCounts.connect(cluster_of(args))).start()
+        try:
+            live.begin_wave(0)
+            # two sources decoded in the worker processes, none in this one
+            client.gather(client.map(lambda s: progress().add(sources=1, audio_s=s, kept=2), [1800.0, 900.0],
+                                     pure=False))
+            deadline = time.monotonic() + 120  # a bound for a loaded machine, not a measurement
+            while live.snapshot().kept < 4 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            snap = live.snapshot()
+            assert snap.hours_done == 0.75 and snap.kept == 4
+            live.end_wave(0.75, 4, 0)  # the wave is published: its hours count once
+            assert live.snapshot().hours_done == 0.75
+        finally:
+            live.stop()

@@ -64,8 +64,11 @@ class SegmentConfig:
                             max_bytes=self.max_scratch_bytes)
 
 
-def segment_source(audio: AudioFile, cfg: SegmentConfig) -> Iterator[Union[AsrBatch, Rejection, SourceResult]]:
-    """Everything the segment stage emits for one source (no Beam here)."""
+def segment_source(audio: AudioFile, cfg: SegmentConfig,
+                   keep: Optional[List[Segment]] = None) -> Iterator[Union[AsrBatch, Rejection, SourceResult]]:
+    """Everything the segment stage emits for one source (no Beam here). With ``keep``, the clips
+    to transcribe are appended to it in plan order instead of being batched (a long source's first
+    pass, ``transforms.parts``, which batches them itself)."""
     src = audio.source
     try:
         with fs.local_copy(audio.path) as local:
@@ -81,10 +84,10 @@ def segment_source(audio: AudioFile, cfg: SegmentConfig) -> Iterator[Union[AsrBa
         yield SourceResult.of(src, "failed", reason)
         return
     with decoded:
-        yield from _clips_of(src, decoded, cfg)
+        yield from _clips_of(src, decoded, cfg, keep)
 
 
-def _clips_of(src, decoded: DecodedSource, cfg: SegmentConfig):
+def _clips_of(src, decoded: DecodedSource, cfg: SegmentConfig, keep: Optional[List[Segment]] = None):
     sr, hop = decoded.sample_rate, decoded.hop
     result = split_on_silence(decoded.db, decoded.hop_s, cfg.split, decoded.speech_on_grid())
     if result.file_reason:
@@ -146,8 +149,11 @@ def _clips_of(src, decoded: DecodedSource, cfg: SegmentConfig):
             yield Rejection.for_segment(seg, STAGE, "multi_speaker", "two voices with no pause between them to cut at")
         else:
             kept.append(i)
-    yield from batch_clips([segments[i] for i in kept], lambda j: decoded.read(*spans[kept[j]][:2]), sr,
-                           cfg.asr_batch_seconds, cfg.asr_max_batch, cfg.asr_sample_rate)
+    if keep is not None:
+        keep.extend(segments[i] for i in kept)
+    else:
+        yield from batch_clips([segments[i] for i in kept], lambda j: decoded.read(*spans[kept[j]][:2]), sr,
+                               cfg.asr_batch_seconds, cfg.asr_max_batch, cfg.asr_sample_rate)
     n = len(spans) + len(too_short) + len(quiet)
     progress().add(sources=1, audio_s=decoded.duration_s, segments=n)
     yield SourceResult.of(src, "ok", duration_s=decoded.duration_s, n_segments=n)
