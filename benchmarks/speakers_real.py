@@ -138,7 +138,7 @@ def main(argv=None) -> int:
     quiet_libraries()
     import transforms.segment as seg_mod
     from audio.joined import kept_share, majority, purity
-    seg_mod.split_turns = _timed(seg_mod.split_turns)
+    seg_mod.one_voice_each = _timed(seg_mod.one_voice_each)
 
     sets = build_sets(args.voices, args.pairs)
     rows = []
@@ -186,6 +186,8 @@ def main(argv=None) -> int:
                     a, b = purity([ids1[k] for k in keys], [truth_of[k] for k in keys])
                     pur.append((a, len(keys)))
                     ipv.append(b)
+                    if args.verbose and set_name != "single":
+                        print(f"  {group}: purity {a:.3f}, {b:.2f} ids per voice, {len(keys)} clips", file=sys.stderr)
                     voices.update({k: truth_of[k] for k in keys})
             if set_name == "single":
                 per_file_ids = [len({ids1[s.key] for s in on}) for _, on in all_segs]

@@ -241,6 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
     _arg(g, "--voice_change_evidence_s", "voices.voice_change_evidence_s", type=number,
          help="a clip is cut at a change of voice only with this many seconds of evidence in a row on "
               "each side; weaker changes are kept whole with a voice_change_score (default 1)")
+    _arg(g, "--min_edge_turn_s", "voices.min_edge_turn_s", type=number,
+         help="in a source of several voices, a piece of speech of at least this many seconds at the edge "
+              "of a run of short utterances that is nearer another voice (the tail of the previous "
+              "speaker, a short reply) is cut out; longer than 1 s: never (default 0.5)")
     _arg(g, "--speaker_link_similarity", "voices.speaker_link_similarity", type=number,
          help="a source's voice takes the id of a speaker already in its channel, feed or folder when "
               "they are at least this alike (default 0.83)")

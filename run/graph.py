@@ -103,6 +103,7 @@ def build_wave(p: beam.Pipeline, items: List[Source], settings: CorpusSettings, 
                                              same_voice_similarity=settings.voices.same_voice_similarity,
                                              change_margin=settings.voices.voice_change_margin,
                                              change_evidence_s=settings.voices.voice_change_evidence_s,
+                                             min_edge_s=settings.voices.min_edge_turn_s,
                                              device=side_device),
                             fingerprints=settings.dedup.audio)
     shard_cfg = ShardConfig(shards_dir=work.shards_dir, manifest_dir=work.manifest_dir,

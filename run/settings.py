@@ -29,7 +29,7 @@ class OptionError(ValueError):
 
 
 VOICE_FIELDS = ("min_voice_s", "same_voice_similarity", "voice_change_margin", "voice_change_evidence_s",
-                "speaker_link_similarity")
+                "min_edge_turn_s", "speaker_link_similarity")
 
 
 @dataclass(frozen=True)

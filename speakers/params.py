@@ -14,13 +14,14 @@ class VoiceParams:
     same_voice_similarity: float = setting(0.75, role=SHAPING)  # a source's voices this alike are one voice
     voice_change_margin: float = setting(0.05, role=SHAPING)  # an utterance is evidence for the nearer voice
     voice_change_evidence_s: float = setting(1.0, role=SHAPING)  # evidence each side of a change needs
+    min_edge_turn_s: float = setting(0.5, role=SHAPING)  # a short piece of another voice this long is cut out
     speaker_link_similarity: float = setting(0.83, role=SHAPING)  # joins a known speaker of its group this alike
 
     def validate(self) -> "VoiceParams":
         for name in ("same_voice_similarity", "voice_change_margin", "speaker_link_similarity"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise SettingError(name, f"must be within 0..1, got {getattr(self, name):g}")
-        for name in ("min_voice_s", "voice_change_evidence_s"):
+        for name in ("min_voice_s", "voice_change_evidence_s", "min_edge_turn_s"):
             if not getattr(self, name) >= 0:
                 raise SettingError(name, f"must be >= 0, got {getattr(self, name):g}")
         return self

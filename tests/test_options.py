@@ -52,6 +52,7 @@ BAD = {  # option → values that must be refused
     "--same_voice_similarity": ["1.5", "-0.1"],
     "--voice_change_margin": ["2", "-1"],
     "--voice_change_evidence_s": ["-1", "x"],
+    "--min_edge_turn_s": ["-1", "nan"],
     "--speaker_link_similarity": ["1.5", "nan"],
     "--min_dnsmos_ovrl": ["0.5", "6"],
     "--similar_k": ["-1", "1.5"],
