@@ -30,6 +30,10 @@ class Status(_Name):
     FAILED = "failed"
     REJECTED = "rejected"
     DEFERRED = "deferred"
+    # a folder, feed or playlist that failed before and is now listed: its old failure is history. The
+    # row is no source's current outcome (``corpus.layout.latest_rows`` leaves it out), as a folder
+    # listed at the first try has no row at all
+    LISTED = "listed"
 
 
 class Stage(_Name):
