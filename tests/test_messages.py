@@ -5,11 +5,17 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shutil
 
+import pytest
+
+from pipelines import synthesize as synth_cli
 from pipelines.build_corpus import run
 from tests.conftest import ONLY_LOCALHOST, Route, permissive, rss
 from tests.test_build_corpus import table, write_sources
+from tests.test_trainers import TOKENIZER
 from transforms.progress import progress
+from tts.frontends.text import TextTokenizer
 
 
 def test_a_failure_a_rerun_cured_is_no_longer_listed(tmp_path, tiny_model, speech, server):
@@ -42,3 +48,36 @@ def test_a_failure_a_rerun_cured_is_no_longer_listed(tmp_path, tiny_model, speec
     assert report["sources"]["failed"] == 0 and report["failed_examples"] == []
     html = (out / "report.html").read_text()
     assert "http_error" not in html and "HTTP 404" not in html
+
+
+def test_synthesize_names_the_characters_its_tokenizer_lacks_and_where_it_came_from(tmp_path, capsys):
+    """Checked before any model is loaded (the model files here do not even exist)."""
+    if not TOKENIZER.exists():
+        pytest.skip("../shared/data not present")
+    models = ["--dvae", str(tmp_path / "dvae.pth"), "--ar", str(tmp_path / "ar" / "model.pth"),
+              "--diffusion", str(tmp_path / "diffusion.pth"), "--output", str(tmp_path / "out")]
+    text = "Fifty % of ☃ snowmen melt at 9 & more #hot"
+    assert synth_cli.run(["--text", text, *models, "--tokenizer", str(TOKENIZER)]) == 2
+    err = capsys.readouterr().err
+    assert f"the tokenizer {TOKENIZER} (--tokenizer) has no" in err, err
+    named = err.split(" has no ", 1)[1].split(":", 1)[0]
+    assert "'%'" in named and "'&'" in named and "'#'" in named and "'☃' (U+2603, dropped)" in named, named
+    assert "'o'" not in named and "'9'" not in named  # letters and digits (spelled out) are fine
+    assert "Traceback" not in err and not (tmp_path / "out").exists()
+
+    (tmp_path / "ar").mkdir()
+    beside = tmp_path / "ar" / "tokenizer.json"
+    shutil.copy(TOKENIZER, beside)
+    assert synth_cli.run(["--text", "a ≤ b", *models]) == 2
+    err = capsys.readouterr().err
+    assert f"the tokenizer {beside} (found beside --ar) has no '≤' (read as '<=')" in err, err
+
+    # a text it can spell gets past the check (and then stops at the missing models); another script is noted
+    assert synth_cli.run(["--text", "Hello, Tokyo (東京).", *models, "--tokenizer", str(TOKENIZER)]) == 2
+    err = capsys.readouterr().err
+    assert "has no" not in err and "'東' is read as 'dong'" in err, err
+
+
+def test_a_tokenizer_that_is_not_one_is_named():
+    with pytest.raises(ValueError, match="cannot read the tokenizer .*nope.json"):
+        TextTokenizer("/nonexistent/nope.json")
