@@ -9,8 +9,12 @@ import shutil
 
 import pytest
 
+from corpus.layout import Layout
 from pipelines import synthesize as synth_cli
 from pipelines.build_corpus import run
+from report import audit_clips, data, page, page_context
+from schemas import tables
+from schemas.records import SCORE_FIELDS
 from tests.conftest import ONLY_LOCALHOST, Route, permissive, rss
 from tests.test_build_corpus import table, write_sources
 from tests.test_trainers import TOKENIZER
@@ -81,3 +85,25 @@ def test_synthesize_names_the_characters_its_tokenizer_lacks_and_where_it_came_f
 def test_a_tokenizer_that_is_not_one_is_named():
     with pytest.raises(ValueError, match="cannot read the tokenizer .*nope.json"):
         TextTokenizer("/nonexistent/nope.json")
+
+
+def test_the_audit_view_advises_keep_rejected_audio_only_where_it_would_keep_the_audio(tmp_path):
+    with_flag, without = {"settings": {"keep_rejected_audio": True}}, {"settings": {"keep_rejected_audio": False}}
+    row = lambda key, stage, reason, run: {"source_id": "s", "source_uri": "/a.wav", "key": f"s_{key:09d}",
+                                           "stage": stage, "reason": reason, "detail": "", "duration_s": 1.0,
+                                           "run": run, "text": None, **dict.fromkeys(SCORE_FIELDS)}
+    rejected = [row(0, "segment", "too_short", "new"), row(5000, "segment", "too_quiet", "old"),
+                row(9000, "quality", "noisy", "old"), row(19000, "quality", "clipped", "new")]
+    corpus = data.Corpus(str(tmp_path), {"old": without, "new": with_flag},
+                         [{"source_id": "s", "uri": "/a.wav", "status": "ok", "duration_s": 30.0, "run": "new"}],
+                         rejected, tables.MANIFEST.empty_table().select(data.MANIFEST_COLUMNS))
+    _, groups = audit_clips(corpus, data.ReportConfig(), Layout(str(tmp_path)))
+    notes = {reason: clip.audio_note for reason, clips in groups for clip in clips}
+    assert set(notes) == {("segment", "too_short"), ("segment", "too_quiet"), ("quality", "noisy"),
+                          ("quality", "clipped")}
+    for cut in (("segment", "too_short"), ("segment", "too_quiet")):  # never has audio: nothing to advise
+        assert "never kept" in notes[cut] and "built with" not in notes[cut], notes[cut]
+    assert "built with --keep_rejected_audio" in notes[("quality", "noisy")]  # its run did not use the flag
+    assert "built with" not in notes[("quality", "clipped")]  # its run did: advising it again would mislead
+    html = page.render(page_context(corpus, data.ReportConfig(), Layout(str(tmp_path))))
+    assert html.count("built with --keep_rejected_audio") == 1
