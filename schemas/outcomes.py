@@ -77,6 +77,7 @@ def is_final(reason: str) -> bool:
 def retryable(reason: str) -> bool:
     return not is_final(reason)
 
+
 # clip-level rejections made before any clip's audio is written (pieces of a recording the segmenter
 # does not cut out as clips): ``--keep_rejected_audio`` has no audio of them to keep
 NO_CLIP_AUDIO = frozenset({(Stage.SEGMENT.value, "too_short"), (Stage.SEGMENT.value, "too_quiet")})
