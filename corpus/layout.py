@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from corpus.guard import CorpusDamaged, check_run_tag
 from schemas.keys import stable_hash
+from schemas.outcomes import Status
 from storage import fs
 
 WORK = "_work"
@@ -129,7 +130,8 @@ def latest_rows(table: pa.Table, order: Dict[str, int]) -> List[dict]:
     """Each source's row from the newest run that has one (an earlier transient failure is history).
 
     A row whose id is the ``alias`` of a source recorded later (a local file seen before its id
-    became a content fingerprint) is history too.
+    became a content fingerprint) is history too, and so is everything before a ``listed`` row (a
+    folder or feed that failed, then listed): that source has no current row, as one listed at once.
     """
     best: Dict[str, dict] = {}
     for row in table.to_pylist():
@@ -139,8 +141,8 @@ def latest_rows(table: pa.Table, order: Dict[str, int]) -> List[dict]:
             best[row["source_id"]] = row
     superseded = {r["alias"]: order.get(r.get("run") or "", -1) for r in best.values()
                   if r.get("alias") and r["alias"] != r["source_id"]}
-    return [r for sid, r in best.items()
-            if not (sid in superseded and superseded[sid] >= order.get(r.get("run") or "", -1))]
+    return [r for sid, r in best.items() if r["status"] != Status.LISTED
+            and not (sid in superseded and superseded[sid] >= order.get(r.get("run") or "", -1))]
 
 
 def latest_source_rows(layout: Layout) -> List[dict]:

@@ -14,7 +14,8 @@ from storage import fs
 
 
 def summarise(sources: List[dict], manifest: pa.Table, rejected: List[dict], n_shards: int) -> dict:
-    """Totals over the given rows: hours in and kept, rejects by reason."""
+    """Totals over the given rows: hours in and kept, rejects by reason (``listed`` rows are no outcome)."""
+    sources = [r for r in sources if r["status"] != Status.LISTED]
     statuses = Counter(r["status"] for r in sources)
     reasons: Dict[str, Dict[str, float]] = {}
     for r in rejected:
@@ -32,7 +33,7 @@ def summarise(sources: List[dict], manifest: pa.Table, rejected: List[dict], n_s
     return {
         "schema_version": SCHEMA_VERSION,
         "sources": {"total": len(sources),
-                    **{k.value: statuses.get(k, 0) for k in Status}},
+                    **{k.value: statuses.get(k, 0) for k in Status if k != Status.LISTED}},
         "retried_next_run": sum(1 for r in sources if r["status"] != Status.OK and r.get("retryable")),
         "failed_examples": [{"uri": r.get("uri"), "origin": r.get("origin"), "status": r["status"],
                              "reason": r.get("reason"), "detail": detail.get(r["source_id"])}

@@ -17,7 +17,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tts.inference.synthesis import SynthesisConfig, load_stack, read_voice, stderr_log, synthesize, write_samples
+from tts.frontends.text import TextTokenizer, transliterated
+from tts.inference.synthesis import (
+    SynthesisConfig,
+    check_text,
+    load_stack,
+    read_voice,
+    stderr_log,
+    synthesize,
+    write_samples,
+)
 from tts.training import cli
 from tts.training.frozen import sibling
 
@@ -67,6 +76,10 @@ def main(argv=None):
     tokenizer = args.tokenizer or sibling(args.ar, "tokenizer.json")
     if not tokenizer:
         raise ValueError(f"no tokenizer.json beside {args.ar}: pass --tokenizer, the one the models were trained with")
+    # the text is checked before any model is loaded: a character the tokenizer lacks is named at once
+    check_text(TextTokenizer(tokenizer), args.text, " (--tokenizer)" if args.tokenizer else " (found beside --ar)")
+    for c, read in transliterated(args.text):
+        stderr_log(f"note: {c!r} is read as {read!r} (the text is spoken in ASCII letters)")
     norms = args.mel_norms or sibling(args.dvae, "mel_norms.pth") or sibling(args.ar, "mel_norms.pth")
     if not norms:
         raise ValueError(f"no mel_norms.pth beside {args.dvae} or {args.ar}: pass --mel_norms")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -24,7 +24,7 @@ from corpus import guard
 from corpus.layout import REJECTED_SHARDS, Layout
 from report import audio, data, figures, page
 from report.data import ReportConfig
-from schemas.outcomes import Status
+from schemas.outcomes import NO_CLIP_AUDIO, Status
 from schemas.records import SCORE_FIELDS
 from storage import fs
 
@@ -102,6 +102,17 @@ def _start_from_key(key: str, source_id: str) -> Optional[float]:
     return int(tail) / 1000 if tail.isdigit() else None
 
 
+def no_audio_note(stage: str, reason: str, row: dict, runs: Dict[str, dict]) -> str:
+    """Why a rejected clip has no audio to play; a flag is advised only where it would have kept it and the
+    run that rejected the clip was built without it."""
+    if (stage, reason) in NO_CLIP_AUDIO:
+        return (f"{stage}/{reason} pieces are cut out before any clip's audio is written: their audio is never kept, "
+                f"with or without --keep_rejected_audio")
+    if ((runs.get(row.get("run") or "") or {}).get("settings") or {}).get("keep_rejected_audio"):
+        return "the run that rejected this clip kept rejected clips' audio, but rejected_shards/ holds none of it"
+    return "rejected clips' audio is kept only when the run that rejects them is built with --keep_rejected_audio"
+
+
 def audit_clips(corpus: data.Corpus, cfg: ReportConfig, layout: Layout, log=lambda m: None):
     """The audit view's kept clips and rejected clips per reason, with their audio copied beside the page."""
     kept_rows = data.kept_sample(corpus.manifest, cfg)
@@ -125,8 +136,7 @@ def audit_clips(corpus: data.Corpus, cfg: ReportConfig, layout: Layout, log=lamb
         for r in rows:
             src = sources.get(r["source_id"], {})
             w = rejected_wanted.get(r["key"])
-            x = got[w] if w is not None else audio.Extracted(
-                None, {}, "rejected clips' audio is kept only when the corpus is built with --keep_rejected_audio")
+            x = got[w] if w is not None else audio.Extracted(None, {}, no_audio_note(stage, reason, r, corpus.runs))
             start = _start_from_key(r["key"], r["source_id"])
             clips.append(AuditClip(r["key"], data.cap(f"{stage}/{reason}"), data.cap(r.get("detail")),
                                    data.cap(src.get("title") or src.get("uri") or r["source_id"]),

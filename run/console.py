@@ -76,6 +76,13 @@ def visible_stream():
     return active._out if active is not None and active._out is not None else sys.stderr
 
 
+def filtering() -> bool:
+    """Whether every line written to fd 2 (ours, the libraries', the workers') passes one writer, which
+    knows of a live bar: only then may a bar be drawn, as nothing else can be glued to it."""
+    active = _ACTIVE
+    return active is not None and active._out is not None
+
+
 class FilteredStderr:
     """Route fd 2 (ours and our children's) through a filter thread while the block runs.
 
@@ -119,15 +126,13 @@ class FilteredStderr:
                 elif not (shown and line.startswith(("  ", "\t")) and line.strip()):
                     shown = False
                 if shown:
-                    self._out.write(line + "\n")
+                    live_progress.write_line(self._out, line)
                 else:
                     self.hidden.append(line)
 
     def write_visible(self, text: str) -> None:
         """Write straight to the real stderr (not through the filter)."""
-        out = self._out or sys.stderr
-        out.write(text if text.endswith("\n") else text + "\n")
-        out.flush()
+        live_progress.write_line(self._out or sys.stderr, text)
 
     def dump_hidden(self, n: int = 40) -> None:
         lines = [l for l in self.hidden if l.strip()][-n:]

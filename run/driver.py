@@ -25,7 +25,7 @@ from corpus import commit, done_set, guard, identity_key, integrity, rewrite
 from corpus.layout import REJECTED_SHARDS, Layout, next_shard_index, read_table, run_tag, shard_indices
 from corpus.summary import corpus_report, run_report, write_report
 from run import live_progress, waves
-from run.console import log, print_summary, visible_stream
+from run.console import filtering, log, print_summary, visible_stream
 from run.engine import cluster_of, engine, run_to_end
 from run.graph import ASR_USAGE, build_expansion, build_wave
 from run.lock import LockedError, OutputLock
@@ -37,6 +37,7 @@ from schemas.records import Source
 from storage import fs, object_store
 from transforms.dedup import PUBLISHED_COLUMNS
 from transforms.parts import PartSpec
+from transforms.progress import progress
 from transforms.transcribe import read_usage
 
 
@@ -153,6 +154,7 @@ def _run_locked(settings, beam_args, parsed, layout: Layout, lock: OutputLock, m
                 option_of: Mapping[str, str]) -> dict:
     commit.recover(layout.root, log)
     integrity.check_open(layout)
+    progress().reset()
     state = CorpusState.read(layout)
     try:
         check_settings(state.shaping, settings.shaping(), settings.redo, settings.output, option_of,
@@ -191,7 +193,8 @@ def _run_locked(settings, beam_args, parsed, layout: Layout, lock: OutputLock, m
             print_summary("nothing to do; corpus", report, settings.output)
             return report
         clean_leftovers(layout, settings.acquire.staging_dir, log=log)
-        plan = _make_plan(layout, key, pending(), n_pending, bad_lines, done, settings, make_pipeline)
+        plan = _make_plan(layout, key, pending(), n_pending, bad_lines, done, settings, make_pipeline,
+                          state.failed())
     else:
         clean_leftovers(layout, settings.acquire.staging_dir, keep_work=plan.work_names(), log=log)
 
@@ -234,14 +237,14 @@ def start_live_progress(plan, pending: List[int], beam_args: List[str] = ()) -> 
     remote = live_progress.WorkerCounts.connect(cluster) if cluster else None
     stream = visible_stream()
     known_h = sum(plan.seconds[i] for i in pending) / 3600
-    tty = bool(getattr(stream, "isatty", lambda: False)())
+    tty = filtering() and bool(getattr(stream, "isatty", lambda: False)())
     interval = float(os.environ.get("SPEECHMILL_PROGRESS_S", "10")) if not tty else 0.5
     return live_progress.LiveProgress(hours_known=known_h, waves=len(plan.tags), stream=stream, tty=tty,
                                       interval_s=interval, remote=remote).start()
 
 
 def _make_plan(layout: Layout, key: str, pending: Iterable[Source], n_pending: int, bad_lines: list, done: Set[str],
-               settings: CorpusSettings, make_pipeline) -> "waves.Plan":
+               settings: CorpusSettings, make_pipeline, failed: Set[str] = frozenset()) -> "waves.Plan":
     """List the pending sources' items (one pipeline), then cut them into waves and save the plan.
 
     The sources go to the listing as a file of JSON lines and the plan is written a wave at a time,
@@ -250,6 +253,7 @@ def _make_plan(layout: Layout, key: str, pending: Iterable[Source], n_pending: i
     guard.delete_tree(layout.root, work.root)
     fs.mkdirs(work.root)
     done_path = done_set.write_lookup(work.root, "done", sorted(done))
+    failed_path = done_set.write_lookup(work.root, "failed", sorted(failed))
     log(f"run {key}: listing the items of {n_pending} sources")
     started = time.monotonic()
     # the job graph carries a path, not a million sources; sources that are their own one item (local
@@ -272,7 +276,7 @@ def _make_plan(layout: Layout, key: str, pending: Iterable[Source], n_pending: i
                     flush_lines()
     flush_lines()
     p = make_pipeline()
-    build_expansion(p, source_files, bad_lines, settings, work, waves.expansion_tag(key), done_path)
+    build_expansion(p, source_files, bad_lines, settings, work, waves.expansion_tag(key), done_path, failed_path)
     run_to_end(p)
     plan = waves.make_plan(layout, key, waves.item_files(work.root), settings.commit_every_hours,
                            ",".join(sorted(CorpusState.read(layout).runs)), log=log)
@@ -377,12 +381,13 @@ def _run_wave(layout: Layout, plan, i: int, settings: CorpusSettings, beam_args,
         waves.merge_expansion_rows(layout, plan, work, tag)  # with the first published wave
     elapsed = time.monotonic() - started
     summary = run_report(layout, tag)
-    if summary["sources"]["total"] == 0 and not summary["rejected_segments"] and not replaced:
+    rows_path = work.path("sources.parquet")
+    if (summary["sources"]["total"] == 0 and not summary["rejected_segments"] and not replaced
+            and not (fs.exists(rows_path) and read_table([rows_path]).num_rows)):  # a listed row is news too
         fs.delete_tree(work.root)  # nothing new (every item was done): no empty commit
         return {**summary, "elapsed_s": round(elapsed, 1)}
     deletes = []
     if replaced:
-        rows_path = work.path("sources.parquet")
         processed = ({r["source_id"] for r in read_table([rows_path]).to_pylist()}
                      if fs.exists(rows_path) else set())
         deletes = _replace_old_samples(layout, work, settings, replaced & processed,

@@ -35,7 +35,7 @@ ASR_USAGE = "asr_usage.json"  # a wave's model input totals, read by the driver 
 
 
 def build_expansion(p: beam.Pipeline, source_files: List[str], bad_lines: list, settings: CorpusSettings,
-                    work: Layout, tag: str, done_path: str) -> beam.PCollection:
+                    work: Layout, tag: str, done_path: str, failed_path: Optional[str] = None) -> beam.PCollection:
     """The plan's first pipeline: list every pending source's items (``items.parquet``), with rows for
     the sources that could not be listed, items deferred by a limit, and unusable lines.
 
@@ -43,14 +43,16 @@ def build_expansion(p: beam.Pipeline, source_files: List[str], bad_lines: list, 
     graph carries paths, not a million sources; every runner, the Dask runner too, runs a ``Create``).
 
     ``done_path`` is a lookup file of finished source ids (``corpus.done_set``) that each worker
-    reads from storage. Returns the pipeline's one final PCollection (see ``finished``).
+    reads from storage; ``failed_path`` one of the sources whose latest row is a failure (a folder or
+    feed among them that lists now gets a ``listed`` row). Returns the pipeline's one final PCollection
+    (see ``finished``).
     """
     expanded = (p
                 | "SourceFiles" >> beam.Create(source_files)
                 | "Sources" >> beam.FlatMap(lambda path: fs.read_bytes(path).decode().splitlines())
                 | "Parse" >> beam.Map(Source.from_json)
                 | "Spread" >> beam.Reshuffle()
-                | "Expand" >> Expand(settings.acquire, done_path))
+                | "Expand" >> Expand(settings.acquire, done_path, failed_path))
     # items as sharded Parquet, written as they come (a million items never gather on one worker);
     # the plan sorts them into sources-file order
     written = [expanded["items"]

@@ -174,9 +174,10 @@ class LiveProgress:
             self.stream.flush()
 
     def print_above(self, text: str) -> None:
-        """A log line on a terminal: printed above the bar, which is drawn again below it."""
+        """A log line on a terminal: printed above the bar, which is drawn again below it (not once stopped)."""
         with _LOCK:
-            self.stream.write("\r\033[K" + text.rstrip("\n") + "\n" + bar_line(self.snapshot()))
+            bar = "" if self._stop.is_set() else bar_line(self.snapshot())
+            self.stream.write("\r\033[K" + text.rstrip("\n") + "\n" + bar)
             self.stream.flush()
 
     def _loop(self) -> None:
@@ -193,9 +194,22 @@ class LiveProgress:
         if self._thread is not None:
             self._thread.join(timeout=5)
         if self.tty:
-            self.stream.write("\r\033[K")
-            self.stream.flush()
+            with _LOCK:
+                self.stream.write("\r\033[K")
+                self.stream.flush()
         progress().quiet = False
         close = getattr(self.remote, "close", None)
         if close is not None:
             close()
+
+
+def write_line(stream: TextIO, text: str) -> None:
+    """One whole line on ``stream``, from any thread: above the bar when one is drawn there, so that no
+    message is ever glued to the bar's line."""
+    bar = ACTIVE
+    if bar is not None and bar.stream is stream:
+        bar.print_above(text)
+        return
+    with _LOCK:
+        stream.write(text.rstrip("\n") + "\n")
+        stream.flush()

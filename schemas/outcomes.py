@@ -30,6 +30,10 @@ class Status(_Name):
     FAILED = "failed"
     REJECTED = "rejected"
     DEFERRED = "deferred"
+    # a folder, feed or playlist that failed before and is now listed: its old failure is history. The
+    # row is no source's current outcome (``corpus.layout.latest_rows`` leaves it out), as a folder
+    # listed at the first try has no row at all
+    LISTED = "listed"
 
 
 class Stage(_Name):
@@ -72,3 +76,8 @@ def is_final(reason: str) -> bool:
 
 def retryable(reason: str) -> bool:
     return not is_final(reason)
+
+
+# clip-level rejections made before any clip's audio is written (pieces of a recording the segmenter
+# does not cut out as clips): ``--keep_rejected_audio`` has no audio of them to keep
+NO_CLIP_AUDIO = frozenset({(Stage.SEGMENT.value, "too_short"), (Stage.SEGMENT.value, "too_quiet")})

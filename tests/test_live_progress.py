@@ -61,6 +61,25 @@ def build_command(tmp_path, tiny_model, speech) -> list:
             *permissive(tiny_model), "--speakers", "off"]
 
 
+def on_a_terminal(command: list, env: dict) -> str:
+    """What ``command`` writes to stderr when stderr is a terminal (a pseudo-terminal here)."""
+    main, child = pty.openpty()
+    proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=child)
+    os.close(child)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(main)
+    assert proc.wait(timeout=300) == 0, seen[-2000:]
+    return seen.decode(errors="replace")
+
+
 def test_a_terminal_gets_a_bar_and_a_log_gets_lines(tmp_path, tiny_model, speech):
     env = {**os.environ, "PYTHONPATH": str(REPO), "SPEECHMILL_PROGRESS_S": "0.5"}
     # stderr a pipe, as in CI or a job's log: plain lines, no control characters
@@ -74,22 +93,7 @@ def test_a_terminal_gets_a_bar_and_a_log_gets_lines(tmp_path, tiny_model, speech
 
     # stderr a terminal: the bar, redrawn in place, and the summaries above it
     (tmp_path / "b").mkdir()
-    main, child = pty.openpty()
-    proc = subprocess.Popen(build_command(tmp_path / "b", tiny_model, speech), env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=child)
-    os.close(child)
-    seen = b""
-    while True:
-        try:
-            chunk = os.read(main, 65536)
-        except OSError:  # the child closed the terminal
-            break
-        if not chunk:
-            break
-        seen += chunk
-    os.close(main)
-    assert proc.wait(timeout=300) == 0, seen[-2000:]
-    text = seen.decode(errors="replace")
+    text = on_a_terminal(build_command(tmp_path / "b", tiny_model, speech), env)
     bars = re.findall(r"\r\x1b\[K\[speechmill\] \[[#.]{24}\] [0-9.]+/[0-9.]+ h", text)
     assert bars, text[-2000:]
     assert "wave 1 of 1" in text and "[speechmill] corpus after run" in text
@@ -118,3 +122,22 @@ def test_on_dask_the_hours_the_workers_decode_reach_the_driver():
             assert live.snapshot().hours_done == 0.75
         finally:
             live.stop()
+
+
+BAR = re.compile(r"\[speechmill\] \[[#.]{24}\] ")
+
+
+def test_no_message_is_glued_to_the_bar(tmp_path, tiny_model, speech):
+    """Lines printed while the bar is drawn, by worker processes (their own progress lines, every time
+    they count here) and by the driver's own prints (a warning that report.html cannot be written,
+    which comes while the bar is up): each starts where a line starts, and the bar is drawn after it."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "SPEECHMILL_PROGRESS_S": "0"}
+    (tmp_path / "out" / "report.html").mkdir(parents=True)  # the page cannot be written: a warning
+    text = on_a_terminal(build_command(tmp_path, tiny_model, speech)
+                         + ["--direct_running_mode=multi_processing", "--direct_num_workers=2"], env)
+    pieces = [p.replace("\x1b[K", "") for line in text.split("\n") for p in line.split("\r")]
+    bars = [p for p in pieces if BAR.search(p)]
+    assert bars and "[speechmill pid " in text and "warning: report.html was not rebuilt" in text, text[-3000:]
+    glued = [p for p in pieces if p.find("[speechmill", 1) >= 0 or (BAR.search(p) and not p.endswith(" left"))]
+    assert not glued, glued[:5]
+    assert not BAR.search(text[text.rindex("[speechmill] corpus after run"):])  # no bar left after the summary

@@ -23,6 +23,7 @@ from pipelines.build_corpus import run
 from pipelines.report import main as report_main
 from report import DISTRIBUTIONS, data, page, page_context
 from schemas import tables
+from schemas.outcomes import NO_CLIP_AUDIO
 from tests.conftest import REPO, copy_shared, have_shared_speech, permissive
 from tests.test_build_corpus import table, write_sources
 
@@ -95,6 +96,16 @@ def test_funnel_and_tables_agree_with_the_committed_tables(corpus):
     html = (out / "report.html").read_text()
     assert all(line.source_id in html for line in lines.values())
     assert "quality/noisy" in html and "--keep_rejected_audio" in html  # noisy clips' audio was not kept
+
+
+def test_rejected_audio_is_kept_for_every_clip_but_the_pieces_cut_before_any_audio(corpus):
+    """What the audit view says of a clip with no audio (``report.no_audio_note``) rests on this."""
+    c = data.read_corpus(Layout(str(corpus["out"])))
+    flagged = {tag for tag, r in c.runs.items() if r["settings"]["keep_rejected_audio"]}
+    rows = [r for r in c.rejected if r["key"] and r["run"] in flagged]
+    assert rows and flagged
+    for r in rows:
+        assert (r["key"] in c.rejected_audio) == ((r["stage"], r["reason"]) not in NO_CLIP_AUDIO), r
 
 
 def _driver():

@@ -157,7 +157,7 @@ def test_synthesize_help_and_clean_errors(stack, tmp_path, capsys):
         (synth_argv(stack, tmp_path / "o")[:7] + [str(tmp_path / "nothing.pth")] + synth_argv(stack, tmp_path / "o")[8:],
          "no diffusion model at"),
         (synth_argv(stack, tmp_path / "o")[:7] + [stack["ar"]] + synth_argv(stack, tmp_path / "o")[8:], "not a diffusion model"),
-        (["--text", "a # b", *synth_argv(stack, tmp_path / "o")[2:]], "does not know some characters"),
+        (["--text", "a # b", *synth_argv(stack, tmp_path / "o")[2:]], "has no '#'"),
     ]
     for argv, message in cases:
         capsys.readouterr()

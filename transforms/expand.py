@@ -58,11 +58,15 @@ def is_done(item: Source, done) -> bool:
     return item.source_id in done or (item.alias is not None and item.alias in done)
 
 
-def expand_records(source: Source, cfg: AcquireConfig, done) -> Iterable:
-    """Items to fetch (as ``(id, item)``), and rows for failures and deferred items."""
-    items = []
+def expand_records(source: Source, cfg: AcquireConfig, done, failed=frozenset()) -> Iterable:
+    """Items to fetch (as ``(id, item)``), and rows for failures and deferred items.
+
+    A folder, feed or playlist that ``failed`` in an earlier run and is listed now gets a ``listed``
+    row, so that its old failure stops being its outcome."""
+    items, listed = [], True
     for out in expand(source, cfg):
         if isinstance(out, Rejection):  # the source itself failed
+            listed = False
             yield out
             yield SourceResult.of(source, Status.FAILED, out.reason)
         elif isinstance(out, tuple):  # an item refused before it could be fetched
@@ -72,6 +76,8 @@ def expand_records(source: Source, cfg: AcquireConfig, done) -> Iterable:
                 yield SourceResult.of(item, Status.FAILED, rejection.reason)
         else:
             items.append(out)
+    if listed and source.source_id in failed and all(i.source_id != source.source_id for i in items):
+        yield SourceResult.of(source, Status.LISTED, "listed")
     pending = [i for i in items if not is_done(i, done)]
     limit = cfg.max_items_per_source
     for item in pending[:limit]:
@@ -83,12 +89,13 @@ def expand_records(source: Source, cfg: AcquireConfig, done) -> Iterable:
 
 
 class _ExpandFn(beam.DoFn):
-    def __init__(self, cfg: AcquireConfig, done_path: Optional[str]):
-        self.cfg, self.done_path = cfg, done_path
+    def __init__(self, cfg: AcquireConfig, done_path: Optional[str], failed_path: Optional[str] = None):
+        self.cfg, self.done_path, self.failed_path = cfg, done_path, failed_path
 
     def process(self, source: Source):
         done = load_ids(self.done_path) if self.done_path else frozenset()
-        yield from route(expand_records(source, self.cfg, done))
+        failed = load_ids(self.failed_path) if self.failed_path else frozenset()
+        yield from route(expand_records(source, self.cfg, done, failed))
 
 
 def _first(kv):
@@ -107,15 +114,17 @@ def _budget(items: List[Source], cfg: AcquireConfig):
 class Expand(beam.PTransform):
     """Source → item Source (main), Rejection (``rejected``), SourceResult (``sources``).
 
-    ``done_path`` is a text file of source ids already finished (one per line), or None.
+    ``done_path`` is a text file of source ids already finished (one per line), or None;
+    ``failed_path`` one of the sources whose latest row is a failure.
     """
 
-    def __init__(self, cfg: AcquireConfig, done_path: Optional[str] = None):
+    def __init__(self, cfg: AcquireConfig, done_path: Optional[str] = None, failed_path: Optional[str] = None):
         super().__init__()
-        self.cfg, self.done_path = cfg, done_path
+        self.cfg, self.done_path, self.failed_path = cfg, done_path, failed_path
 
     def expand(self, sources):
-        listed = sources | "List" >> with_outputs(beam.ParDo(_ExpandFn(self.cfg, self.done_path)), main="items")
+        listed = sources | "List" >> with_outputs(beam.ParDo(_ExpandFn(self.cfg, self.done_path, self.failed_path)),
+                                                  main="items")
         items = (listed["items"]
                  | "ById" >> beam.GroupByKey()
                  | "Dedupe" >> beam.Map(_first))

@@ -58,6 +58,12 @@ class Progress:
         except Exception:  # progress never fails the work (a closing worker, a lost scheduler)
             pass
 
+    def reset(self) -> None:
+        """Start counting afresh: a run in a process that ran one before must not show that run's counts."""
+        with self._lock:
+            self.counts = {k: 0.0 for k in _FIELDS}
+            self._last = time.monotonic()
+
     def line(self) -> str:
         c = self.counts
         return (f"sources {int(c['sources'])} ok, {int(c['sources_failed'])} failed | "

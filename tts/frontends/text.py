@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import os
 import re
-from typing import Iterable, List
+from typing import Iterable, List, Set, Tuple
 
 STOP, UNK, SPACE = 0, 1, 2
 
@@ -98,7 +98,10 @@ class TextTokenizer:
     def __init__(self, path: str):
         from tokenizers import Tokenizer
         self.path = path
-        self.tokenizer = Tokenizer.from_file(path)
+        try:
+            self.tokenizer = Tokenizer.from_file(path)
+        except Exception as e:  # the tokenizers library raises its own exception for a missing or bad file
+            raise ValueError(f"cannot read the tokenizer {path}: {e}") from None
 
     def __len__(self) -> int:
         return self.tokenizer.get_vocab_size()
@@ -108,9 +111,48 @@ class TextTokenizer:
 
     __call__ = encode
 
+    def characters(self) -> Set[str]:
+        """The characters it spells (a BPE vocabulary holds each of its characters as one entry), and space."""
+        return {t for t in self.tokenizer.get_vocab() if len(t) == 1} | {" "}
+
+    def lacking(self, text: str) -> List[str]:
+        """The characters of ``text`` this tokenizer cannot spell, as the user typed them (with what the
+        cleaner made of one when that differs): each would become ``[UNK]`` or vanish from the speech."""
+        from unidecode import unidecode
+        known = self.characters()
+        unknown = {c for c in clean_text(text) if c not in known}
+        out = []
+        for c in dict.fromkeys(text):
+            if c.isspace():
+                continue
+            if c.isascii():
+                if c in unknown:
+                    out.append(repr(c))
+                continue
+            read = unidecode(c).lower().strip()
+            if not read:
+                out.append(f"{c!r} (U+{ord(c):04X}, dropped)")
+            elif any(x in unknown for x in read):
+                out.append(f"{c!r} (read as {read!r})")
+        return out
+
     def decode(self, ids: Iterable[int]) -> str:
         text = self.tokenizer.decode(list(ids), skip_special_tokens=False).replace(" ", "")
         return text.replace("[SPACE]", " ").replace("[STOP]", "").replace("[UNK]", "")
+
+
+def transliterated(text: str) -> List[Tuple[str, str]]:
+    """Letters of another script than Latin, with the ASCII the cleaner reads them as ("日" → "ri")."""
+    import unicodedata
+
+    from unidecode import unidecode
+    out = []
+    for c in dict.fromkeys(text):
+        if not c.isascii() and unicodedata.category(c).startswith("L") and "LATIN" not in unicodedata.name(c, ""):
+            read = unidecode(c).lower().strip()
+            if read:
+                out.append((c, read))
+    return out
 
 
 def _cleanable(texts: Iterable[str]) -> Iterable[str]:

@@ -150,12 +150,22 @@ def calm_code(stack: Stack) -> int:
     return int(codes.flatten().mode().values)
 
 
-def tokenize(stack: Stack, text: str) -> torch.Tensor:
-    ids = stack.tokenizer.encode(text)
+def check_text(tokenizer: TextTokenizer, text: str, found: str = "") -> List[int]:
+    """The text's token ids; a ``ValueError`` that names the characters the tokenizer lacks and the
+    tokenizer's file (``found`` says how it was found), instead of speech with them dropped."""
+    ids = tokenizer.encode(text)
     if not ids:
         raise ValueError("the text is empty after cleaning")
-    if UNK in ids:
-        raise ValueError(f"the tokenizer does not know some characters of {clean_text(text)!r}")
+    lacking = tokenizer.lacking(text)
+    if lacking or UNK in ids:
+        what = ", ".join(lacking) if lacking else f"some characters of {clean_text(text)!r} (as cleaned)"
+        raise ValueError(f"the tokenizer {tokenizer.path}{found} has no {what}: spell them out in words or "
+                         f"leave them out (it spells {''.join(sorted(tokenizer.characters() - {' '}))})")
+    return ids
+
+
+def tokenize(stack: Stack, text: str) -> torch.Tensor:
+    ids = check_text(stack.tokenizer, text)
     if len(ids) > stack.ar.cfg.max_text_tokens:
         raise ValueError(f"the text is {len(ids)} tokens, the autoregressive model takes at most "
                          f"{stack.ar.cfg.max_text_tokens}: split it")
