@@ -1,7 +1,8 @@
 """Dedup costs and accuracy: fingerprint CPU-seconds per hour of audio, index lookups at N clips
-(synthetic fingerprints; time and memory), and precision/recall on generated duplicates of real speech.
+(synthetic fingerprints; time and memory), the bit-error rates of copies and of unrelated speech, and
+precision/recall on generated duplicates of real speech.
 
-    PYTHONPATH=$PWD python -m benchmarks.dedup [--clips 1000000] [--sources 200] [--dups 50]
+    PYTHONPATH=$PWD python -m benchmarks.dedup [--clips 1000000] [--sources 200] [--dups 50] [--only PART]
 
 Accuracy set (``make_set``): every real speech file under /work/realdata (tortoise voices, the
 Asterisk prompts, LibriVox) once, end to end, cut into disjoint originals, so no two originals
@@ -26,7 +27,7 @@ import numpy as np
 
 from dedup import fingerprint
 from dedup.decide import DUPLICATE_AUDIO, DedupParams, Item, decide, source_repeats
-from dedup.index import FingerprintIndex
+from dedup.index import ITEM_S, FingerprintIndex, popcount
 
 VOICES = Path("/work/realdata/voices")
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
@@ -228,16 +229,48 @@ def score(sources, items, where, params: DedupParams):
             "clip_level": {"clips": len(items), **dict(sorted(c.items())), **pr(c)}}
 
 
+def window_ber(n_files: int = 30):
+    """The bit-error rate of 1 s windows of a copy (Opus 32 kbps at 24 kHz, −3 dB) against its original,
+    and of unrelated speech at every third offset of every pair: what ``--dedup_max_ber`` separates."""
+    files = sorted(VOICES.glob("*/*.wav"))[::3][:n_files]
+    w = int(round(1.0 / ITEM_S))
+
+    def windows(x, y):
+        return np.convolve(popcount(x ^ y).astype(float), np.ones(w), "valid") / (32 * w)
+
+    orig, copy = [], []
+    for f in files:
+        opus = ff("-i", f, "-af", "volume=-3dB", "-ar", 24000, "-c:a", "libopus", "-b:a", "32k", "-f", "ogg", "-")
+        back = subprocess.run(["ffmpeg", "-v", "error", "-i", "-", "-ac", "1", "-ar", str(SR), "-f", "s16le", "-"],
+                              input=opus, capture_output=True, check=True).stdout
+        orig.append(fingerprint.of_samples(decode(f), SR))
+        copy.append(fingerprint.of_samples(np.frombuffer(back, np.int16), SR))
+    true = np.concatenate([windows(o[:min(len(o), len(c))], c[:min(len(o), len(c))]) for o, c in zip(orig, copy)])
+    chance = []
+    for i, x in enumerate(orig):
+        for j, y in enumerate(orig):
+            for off in range(-len(x) + w, len(y) - w, 3) if i != j else ():
+                j0, j1 = max(0, -off), min(len(x), len(y) - off)
+                if j1 - j0 >= w:  # whole windows only
+                    chance.append(windows(x[j0:j1], y[j0 + off:j1 + off]))
+    chance = np.concatenate(chance)
+    return {"copy_windows": len(true), "copy_p50_p99_max": np.percentile(true, [50, 99, 100]).round(3).tolist(),
+            "unrelated_windows": len(chance),
+            **{f"unrelated_under_{t}": float(f"{(chance <= t).mean():.2e}") for t in (0.15, 0.2, 0.25)}}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--clips", type=int, default=1_000_000)
     ap.add_argument("--sources", type=int, default=200)
     ap.add_argument("--dups", type=int, default=50)
-    ap.add_argument("--only", choices=["fingerprint", "accuracy", "index"], help="run one part")
+    ap.add_argument("--only", choices=["fingerprint", "windows", "accuracy", "index"], help="run one part")
     a = ap.parse_args()
     speech = sorted(VOICES.glob("*/*.wav"))[:6] or sorted(LIBRIVOX.glob("*.wav"))
     if a.only in (None, "fingerprint"):
         print("fingerprint:", fingerprint_cost(speech), flush=True)
+    if a.only in (None, "windows"):
+        print("windows:", window_ber(), flush=True)
     if a.only in (None, "accuracy"):
         print("accuracy:", accuracy(a.sources, a.dups), flush=True)
     if a.only in (None, "index"):

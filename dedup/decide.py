@@ -21,7 +21,7 @@ from schemas.settings import OUTPUT, SettingError, setting
 TEXT_POLICIES = ("keep", "per_speaker", "drop")
 DUPLICATE_AUDIO = "duplicate_audio"
 DUPLICATE_TEXT = "duplicate_text"
-SOURCE_REPEAT_SHARE = 0.5  # a source whose clips repeat one other source for more than this share repeats it
+SOURCE_REPEAT_SHARE = 0.5  # a source whose clips repeat one other source for at least this share repeats it
 
 
 @dataclass(frozen=True)

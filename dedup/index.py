@@ -5,8 +5,9 @@ Candidates come from hashed sub-fingerprint bands: each 32-bit sub-fingerprint i
 and a band value is looked up exactly. A re-encoded, re-gained or resampled copy flips a few bits
 per item, so whole items rarely match but one of the two bands often does (≈ 50 % of items after
 MP3 → Opus 32 kbps and −3 dB on read speech, against ≈ 10 % for whole items). Hits vote for a
-(clip, time offset) pair; the best-voted pairs are verified by the bit-error rate over the aligned
-items, which is ≈ 0.05-0.15 for a copy and ≈ 0.4-0.5 for other audio, even by the same voice.
+(clip, time offset) pair; the best-voted pairs are verified by the bit-error rate of 1 s windows of
+the aligned items: at most ≈ 0.06 for a re-encoded copy, ≈ 0.4-0.5 for other audio, even by the
+same voice, and under 0.2 in none of 720,000 windows of unrelated speech (``benchmarks.dedup``).
 
 The bulk of the index (the published corpus) is sorted numpy arrays, about 20 bytes per item
 (≈ 160 bytes per second of audio); items added while a run decides go into a small dict.

@@ -1,6 +1,7 @@
 """Duplicates on real speech (LibriVox from pocketsphinx-testdata, JFK from shared data): a re-encoded,
 re-gained, trimmed copy with a new intro is found; other speech by the same voice is not; an intro
-repeated in every episode is kept once; a folder mirrored in a later run adds nothing."""
+repeated in every episode is kept once; a folder mirrored in a later run adds nothing and names the
+sources it repeats; ``--redo`` and ``compact`` keep the index true; counts are of the clips kept."""
 from __future__ import annotations
 
 import shutil
