@@ -199,7 +199,8 @@ def test_an_intro_in_every_episode_is_kept_once(corpus):
 
 
 def test_counts_are_of_the_clips_kept_after_dedup(corpus):
-    """The speakers table and the live progress count the clips the corpus keeps, not those before dedup."""
+    """The speakers table and the live progress count the clips the corpus keeps, not those before dedup;
+    no clip names a rejected one as a similar clip."""
     out, report = corpus["show"]["dir"], corpus["show"]["report"]
     kept = _table(out, "manifest")
     speakers = _table(out, "speakers")
@@ -207,6 +208,8 @@ def test_counts_are_of_the_clips_kept_after_dedup(corpus):
     assert {s["speaker_id"]: s["n_clips"] for s in speakers} == dict(per_speaker)
     assert sum(per_speaker.values()) == report["kept"] == len(kept)
     assert corpus["show"]["progress_kept"] == report["kept"]
+    keys = {r["key"] for r in kept}
+    assert any(r["similar_keys"] for r in kept) and all(set(r["similar_keys"]) <= keys for r in kept)
 
 
 def test_a_mirror_in_a_later_run_adds_nothing_and_names_the_source_it_repeats(corpus):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Iterable, List, Optional
+from typing import Iterable, List, Optional, Tuple
 
 import apache_beam as beam
 
@@ -56,12 +56,17 @@ def load_published(path: str, params: DedupParams):
     return items, published_audio_index(items, params)
 
 
-def verdicts(items: List[Item], params: DedupParams, published_path: Optional[str]):
-    """The verdicts by key (main), then the sources that repeat another (``REPEATS``)."""
+def verdicts(pairs: List[Tuple[Item, Tuple[str, ...]]], params: DedupParams, published_path: Optional[str]):
+    """By key (main): the verdicts, and for kept clips whose similar keys name a rejected clip, the
+    similar keys left; then the sources that repeat another (``REPEATS``)."""
+    items = [it for it, _ in pairs]
     published, index = load_published(published_path, params) if published_path else ([], None)
     found = decide(items, published, params, index)
     for kv in sorted(found.items()):
         yield MAIN, kv
+    for it, similar in sorted(pairs, key=lambda p: p[0].key):
+        if it.key not in found and any(k in found for k in similar):
+            yield MAIN, (it.key, tuple(k for k in similar if k not in found))
     for kv in sorted(source_repeats(items, found).items()):
         yield REPEATS, kv
 
@@ -70,7 +75,9 @@ def apply(kv, params: DedupParams):
     _, joined = kv
     verdict = next(iter(joined["verdict"]), None)
     for t in joined["clip"]:
-        if verdict is None:
+        if isinstance(verdict, tuple):  # kept; a clip it named as similar is not
+            yield from route([dataclasses.replace(t, similar_keys=verdict)])
+        elif verdict is None:
             yield from route([t])
         else:
             yield from route([Rejection.for_segment(t.segment, Stage.DEDUP, verdict.reason, verdict.detail,
@@ -116,7 +123,7 @@ class Dedup(beam.PTransform):
         params, path = self.params, self.published_path
         keyed = kept | "ByKey" >> beam.Map(lambda t: (t.key, t))
         judged = (kept
-                  | "Items" >> beam.Map(lambda t: ("", item_of(t)))
+                  | "Items" >> beam.Map(lambda t: ("", (item_of(t), tuple(t.similar_keys or ()))))
                   | "AllItems" >> beam.GroupByKey()
                   | "Decide" >> beam.FlatMap(lambda kv: verdicts(list(kv[1]), params, path))
                   | "Judged" >> Split("verdict", (REPEATS,)))
