@@ -1,13 +1,15 @@
 """Dedup costs and accuracy: fingerprint CPU-seconds per hour of audio, index lookups at N clips
-(synthetic fingerprints; time and memory), and precision/recall on generated duplicates of real speech.
+(synthetic fingerprints; time and memory), the bit-error rates of copies and of unrelated speech, and
+precision/recall on generated duplicates of real speech.
 
-    PYTHONPATH=$PWD python -m benchmarks.dedup [--clips 1000000] [--sources 200] [--dups 50]
+    PYTHONPATH=$PWD python -m benchmarks.dedup [--clips 1000000] [--sources 200] [--dups 50] [--only PART]
 
-Accuracy set: ``--sources`` sources, each a concatenation of 2-4 real speech clips (tortoise voices
-under /work/realdata/voices, else LibriVox); ``--dups`` of them are re-made from another source by
-trimming, a gain of −6..+3 dB, a new intro from an unrelated clip, and a codec (MP3 64k, Opus 32k,
-AAC 48k) at another rate. Every source is fingerprinted, indexed in order, and each queried for an
-earlier one it repeats (more than half of it, as the dedup stage judges a clip).
+Accuracy set (``make_set``): every real speech file under /work/realdata (tortoise voices, the
+Asterisk prompts, LibriVox) once, end to end, cut into disjoint originals, so no two originals
+share audio; ``--dups`` more sources are each a 70-100 % excerpt of an original at −6..+3 dB after
+a 0-5 s intro of speech used nowhere else, in MP3 64k / Opus 32k / AAC 48k at another rate. The
+sources are cut into 3-10 s clips and judged in a shuffled order by the dedup stage's own rule
+(``dedup.decide``), and whole sources by ``dedup.decide.source_repeats``.
 """
 from __future__ import annotations
 
@@ -18,12 +20,14 @@ import resource
 import subprocess
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from dedup import fingerprint
-from dedup.index import FingerprintIndex
+from dedup.decide import DUPLICATE_AUDIO, DedupParams, Item, decide, source_repeats
+from dedup.index import ITEM_S, FingerprintIndex, popcount
 
 VOICES = Path("/work/realdata/voices")
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
@@ -86,58 +90,173 @@ def index_scale(n_clips: int, seed=0):
             "false_hits_on_random": false}
 
 
-def accuracy(n_sources: int, n_dups: int, seed=0):
-    rng = random.Random(seed)
-    speech = sorted(VOICES.glob("*/*.wav")) or sorted(LIBRIVOX.glob("*.wav"))
-    tmp = Path(tempfile.mkdtemp(prefix="dedup-bench-"))
-    originals, made = [], []
-    for i in range(n_sources - n_dups):
-        parts = rng.sample(speech, rng.randint(2, 4))
-        out = tmp / f"s{i:03d}.mp3"
-        filt = "".join(f"[{j}]aresample=22050,aformat=channel_layouts=mono[a{j}];" for j in range(len(parts)))
-        ff(*[x for p in parts for x in ("-i", p)], "-filter_complex",
-           filt + "".join(f"[a{j}]" for j in range(len(parts))) + f"concat=n={len(parts)}:v=0:a=1",
-           "-c:a", "libmp3lame", "-b:a", "96k", out=str(out))
-        originals.append((out, set(parts)))
-        made.append((f"s{i:03d}", out, None))
-    codecs = [("mp3", ["-ar", "16000", "-c:a", "libmp3lame", "-b:a", "64k"]),
-              ("opus", ["-ar", "24000", "-c:a", "libopus", "-b:a", "32k"]),
-              ("m4a", ["-ar", "22050", "-c:a", "aac", "-b:a", "48k"])]
+SR = 22050
+ASTERISK = Path("/work/realdata/speech/asterisk_allison/wav16k")
+CODECS = [("mp3", ["-ar", "16000", "-c:a", "libmp3lame", "-b:a", "64k"]),
+          ("opus", ["-ar", "24000", "-c:a", "libopus", "-b:a", "32k"]),
+          ("m4a", ["-ar", "22050", "-c:a", "aac", "-b:a", "48k"])]
+
+
+def speech_pool(rng: random.Random):
+    """Every real speech file once, silence trimmed from both ends, in a shuffled order, as one array
+    (22.05 kHz): no stretch of it is in it twice, so disjoint excerpts share no audio."""
+    files = sorted(VOICES.glob("*/*.wav")) + sorted(ASTERISK.glob("*.wav")) + sorted(LIBRIVOX.glob("*.wav"))
+    rng.shuffle(files)
+    trim = "silenceremove=start_periods=1:start_threshold=-45dB,areverse," \
+           "silenceremove=start_periods=1:start_threshold=-45dB,areverse"
+    parts, seen = [], {}
+    for f in files:
+        p = np.frombuffer(ff("-i", f, "-ac", "1", "-ar", SR, "-af", trim, "-f", "s16le", "-"), np.int16)
+        same = seen.setdefault(len(p), [])
+        if len(p) > SR // 2 and not any(np.abs(p.astype(np.int32) - q).mean() < 100 for q in same):
+            parts.append(p)  # one recording stored twice (voices/pat/2.wav and 3.wav) is taken once
+            same.append(p)
+    return np.concatenate(parts), len(parts)
+
+
+def write(path: Path, samples: np.ndarray, *codec) -> Path:
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "s16le", "-ar", str(SR), "-ac", "1", "-i", "-",
+                    *map(str, codec), str(path)], input=samples.tobytes(), check=True, capture_output=True)
+    return path
+
+
+def make_set(n_sources: int, n_dups: int, rng: random.Random, tmp: Path):
+    """Originals: disjoint excerpts of the speech pool (MP3 96k); duplicates: a trimmed excerpt (70-100 %)
+    of an original at −6..+3 dB after a 0-5 s intro of speech used nowhere else, in another codec
+    and rate. Each source's ``spans`` map its time to the pool's: (start_s, end_s, pool_start_s)."""
+    pool, n_files = speech_pool(rng)
+    total_s = len(pool) / SR
+    intro_s = 5.0 * n_dups * 0.6  # room for the intros at the end of the pool
+    n_orig = n_sources - n_dups
+    each = (total_s - intro_s) / n_orig
+    sources = []
+    for i in range(n_orig):
+        a = int(i * each * SR)
+        out = write(tmp / f"s{i:03d}.mp3", pool[a:a + int(each * SR)], "-c:a", "libmp3lame", "-b:a", "96k")
+        sources.append((f"s{i:03d}", out, None, [(0.0, each, a / SR)]))
+    intro_at = n_orig * each
     for d in range(n_dups):
-        src_i = rng.randrange(len(originals))
-        src, used = originals[src_i]
-        dur = len(decode(src, 8000)) / 8000
-        start = rng.uniform(0, max(0.0, dur * 0.3))
-        length = rng.uniform(max(4.0, dur * 0.6), dur - start) if dur - start > 4.0 else dur - start
-        intro = rng.choice([p for p in speech if p not in used])
+        src_i = rng.randrange(n_orig)
+        length = rng.uniform(0.7, 1.0) * each
+        start = rng.uniform(0, each - length)
+        intro = min(rng.uniform(0, 5), total_s - intro_at)
         gain = rng.uniform(-6, 3)
-        ext, codec = codecs[d % len(codecs)]
+        _, src, _, spans = sources[src_i]
+        ext, codec = CODECS[d % len(CODECS)]
         out = tmp / f"d{d:03d}.{ext}"
-        ff("-t", rng.uniform(0, 7), "-i", intro, "-ss", start, "-t", length, "-i", src, "-filter_complex",
-           f"[0]aresample=22050,aformat=channel_layouts=mono[i];[1]aresample=22050,volume={gain:.1f}dB[a];"
-           "[i][a]concat=n=2:v=0:a=1", *codec, out=str(out))
-        made.append((f"d{d:03d}", out, f"s{src_i:03d}"))
-    order = sorted(made, key=lambda m: m[0][0] == "d")  # originals first, then duplicates
-    rng.shuffle(order)  # the originals are not always first: a duplicate then names the copy it was made from
-    fps = {name: fingerprint.of_samples(decode(path), 22050) for name, path, _ in order}
-    group = {name: of or name for name, _, of in made}  # a duplicate belongs with its original
-    index = FingerprintIndex()
-    tp = fp_ = fn = 0
-    for name, _, _ in order:
-        m = index.query(fps[name])
-        hit = m is not None and m.fraction >= 0.5
-        expected = any(group[k] == group[name] for k in index.keys)
-        if hit and group[m.key] == group[name]:
-            tp += 1
-        elif hit:
-            fp_ += 1
-        elif expected:
-            fn += 1
-        if not hit:
-            index.add(name, fps[name])
-    return {"sources": n_sources, "duplicates": n_dups, "true_positives": tp, "false_positives": fp_,
-            "false_negatives": fn, "precision": round(tp / max(tp + fp_, 1), 3), "recall": round(tp / max(tp + fn, 1), 3),
-            "voices": str(VOICES if VOICES.exists() else LIBRIVOX)}
+        i0 = int(intro_at * SR)
+        clean = np.concatenate([pool[i0:i0 + int(intro * SR)],
+                                np.clip(pool[int((spans[0][2] + start) * SR):][:int(length * SR)] * 10 ** (gain / 20),
+                                        -32768, 32767).astype(np.int16)])
+        write(out, clean, *codec)
+        sources.append((f"d{d:03d}", out, f"s{src_i:03d}",
+                        [(0.0, intro, intro_at), (intro, intro + length, spans[0][2] + start)]))
+        intro_at += intro
+    return sources, {"pool_s": round(total_s), "speech_files": n_files, "original_s": round(each, 1)}
+
+
+def pool_overlap(a: list, b: list) -> float:
+    """Seconds of the pool that two lists of pool intervals share."""
+    return sum(max(0.0, min(x1, y1) - max(x0, y0)) for x0, x1 in a for y0, y1 in b)
+
+
+def to_pool(spans, t0: float, t1: float) -> list:
+    return [(p + max(t0, s0) - s0, p + min(t1, s1) - s0) for s0, s1, p in spans if min(t1, s1) > max(t0, s0)]
+
+
+def accuracy(n_sources: int, n_dups: int, seed=0, params: DedupParams = DedupParams()):
+    """Precision and recall of the dedup stage's rule on clips (each source cut into 3-10 s clips, taken
+    in a shuffled source order) and on sources (``source_repeats``). A clip truly repeats when at
+    least half of its length is audio of clips kept before it; a source, when an earlier source in
+    order was made from the same original."""
+    rng = random.Random(seed)
+    tmp = Path(tempfile.mkdtemp(prefix="dedup-bench-"))
+    sources, info = make_set(n_sources, n_dups, rng, tmp)
+    items, where = cut_clips(sources, source_fingerprints(sources), rng)
+    return {**info, "sources": n_sources, "duplicates": n_dups, **score(sources, items, where, params)}
+
+
+def source_fingerprints(sources) -> dict:
+    """Each source's (fingerprint, duration) from its decoded file."""
+    out = {}
+    for name, path, _, _ in sources:
+        audio = decode(path, SR)
+        out[name] = (fingerprint.of_samples(audio, SR), len(audio) / SR)
+    return out
+
+
+def cut_clips(sources, fps: dict, rng: random.Random):
+    """Sources in a shuffled order, cut into 3-10 s clips: (dedup items, each clip's pool intervals)."""
+    rng.shuffle(sources)
+    items, where = [], {}
+    for rank, (name, path, _, spans) in enumerate(sources):
+        (fp, dur), t = fps[name], 0.0
+        while t < dur - 1.0:
+            end = t + rng.uniform(3, 10)
+            end = dur if end > dur - 3 else end
+            key = f"{name}_{int(t * 1000):09d}"
+            items.append(Item(key, (1, f"{rank:04d}", name, t), end - t, None, "",
+                              fingerprint.clip_slice(fp, t, end)))
+            where[key] = to_pool(spans, t, end)
+            t = end
+    return items, where
+
+
+def score(sources, items, where, params: DedupParams):
+    verdicts = decide(items, [], params)
+    kept_pool, c = [], Counter()
+    for it in sorted(items, key=lambda i: (i.order, i.key)):
+        repeated = pool_overlap(where[it.key], kept_pool) / it.duration_s
+        v = verdicts.get(it.key)
+        truth, said = repeated >= 0.5, v is not None and v.reason == DUPLICATE_AUDIO
+        right_key = said and pool_overlap(where[it.key], where[v.repeats]) > 0
+        c["tp" if said and truth and right_key else "fp" if said else "fn" if truth else "tn"] += 1
+        if said and 0.3 < repeated < 0.7 or truth and not said and repeated < 0.7:
+            c["near_half"] += 1  # an error on a clip that about half repeats
+        if not said:
+            kept_pool.extend(where[it.key])
+    group = {name: of or name for name, _, of, _ in sources}
+    rank = {name: r for r, (name, _, _, _) in enumerate(sources)}
+    found = source_repeats(items, verdicts)
+    s = Counter()
+    for name, _, _, _ in sources:
+        truth = any(group[o] == group[name] and rank[o] < rank[name] for o in group)
+        hit = found.get(name)
+        s["tp" if hit and truth and group[hit.repeats] == group[name] else "fp" if hit else "fn" if truth else "tn"] += 1
+    pr = lambda k: {"precision": round(k["tp"] / max(k["tp"] + k["fp"], 1), 3),
+                    "recall": round(k["tp"] / max(k["tp"] + k["fn"], 1), 3)}
+    return {"source_level": {**dict(sorted(s.items())), **pr(s)},
+            "clip_level": {"clips": len(items), **dict(sorted(c.items())), **pr(c)}}
+
+
+def window_ber(n_files: int = 30):
+    """The bit-error rate of 1 s windows of a copy (Opus 32 kbps at 24 kHz, −3 dB) against its original,
+    and of unrelated speech at every third offset of every pair: what ``--dedup_max_ber`` separates."""
+    files = sorted(VOICES.glob("*/*.wav"))[::3][:n_files]
+    w = int(round(1.0 / ITEM_S))
+
+    def windows(x, y):
+        return np.convolve(popcount(x ^ y).astype(float), np.ones(w), "valid") / (32 * w)
+
+    orig, copy = [], []
+    for f in files:
+        opus = ff("-i", f, "-af", "volume=-3dB", "-ar", 24000, "-c:a", "libopus", "-b:a", "32k", "-f", "ogg", "-")
+        back = subprocess.run(["ffmpeg", "-v", "error", "-i", "-", "-ac", "1", "-ar", str(SR), "-f", "s16le", "-"],
+                              input=opus, capture_output=True, check=True).stdout
+        orig.append(fingerprint.of_samples(decode(f), SR))
+        copy.append(fingerprint.of_samples(np.frombuffer(back, np.int16), SR))
+    true = np.concatenate([windows(o[:min(len(o), len(c))], c[:min(len(o), len(c))]) for o, c in zip(orig, copy)])
+    chance = []
+    for i, x in enumerate(orig):
+        for j, y in enumerate(orig):
+            for off in range(-len(x) + w, len(y) - w, 3) if i != j else ():
+                j0, j1 = max(0, -off), min(len(x), len(y) - off)
+                if j1 - j0 >= w:  # whole windows only
+                    chance.append(windows(x[j0:j1], y[j0 + off:j1 + off]))
+    chance = np.concatenate(chance)
+    return {"copy_windows": len(true), "copy_p50_p99_max": np.percentile(true, [50, 99, 100]).round(3).tolist(),
+            "unrelated_windows": len(chance),
+            **{f"unrelated_under_{t}": float(f"{(chance <= t).mean():.2e}") for t in (0.15, 0.2, 0.25)}}
 
 
 def main():
@@ -145,11 +264,17 @@ def main():
     ap.add_argument("--clips", type=int, default=1_000_000)
     ap.add_argument("--sources", type=int, default=200)
     ap.add_argument("--dups", type=int, default=50)
+    ap.add_argument("--only", choices=["fingerprint", "windows", "accuracy", "index"], help="run one part")
     a = ap.parse_args()
     speech = sorted(VOICES.glob("*/*.wav"))[:6] or sorted(LIBRIVOX.glob("*.wav"))
-    print("fingerprint:", fingerprint_cost(speech), flush=True)
-    print("accuracy:", accuracy(a.sources, a.dups), flush=True)
-    print("index:", index_scale(a.clips), flush=True)
+    if a.only in (None, "fingerprint"):
+        print("fingerprint:", fingerprint_cost(speech), flush=True)
+    if a.only in (None, "windows"):
+        print("windows:", window_ber(), flush=True)
+    if a.only in (None, "accuracy"):
+        print("accuracy:", accuracy(a.sources, a.dups), flush=True)
+    if a.only in (None, "index"):
+        print("index:", index_scale(a.clips), flush=True)
     print("cpu count", os.cpu_count())
 
 

@@ -30,6 +30,8 @@ def summarise(sources: List[dict], manifest: pa.Table, rejected: List[dict], n_s
     failed = [r for r in sources if r["status"] in (Status.FAILED, Status.REJECTED)]
     # a failed source's own row in the rejected table (no clip key) says what to do about it
     detail = {r["source_id"]: r.get("detail") for r in rejected if r["key"] is None}
+    uris = {r["source_id"]: r.get("uri") for r in sources}
+    repeats = sorted((r for r in sources if r.get("duplicate_of")), key=lambda r: (r.get("uri") or "", r["source_id"]))
     return {
         "schema_version": SCHEMA_VERSION,
         "sources": {"total": len(sources),
@@ -51,6 +53,11 @@ def summarise(sources: List[dict], manifest: pa.Table, rejected: List[dict], n_s
         "hours_duplicate": round(sum((r["duration_s"] or 0.0) for r in rejected
                                      if r["key"] is not None and r["reason"] in DUPLICATE_REASONS) / 3600, 4),
         "rejects_by_reason": dict(sorted(reasons.items())),
+        # sources most of whose clips repeat one other source (a re-upload, a mirror): the sources table's
+        # duplicate_of; the other source's URI when it is among these rows
+        "duplicate_sources": {"count": len(repeats), "examples": [
+            {"uri": r.get("uri"), "repeats": r["duplicate_of"], "repeats_uri": uris.get(r["duplicate_of"]),
+             "share": r.get("duplicate_share")} for r in repeats[:5]]},
         "shards": n_shards,
     }
 

@@ -8,6 +8,7 @@ index, so the next clip in order is judged against it.
 """
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Tuple
 
@@ -20,6 +21,7 @@ from schemas.settings import OUTPUT, SettingError, setting
 TEXT_POLICIES = ("keep", "per_speaker", "drop")
 DUPLICATE_AUDIO = "duplicate_audio"
 DUPLICATE_TEXT = "duplicate_text"
+SOURCE_REPEAT_SHARE = 0.5  # a source whose clips repeat one other source for at least this share repeats it
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,7 @@ class DedupParams:
 
     audio: bool = setting(True, role=OUTPUT)
     min_fraction: float = setting(0.5, role=OUTPUT)  # of a clip's length that repeats other audio
-    max_ber: float = setting(0.25, role=OUTPUT)
+    max_ber: float = setting(0.2, role=OUTPUT)
     text: str = setting("per_speaker", role=OUTPUT)
     text_threshold: float = setting(0.7, role=OUTPUT)
     text_min_words: int = setting(6, role=OUTPUT)
@@ -114,3 +116,39 @@ def decide(items: Iterable[Item], published: Iterable[Item], params: DedupParams
 def published_audio_index(published: List[Item], params: DedupParams) -> FingerprintIndex:
     with_fp = [p for p in sorted(published, key=lambda i: i.order) if p.fingerprint is not None and len(p.fingerprint)]
     return FingerprintIndex.build([p.key for p in with_fp], [p.fingerprint for p in with_fp], params.match)
+
+
+def source_of(key: str) -> str:
+    """The source id of a clip key (``{source_id}_{start_ms}``)."""
+    return key.rsplit("_", 1)[0]
+
+
+@dataclass(frozen=True)
+class SourceRepeat:
+    """A source that repeats another (a re-upload, a mirror): the one most of its repeated audio is from."""
+
+    repeats: str  # that source's id
+    share: float  # of the duration of the source's clips judged here, rejected as repeating it
+
+
+def source_repeats(items: Iterable[Item], verdicts: Dict[str, Verdict],
+                   min_share: float = SOURCE_REPEAT_SHARE) -> Dict[str, SourceRepeat]:
+    """The sources among ``items`` that repeat another: by source id.
+
+    Per-clip verdicts say which clip each duplicate repeats; a whole re-uploaded source shows as
+    most of its clips' audio repeating clips of one other source.
+    """
+    total: Dict[str, float] = defaultdict(float)
+    by: Dict[str, Dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for it in items:
+        sid = source_of(it.key)
+        total[sid] += it.duration_s
+        v = verdicts.get(it.key)
+        if v is not None and v.reason == DUPLICATE_AUDIO and source_of(v.repeats) != sid:
+            by[sid][source_of(v.repeats)] += it.duration_s
+    out = {}
+    for sid, secs in sorted(by.items()):
+        other, s = max(sorted(secs.items()), key=lambda kv: kv[1])
+        if total[sid] > 0 and s / total[sid] >= min_share:
+            out[sid] = SourceRepeat(other, round(s / total[sid], 4))
+    return out

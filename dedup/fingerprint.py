@@ -18,6 +18,9 @@ except ImportError:  # pragma: no cover - reported when the stage runs
     chromaprint = None
 
 ITEM_S = 4096 / 3 / 11025  # one sub-fingerprint per third of a 4096-sample frame at 11025 Hz
+# the audio one item describes: 20 frames (a 5-frame chroma filter, then classifiers up to 16 frames
+# wide) from its start, ≈ 2.7 s; so a source of d seconds has ≈ (d - SPAN_S) / ITEM_S items
+SPAN_S = 19 * ITEM_S + 4096 / 11025
 CHUNK_S = 30.0  # samples fed per call while streaming a long source
 
 
@@ -62,9 +65,13 @@ def of_reader(read: Callable[[int, int], np.ndarray], n_samples: int, sample_rat
 
 
 def clip_slice(source_fp: np.ndarray, start_s: float, end_s: float) -> np.ndarray:
-    """The items of a source's fingerprint that cover ``[start_s, end_s)``."""
-    a = max(0, int(round(start_s / ITEM_S)))
-    b = min(len(source_fp), max(a, int(round(end_s / ITEM_S))))
+    """The items of a source's fingerprint whose audio is centred in ``[start_s, end_s)``.
+
+    Item i describes ``[i * ITEM_S, i * ITEM_S + SPAN_S)``: taking the items that start in the clip
+    would describe the next clip's audio too, and leave the last clip of a source with none.
+    """
+    a = max(0, int(round((start_s - SPAN_S / 2) / ITEM_S)))
+    b = min(len(source_fp), max(a, int(round((end_s - SPAN_S / 2) / ITEM_S))))
     return source_fp[a:b]
 
 

@@ -284,8 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     _arg(g, "--dedup_min_fraction", "dedup.min_fraction", type=number,
          help="share of a clip's length that must repeat other audio for it to be a duplicate (default 0.5)")
     _arg(g, "--dedup_max_ber", "dedup.max_ber", type=number,
-         help="bit-error rate under which two fingerprints are the same audio (default 0.25; unrelated "
-              "audio ≈ 0.4-0.5)")
+         help="bit-error rate of a 1 s window under which two fingerprints are the same audio (default 0.2; "
+              "re-encoded copies ≤ 0.07, unrelated speech ≈ 0.4-0.5)")
     _arg(g, "--dedup_text", "dedup.text", choices=["keep", "per_speaker", "drop"],
          help="a clip whose transcript repeats a kept clip's: keep it, drop it when the same speaker said it "
               "already (per_speaker, the default: the same text in another voice still teaches a voice), or drop it")

@@ -191,6 +191,12 @@ def print_summary(title: str, report: dict, output: Optional[str] = None) -> Non
         lines.append("  rejects by reason:")
         for reason, r in report["rejects_by_reason"].items():
             lines.append(f"    {reason:32s} {r['count']:6d}  ({r['hours']:.3f} h)")
+    repeats = report.get("duplicate_sources") or {}
+    if repeats.get("count"):
+        lines.append(f"  sources that repeat another source: {repeats['count']}")
+        for e in repeats["examples"]:
+            lines.append(f"    {safe(e['uri'] or '')[:90]} repeats {safe(e['repeats_uri'] or e['repeats'])[:90]}"
+                         f" ({e['share']:.0%} of its clips' audio)")
     examples = report.get("failed_examples") or []
     if examples:
         n_bad = s["failed"] + s["rejected"]

@@ -20,14 +20,14 @@ from speakers.cluster import ClusterParams
 from speakers.turns import TurnParams
 from storage import fs
 from transforms.acquire import Acquire
-from transforms.dedup import Dedup
+from transforms.dedup import REPEATS, UNKEPT, Dedup, MarkRepeats
 from transforms.expand import Expand
 from transforms.parts import PART, TRANSCRIPTS, PartSpec, SavePart, WorkPart
 from transforms.quality import Quality
 from transforms.routing import REJECTED, SOURCES
 from transforms.segment import SegmentAudio, SegmentConfig
 from transforms.shard import ShardConfig, WriteShards
-from transforms.speakers import SPEAKERS, AssignSpeakers
+from transforms.speakers import SPEAKERS, AssignSpeakers, CountKept
 from transforms.transcribe import USAGE, Transcribe, WriteUsage
 from transforms.write_table import WriteTable
 
@@ -133,19 +133,25 @@ def build_wave(p: beam.Pipeline, items: List[Source], settings: CorpusSettings, 
         transcripts = (transcripts, segmented[TRANSCRIPTS]) | "WithSaved" >> beam.Flatten()
     judged = transcripts | "Quality" >> Quality(settings.quality)
     kept = judged["kept"]
+    speakers = None
     if settings.speakers:
         voiced = kept | "Speakers" >> AssignSpeakers(ClusterParams(
             same_voice_similarity=settings.voices.same_voice_similarity, min_voice_s=settings.voices.min_voice_s,
             link_similarity=settings.voices.speaker_link_similarity, similar_k=settings.similar_k),
             known_speakers_path)
-        kept = voiced["kept"]
-        written.append(voiced[SPEAKERS] | "WriteSpeakers" >> WriteTable(
-            work.path("speakers.parquet"), tables.SPEAKERS, functools.partial(tables.speaker_row, run=tag)))
+        kept, speakers = voiced["kept"], voiced[SPEAKERS]
     rejections = [*early[0], transcribed["failed"], judged[REJECTED]]
-    if settings.dedup.active:
+    results = early[1] | "AllSources" >> beam.Flatten()
+    if settings.dedup.active:  # after the speakers: the text policy is per speaker
         deduped = kept | "Dedup" >> Dedup(settings.dedup, dedup_path)
         kept = deduped["kept"]
         rejections.append(deduped[REJECTED])
+        results = results | "SourceRepeats" >> MarkRepeats(deduped[REPEATS])
+        if speakers is not None:  # a speaker's clip count is of the clips kept
+            speakers = speakers | "CountKept" >> CountKept(deduped[UNKEPT])
+    if speakers is not None:
+        written.append(speakers | "WriteSpeakers" >> WriteTable(
+            work.path("speakers.parquet"), tables.SPEAKERS, functools.partial(tables.speaker_row, run=tag)))
     written.append(kept | "Shard" >> WriteShards(shard_cfg))
 
     rejected = tuple(rejections) | "AllRejections" >> beam.Flatten()
@@ -158,7 +164,6 @@ def build_wave(p: beam.Pipeline, items: List[Source], settings: CorpusSettings, 
         written.append(rejected
                        | "WithAudio" >> beam.Filter(lambda r: r.segment is not None)
                        | "RejectedShards" >> WriteShards(rejected_cfg))
-    results = early[1] | "AllSources" >> beam.Flatten()
     written.append(results | "WriteSources" >> WriteTable(work.path("sources.parquet"), tables.SOURCES,
                                                           functools.partial(tables.source_row, run=tag)))
     return finished(written)

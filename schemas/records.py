@@ -193,6 +193,8 @@ class SourceResult:
     n_segments: int = 0
     reason: str = ""
     retryable: bool = False
+    duplicate_of: str = ""  # the source this one repeats (a re-upload, a mirror): dedup.decide.source_repeats
+    duplicate_share: float = 0.0  # of its judged clips' duration that repeats that source
 
     @classmethod
     def of(cls, source: Source, status: str, reason: str = "", duration_s: float = 0.0,

@@ -101,6 +101,8 @@ SOURCES = pa.schema([
     ("retryable", pa.bool_()),
     ("duration_s", pa.float64()),
     ("n_segments", pa.int64()),
+    ("duplicate_of", pa.string()),  # the source id this source repeats (most of its clips' audio), if any
+    ("duplicate_share", pa.float64()),  # the share of its clips' duration that repeats that source
     ("run", pa.string()),
     ("alias", pa.string()),
     ("schema_version", pa.int32()),
@@ -200,6 +202,8 @@ def source_row(s: SourceResult, run: str = "") -> dict:
         "retryable": s.retryable,
         "duration_s": round(s.duration_s, 3),
         "n_segments": s.n_segments,
+        "duplicate_of": s.duplicate_of or None,
+        "duplicate_share": s.duplicate_share if s.duplicate_of else None,
         "run": run,
         "alias": src.alias,
         "schema_version": SCHEMA_VERSION,

@@ -1,22 +1,28 @@
 """Duplicates on real speech (LibriVox from pocketsphinx-testdata, JFK from shared data): a re-encoded,
 re-gained, trimmed copy with a new intro is found; other speech by the same voice is not; an intro
-repeated in every episode is kept once; a folder mirrored in a later run adds nothing."""
+repeated in every episode is kept once; a folder mirrored in a later run adds nothing and names the
+sources it repeats; ``--redo`` and ``compact`` keep the index true; counts are of the clips kept."""
 from __future__ import annotations
 
-import json
+import shutil
 import subprocess
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from corpus.layout import Layout
+from corpus.summary import corpus_report
 from dedup import fingerprint
 from dedup.decide import DedupParams, Item, decide
 from dedup.index import FingerprintIndex
 from dedup.text import TextIndex
 from pipelines.build_corpus import run
+from pipelines.compact import compact
 from tests.conftest import SHARED_SPEECH, ffmpeg, permissive
+from transforms.progress import progress
 
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
 CLIPS = sorted(LIBRIVOX.glob("*.wav"))
@@ -117,41 +123,139 @@ def _table(out: Path, name: str):
     return [r for p in parts for r in pq.read_table(p).to_pylist()]
 
 
-def _args(tmp_path, sources_file, out, model):
-    return ["--sources", str(sources_file), "--output", str(out), *permissive(model), "--speakers", "off",
-            "--dedup_text", "keep", "--min_bandwidth_hz", "none", "--dedup_audio", "on"]
+def _shards(out: Path):
+    return {p.name: p.read_bytes() for p in sorted((out / "shards").glob("*.tar"))}
 
 
-def test_an_intro_in_every_episode_is_kept_once_and_a_mirror_adds_nothing(tmp_path, tiny_model, sources):
-    show = _episodes(tmp_path / "show", sources["intro"])
-    sources_file = tmp_path / "sources.txt"
+def _run(sources_file, out, model, *extra):
+    return run(["--sources", str(sources_file), "--output", str(out), *permissive(model), "--dedup_text", "keep",
+                "--min_bandwidth_hz", "none", "--dedup_audio", "on", "--samples_per_shard", "50", *extra])
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, tiny_model, sources):
+    """One corpus built step by step, a copy of it kept after each step:
+
+    1. ``show``: five episodes that open with the same 6 s intro (speakers on);
+    2. ``mirror``: the show re-encoded into a second folder, in a later run;
+    3. ``redo``: ``--redo`` of episodes 1 (whose intro was the first) and 2;
+    4. ``compact``: the partial shards merged;
+    5. ``after_compact``: one more re-encoded copy of episode 3, in a later run.
+    """
+    d = tmp_path_factory.mktemp("dedup_corpus")
+    show = _episodes(d / "show", sources["intro"])
+    mirror = d / "mirror"
+    mirror.mkdir()
+    for ep in sorted(show.iterdir()):
+        ffmpeg("-i", str(ep), "-ar", "24000", "-c:a", "libopus", "-b:a", "48k", str(mirror / (ep.stem + ".opus")))
+    copy3 = d / "copy3"
+    copy3.mkdir()
+    ffmpeg("-i", str(show / "ep3.mp3"), "-af", "volume=-4dB", "-ar", "32000", "-c:a", "libmp3lame", "-b:a", "48k",
+           str(copy3 / "ep3-again.mp3"))
+    out, sources_file, steps = d / "corpus", d / "sources.txt", {}
+
+    def keep(name, report):
+        steps[name] = {"report": report, "dir": shutil.copytree(out, d / f"corpus-{name}")}
+
     sources_file.write_text(f"{show}\n")
-    out = tmp_path / "corpus"
-    report = run(_args(tmp_path, sources_file, out, tiny_model))
+    kept_before = progress().counts["kept"]
+    report = _run(sources_file, out, tiny_model)
+    keep("show", report)
+    steps["show"]["progress_kept"] = progress().counts["kept"] - kept_before
+    sources_file.write_text(f"{show}\n{mirror}\n")
+    keep("mirror", _run(sources_file, out, tiny_model))
+    ids = {r["uri"].rsplit("/", 1)[-1]: r["source_id"] for r in _table(out, "sources")}
+    steps["ids"] = ids
+    keep("redo", _run(sources_file, out, tiny_model, "--redo", f"{ids['ep1.mp3']},{ids['ep2.mp3']}"))
+    keep("rerun", _run(sources_file, out, tiny_model))
+    steps["compacted"] = compact(str(out))
+    keep("compact", corpus_report(Layout(str(out))))
+    sources_file.write_text(f"{show}\n{mirror}\n{copy3}\n")
+    keep("after_compact", _run(sources_file, out, tiny_model))
+    return steps
+
+
+def _dedup_rows(out: Path):
+    return [r for r in _table(out, "rejected") if r["reason"] == "duplicate_audio"]
+
+
+def test_an_intro_in_every_episode_is_kept_once(corpus):
+    out, report = corpus["show"]["dir"], corpus["show"]["report"]
     kept = _table(out, "manifest")
-    rejected = [r for r in _table(out, "rejected") if r["reason"] == "duplicate_audio"]
+    rejected = _dedup_rows(out)
     intros = [r for r in kept if r["start_s"] < 5.0]
     assert len(intros) == 1 and intros[0]["source_uri"].endswith("ep1.mp3")
     assert len(rejected) == 4 and all(r["stage"] == "dedup" for r in rejected)
-    ep1_intro = intros[0]["key"]
-    assert all(ep1_intro in r["detail"] for r in rejected)
+    assert all(intros[0]["key"] in r["detail"] for r in rejected)
     assert all(int(r["key"].rsplit("_", 1)[1]) < 5000 for r in rejected)  # only intros: each line is new audio
     assert [k for k in kept if k["start_s"] > 5.0]
     assert all(r["fingerprint"] for r in kept)
     assert report["hours_duplicate"] == pytest.approx(sum(r["duration_s"] for r in rejected) / 3600, abs=1e-4)
     assert report["rejects_by_reason"]["dedup/duplicate_audio"]["count"] == 4
-    first = sorted(p.read_bytes() for p in (out / "shards").glob("*.tar"))
+    # these episodes are a short line after the intro: those whose clips are mostly the intro are said to
+    # repeat episode 1, the one whose intro is kept; episode 1 repeats nothing
+    repeats = report["duplicate_sources"]["examples"]
+    assert repeats and all(e["repeats_uri"].endswith("ep1.mp3") and not e["uri"].endswith("ep1.mp3") for e in repeats)
 
-    # the show mirrored into another folder, re-encoded (a byte-identical copy is the same source
-    # already), in a later run: nothing new is kept
-    mirror = tmp_path / "mirror"
-    mirror.mkdir()
-    for ep in sorted(show.iterdir()):
-        ffmpeg("-i", str(ep), "-ar", "24000", "-c:a", "libopus", "-b:a", "48k", str(mirror / (ep.stem + ".opus")))
-    sources_file.write_text(f"{show}\n{mirror}\n")
-    report2 = run(_args(tmp_path, sources_file, out, tiny_model))
-    assert report2["kept"] == report["kept"]
-    assert sorted(p.read_bytes() for p in (out / "shards").glob("*.tar")) == first
-    mirrored = [r for r in _table(out, "rejected") if "mirror" in (r["source_uri"] or "")]
-    assert sum(r["reason"] == "duplicate_audio" for r in mirrored) >= report["kept"]
-    assert json.loads((out / "report.json").read_text())["hours_duplicate"] > report["hours_duplicate"]
+
+def test_counts_are_of_the_clips_kept_after_dedup(corpus):
+    """The speakers table and the live progress count the clips the corpus keeps, not those before dedup;
+    no clip names a rejected one as a similar clip."""
+    out, report = corpus["show"]["dir"], corpus["show"]["report"]
+    kept = _table(out, "manifest")
+    speakers = _table(out, "speakers")
+    per_speaker = Counter(r["speaker"] for r in kept)
+    assert {s["speaker_id"]: s["n_clips"] for s in speakers} == dict(per_speaker)
+    assert sum(per_speaker.values()) == report["kept"] == len(kept)
+    assert corpus["show"]["progress_kept"] == report["kept"]
+    keys = {r["key"] for r in kept}
+    assert any(r["similar_keys"] for r in kept) and all(set(r["similar_keys"]) <= keys for r in kept)
+
+
+def test_a_mirror_in_a_later_run_adds_nothing_and_names_the_source_it_repeats(corpus):
+    show, out, report = corpus["show"], corpus["mirror"]["dir"], corpus["mirror"]["report"]
+    assert report["kept"] == show["report"]["kept"] and _shards(out) == _shards(show["dir"])
+    mirrored = [r for r in _dedup_rows(out) if "mirror" in (r["source_uri"] or "")]
+    assert len(mirrored) >= show["report"]["kept"]
+    assert corpus_report(Layout(str(out)))["hours_duplicate"] > show["report"]["hours_duplicate"]
+    ids = corpus["ids"]
+    rows = {r["uri"].rsplit("/", 1)[-1]: r for r in _table(out, "sources")}
+    for i in range(1, 6):
+        row = rows[f"ep{i}.opus"]
+        # its intro repeats episode 1's, its line episode i's: most of it repeats one of them
+        assert row["duplicate_of"] in (ids["ep1.mp3"], ids[f"ep{i}.mp3"]) and row["duplicate_share"] >= 0.5
+    assert rows["ep1.opus"]["duplicate_of"] == ids["ep1.mp3"] and rows["ep1.mp3"]["duplicate_of"] is None
+    summary = report["duplicate_sources"]
+    assert summary["count"] == show["report"]["duplicate_sources"]["count"] + 5
+    assert all(e["uri"].endswith(".opus") for e in summary["examples"])  # listed by URI: mirror/ before show/
+
+
+def test_redo_of_the_first_occurrence_keeps_the_index_true(corpus):
+    """Episodes 1 and 2 redone: episode 1 is not a duplicate of its own old samples, its intro is kept
+    once, episode 2's intro is rejected again naming the clip that exists now, and a rerun changes nothing."""
+    before, out, ids = corpus["mirror"]["dir"], corpus["redo"]["dir"], corpus["ids"]
+    old, kept = _table(before, "manifest"), _table(out, "manifest")
+    assert sorted(r["key"] for r in kept) == sorted(r["key"] for r in old)
+    assert len([r for r in kept if r["start_s"] < 5.0]) == 1
+    keys = {r["key"] for r in kept}
+    report = corpus_report(Layout(str(out)))
+    current = {(r["source_id"], r["run"]) for r in _table(out, "sources")}
+    named = [r["detail"].split(" repeats ")[1].split()[0] for r in _dedup_rows(out)
+             if (r["source_id"], r["run"]) in current]
+    assert named and set(named) <= keys  # no clip rejected as a repeat of a clip that is gone
+    runs = {r["run"] for r in _table(before, "rejected")}
+    latest = [r for r in _table(out, "rejected") if r["run"] not in runs]
+    assert {r["source_id"] for r in latest} == {ids["ep2.mp3"]} and latest[0]["reason"] == "duplicate_audio"
+    assert report["kept"] == corpus["mirror"]["report"]["kept"]
+    assert _shards(corpus["rerun"]["dir"]) == _shards(out) and corpus["rerun"]["report"]["kept"] == report["kept"]
+
+
+def test_compact_keeps_the_fingerprints_and_later_runs_still_find_duplicates(corpus):
+    assert corpus["compacted"]["new_shards"]  # there were partial shards to merge
+    out = corpus["compact"]["dir"]
+    kept = _table(out, "manifest")
+    assert len(kept) == len(_table(corpus["redo"]["dir"], "manifest")) and all(r["fingerprint"] for r in kept)
+    after = corpus["after_compact"]
+    assert after["report"]["kept"] == len(kept) and _shards(after["dir"]) == _shards(out)
+    again = [r for r in _dedup_rows(after["dir"]) if r["source_uri"].endswith("ep3-again.mp3")]
+    assert again and all(r["detail"].split(" repeats ")[1].split()[0] in {k["key"] for k in kept} for r in again)

@@ -26,7 +26,6 @@ import numpy as np
 from schemas.outcomes import Stage
 from schemas.records import ClipScores, Rejection, Transcript
 from transforms.gate_settings import AudioGates, QualityConfig  # noqa: F401  (their home)
-from transforms.progress import progress
 from transforms.routing import route, with_outputs
 
 STAGE = Stage.QUALITY
@@ -121,8 +120,6 @@ class _OutliersFn(beam.DoFn):
 
     def process(self, kv):
         for out in rate_outliers(list(kv[1]), self.cfg):
-            if isinstance(out, Transcript):
-                progress().add(kept=1)
             yield from route([out])
 
 

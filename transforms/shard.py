@@ -48,11 +48,11 @@ def assign_shards(transcripts: Iterable[Transcript], base: int, cfg: ShardConfig
 
 
 def _write(index_and_items, cfg: ShardConfig) -> ShardInfo:
-    index, items = index_and_items
+    index, items = index_and_items[0], list(index_and_items[1])
     write = write_rejected_shard if cfg.rejected else write_shard
-    info = write(cfg.shards_dir, cfg.manifest_dir, shard_name(cfg.prefix, index), list(items))
-    if not cfg.rejected:
-        progress().add(shards=1)
+    info = write(cfg.shards_dir, cfg.manifest_dir, shard_name(cfg.prefix, index), items)
+    if not cfg.rejected:  # kept: what the corpus gets, after every stage that may still reject a clip
+        progress().add(shards=1, kept=len(items))
     return info
 
 

@@ -104,3 +104,27 @@ class AssignSpeakers(beam.PTransform):
                 | "GroupByVoiceGroup" >> beam.GroupByKey()
                 | "Cluster" >> beam.ParDo(_AssignFn(self.params, self.known_path))
                 | "Outputs" >> Split("kept", (SPEAKERS,)))
+
+
+def less_unkept(kv) -> Iterable[SpeakerRecord]:
+    """A speaker's record counting only the clips kept: its clips rejected later (as duplicates) are
+    taken off; a speaker new in this run with none left is no speaker of the corpus."""
+    _, joined = kv
+    gone = len(list(joined["unkept"]))
+    for s in joined["speaker"]:
+        if s.n_clips - gone > 0:
+            yield dataclasses.replace(s, n_clips=s.n_clips - gone)
+
+
+class CountKept(beam.PTransform):
+    """SpeakerRecord → SpeakerRecord whose ``n_clips`` leaves out ``unkept`` (speaker ids, one per clip)."""
+
+    def __init__(self, unkept):
+        super().__init__()
+        self.unkept = unkept
+
+    def expand(self, speakers):
+        return ({"speaker": speakers | "BySpeaker" >> beam.Map(lambda s: (s.speaker_id, s)),
+                 "unkept": self.unkept | "ById" >> beam.Map(lambda sid: (sid, None))}
+                | "JoinUnkept" >> beam.CoGroupByKey()
+                | "Recount" >> beam.FlatMap(less_unkept))
