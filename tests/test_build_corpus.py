@@ -14,7 +14,7 @@ import webdataset as wds
 
 from audio.flac import decode_flac
 from pipelines.build_corpus import run
-from tests.conftest import REPO, copy_shared, file_digests, have_shared_speech, permissive
+from tests.conftest import REPO, copy_corpus, copy_shared, file_digests, have_shared_speech, permissive
 
 
 def table(out: Path, name: str) -> list:
@@ -175,10 +175,9 @@ def test_multiprocessing_workers_give_identical_shards(e2e):
     assert a and a == b
 
 
-def test_new_sources_are_added_after_existing_shards(tmp_path, tiny_model, speech):
-    out = tmp_path / "corpus"
+def test_new_sources_are_added_after_existing_shards(tmp_path, tiny_model, speech, built_corpus):
+    out = copy_corpus(built_corpus("a", "--samples_per_shard", "2"), tmp_path / "corpus")
     base = [*permissive(tiny_model), "--output", str(out), "--samples_per_shard", "2"]
-    run(["--sources", write_sources(tmp_path / "one.txt", [speech["a"][1]]), *base])
     first = file_digests(out / "shards")
     run(["--sources", write_sources(tmp_path / "two.txt", [speech["a"][1], speech["b"][1]]), *base])
     second = file_digests(out / "shards")
