@@ -297,9 +297,9 @@ def test_the_terminal_summary_shows_what_to_do_about_a_failed_source(capsys):
 
 
 def test_a_stricter_gate_needs_every_source_again(tmp_path, tiny_model, speech, capsys, built_corpus):
-    out = copy_corpus(built_corpus("ab"), tmp_path / "corpus")
+    out = copy_corpus(built_corpus("ab", "--samples_per_shard", "3"), tmp_path / "corpus")
     base = ["--sources", write_sources(tmp_path / "s.txt", [speech["a"][1], speech["b"][1]]), "--output", str(out),
-            *permissive(tiny_model)]
+            *permissive(tiny_model), "--samples_per_shard", "3"]
     first = json.loads((out / "report.json").read_text())
     assert first["kept"] > 0
     capsys.readouterr()
