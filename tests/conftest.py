@@ -17,7 +17,6 @@ import pytest
 import soundfile as sf
 
 from audio.synth import SENTENCES, build_recording
-from pipelines.build_corpus import run
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_SPEECH = REPO.parent / "shared" / "data" / "real_speech"
@@ -93,6 +92,7 @@ def built_corpus(tmp_path_factory, tiny_model, speech):
     recording in a run of its own, from ``s0.txt``, ``s1.txt``, ...), once per session for every test that
     starts from it. Tests read it as it is or change a copy (``copy_corpus``); the session's end checks
     that no test changed the shared one."""
+    from pipelines.build_corpus import run  # here: a session that builds no corpus need not load Beam
     made = {}
 
     def get(names: str, *options: str, one_run_each: bool = False) -> Path:
