@@ -16,6 +16,7 @@ from typing import Callable, Dict, Optional, TextIO
 
 from transforms.progress import TOPIC, progress
 
+MIN_INTERVAL_S = 0.2  # the shortest time between two lines of this report
 _LOCK = threading.Lock()
 ACTIVE: Optional["LiveProgress"] = None  # the bar on the terminal, if one is drawn
 
@@ -181,7 +182,9 @@ class LiveProgress:
             self.stream.flush()
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s if not self.tty else min(self.interval_s, 1.0)):
+        # at least MIN_INTERVAL_S apart: SPEECHMILL_PROGRESS_S=0 (every worker count printed) must not spin here
+        period = max(MIN_INTERVAL_S, self.interval_s if not self.tty else min(self.interval_s, 1.0))
+        while not self._stop.wait(period):
             try:
                 self.render()
             except (OSError, ValueError):  # the stream went away: stop reporting, not the run

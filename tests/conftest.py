@@ -85,6 +85,39 @@ def permissive(model: str) -> list:
             "--max_chars_per_s", "1000", "--dedup_audio", "off"]
 
 
+@pytest.fixture(scope="session")
+def built_corpus(tmp_path_factory, tiny_model, speech):
+    """``built_corpus(names, *options)``: the corpus of the synthesised recordings ``names`` ("a", "ab")
+    built with the permissive options and ``options`` from ``s.txt`` beside it (``one_run_each``: each
+    recording in a run of its own, from ``s0.txt``, ``s1.txt``, ...), once per session for every test that
+    starts from it. Tests read it as it is or change a copy (``copy_corpus``); the session's end checks
+    that no test changed the shared one."""
+    from pipelines.build_corpus import run  # here: a session that builds no corpus need not load Beam
+    made = {}
+
+    def get(names: str, *options: str, one_run_each: bool = False) -> Path:
+        key = (names, options, one_run_each)
+        if key not in made:
+            d = tmp_path_factory.mktemp("built")
+            out = d / "corpus"
+            runs = {f"s{i}.txt": n for i, n in enumerate(names)} if one_run_each else {"s.txt": names}
+            for sources, recordings in runs.items():
+                (d / sources).write_text("".join(speech[n][1] + "\n" for n in recordings))
+                run(["--sources", str(d / sources), "--output", str(out), *permissive(tiny_model), *options])
+            made[key] = (out, file_digests(out))
+        return made[key][0]
+
+    yield get
+    for out, digests in made.values():
+        assert file_digests(out) == digests, f"a test changed the shared corpus {out}: copy it first"
+
+
+def copy_corpus(built: Path, dest: Path) -> Path:
+    """A copy of a shared corpus that a test may change."""
+    shutil.copytree(built, dest, symlinks=True)
+    return dest
+
+
 def have_shared_speech() -> bool:
     return (SHARED_SPEECH / "jfk.flac").exists()
 

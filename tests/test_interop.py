@@ -25,19 +25,13 @@ from corpus.guard import CorpusDamaged
 from corpus.published import UnfinishedCommitError, published_shards
 from exports.lhotse import sample_cut
 from pipelines import export_lhotse
-from pipelines.build_corpus import run
-from tests.conftest import REPO, permissive
+from tests.conftest import REPO, copy_corpus
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory, tiny_model, speech):
-    """A corpus of the two synthesised recordings, three samples a shard."""
-    d = tmp_path_factory.mktemp("interop")
-    (d / "sources.txt").write_text(f"{speech['a'][1]}\n{speech['b'][1]}\n")
-    out = d / "corpus"
-    run(["--sources", str(d / "sources.txt"), "--output", str(out), *permissive(tiny_model),
-         "--samples_per_shard", "3"])
-    return out
+def built(built_corpus):
+    """A corpus of the two synthesised recordings, three samples a shard (shared: read, or copied)."""
+    return built_corpus("ab", "--samples_per_shard", "3")
 
 
 @pytest.fixture(scope="module")
@@ -55,11 +49,6 @@ def truth(built):
         assert s["text"] == manifest[key]["text"] and s["sr"] == manifest[key]["sample_rate"]
         assert abs(len(s["audio"]) / s["sr"] - manifest[key]["duration_s"]) < 0.002
     return {"manifest": manifest, "samples": samples, "shards": shards}
-
-
-def copy_corpus(built: Path, dest: Path) -> Path:
-    shutil.copytree(built, dest)
-    return dest
 
 
 def digests(folder: Path) -> dict:

@@ -27,6 +27,7 @@ from tests.conftest import (
     ONLY_LOCALHOST,
     REPO,
     Route,
+    copy_corpus,
     copy_shared,
     corpus_digests,
     ffmpeg,
@@ -50,10 +51,10 @@ def keys_in_shards(out: Path) -> list:
     return [s["__key__"] for s in read_shards(out)]
 
 
-def test_a_crash_while_publishing_is_finished_by_the_next_run(tmp_path, tiny_model, speech, monkeypatch):
+def test_a_crash_while_publishing_is_finished_by_the_next_run(tmp_path, tiny_model, speech, monkeypatch,
+                                                             built_corpus):
     lines = [speech["a"][1], speech["b"][1]]
-    reference = tmp_path / "reference"
-    run(corpus_args(tmp_path, tiny_model, lines, reference))
+    reference = built_corpus("ab", "--samples_per_shard", "3")  # uninterrupted (keys and sources: any shard size)
     expected = sorted(keys_in_shards(reference))
 
     out = tmp_path / "corpus"
@@ -283,10 +284,8 @@ def test_infrastructure_failures_are_retried(tmp_path, tiny_model, speech):
     assert retryable("scratch_full") and retryable("decode_timeout") and not retryable("undecodable")
 
 
-def test_leftovers_of_dead_runs_are_cleaned(tmp_path, tiny_model, speech):
-    out = tmp_path / "corpus"
-    args = corpus_args(tmp_path, tiny_model, [speech["a"][1]], out)
-    run(args)
+def test_leftovers_of_dead_runs_are_cleaned(tmp_path, tiny_model, speech, built_corpus):
+    out = copy_corpus(built_corpus("a", "--samples_per_shard", "2"), tmp_path / "corpus")
     leftovers = [out / "_work" / "deadbeef0000" / "packs" / "x.clips", out / "shards" / ".shard-000009.tar.tmp-abc",
                  out / "manifest" / ".m.parquet.tmp-1", out / "_staging" / ".dl-zzz" / "media.part",
                  out / "_staging" / ".http-1.mp3.tmp-9"]

@@ -2,6 +2,7 @@
 compaction, Ctrl-C, options that are checked before any work, and output worth reading."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -17,7 +18,7 @@ from corpus.layout import Layout
 from pipelines.build_corpus import run
 from pipelines.compact import compact
 from run.state import CorpusState
-from tests.conftest import ONLY_LOCALHOST, REPO, Route, permissive
+from tests.conftest import ONLY_LOCALHOST, REPO, Route, copy_corpus, permissive
 from tests.test_build_corpus import read_shards, table, write_sources
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
@@ -54,11 +55,11 @@ def test_new_thresholds_are_refused_until_redo_says_what_to_reprocess(tmp_path, 
     assert again == redo and "nothing to do" in capsys.readouterr().err
 
 
-def test_redo_replaces_a_sources_samples_without_duplicates(tmp_path, tiny_model, speech):
-    out = tmp_path / "corpus"
+def test_redo_replaces_a_sources_samples_without_duplicates(tmp_path, tiny_model, speech, built_corpus):
+    out = copy_corpus(built_corpus("ab", "--samples_per_shard", "3"), tmp_path / "corpus")
     sources = write_sources(tmp_path / "s.txt", [speech["a"][1], speech["b"][1]])
     base = ["--sources", sources, "--output", str(out), *permissive(tiny_model), "--samples_per_shard", "3"]
-    first = run(base)
+    first = json.loads((out / "report.json").read_text())
     keys = sorted(s["__key__"] for s in read_shards(out))
     changed = run(base[:-6] + ["--asr_model", tiny_model, "--min_confidence", "0", "--min_chars_per_s", "0",
                               "--max_chars_per_s", "999", "--samples_per_shard", "3", "--redo", "all"])
@@ -120,11 +121,11 @@ def test_a_moved_folder_is_the_same_sources(tmp_path, tiny_model, speech):
     assert len(keys) == len(set(keys)) == first["kept"]
 
 
-def test_compaction_merges_partial_shards_atomically(tmp_path, tiny_model, speech, bad_inputs):
-    out = tmp_path / "corpus"
-    for i, src in enumerate([speech["a"][1], speech["b"][1], bad_inputs / "stereo48k.mp3"]):
-        run(["--sources", write_sources(tmp_path / f"s{i}.txt", [src]), "--output", str(out),
-             *permissive(tiny_model), "--samples_per_shard", "8"])
+def test_compaction_merges_partial_shards_atomically(tmp_path, tiny_model, bad_inputs, built_corpus):
+    options = ["--samples_per_shard", "8", "--speakers", "off"]
+    out = copy_corpus(built_corpus("ab", *options, one_run_each=True), tmp_path / "corpus")  # two runs
+    run(["--sources", write_sources(tmp_path / "s2.txt", [bad_inputs / "stereo48k.mp3"]), "--output", str(out),
+         *permissive(tiny_model), *options])  # and a third
     before = sorted(s["__key__"] for s in read_shards(out))
     n_before = len(list((out / "shards").glob("*.tar")))
     sizes = Counter(m["shard"] for m in table(out, "manifest"))
@@ -295,11 +296,11 @@ def test_the_terminal_summary_shows_what_to_do_about_a_failed_source(capsys):
     assert "private_address" in err and "--allow_private_networks" in err
 
 
-def test_a_stricter_gate_needs_every_source_again(tmp_path, tiny_model, speech, capsys):
-    out = tmp_path / "corpus"
+def test_a_stricter_gate_needs_every_source_again(tmp_path, tiny_model, speech, capsys, built_corpus):
+    out = copy_corpus(built_corpus("ab", "--samples_per_shard", "3"), tmp_path / "corpus")
     base = ["--sources", write_sources(tmp_path / "s.txt", [speech["a"][1], speech["b"][1]]), "--output", str(out),
-            *permissive(tiny_model)]
-    first = run(base)
+            *permissive(tiny_model), "--samples_per_shard", "3"]
+    first = json.loads((out / "report.json").read_text())
     assert first["kept"] > 0
     capsys.readouterr()
     err = refused(capsys, *base, "--min_snr_db", "200", "--redo", "reason:noisy")

@@ -23,20 +23,14 @@ from pipelines import report as report_cli
 from pipelines import verify as verify_cli
 from pipelines.build_corpus import run
 from tests.conftest import REPO, permissive
-from tests.test_build_corpus import write_sources
 from tts.training.data import expand_urls
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory, tiny_model, speech):
+def built(built_corpus, tiny_model):
     """Two runs, each leaving a partial shard (so compaction has work); built once, copied per case."""
-    d = tmp_path_factory.mktemp("tampered")
-    out = d / "corpus"
-    for i, src in enumerate([speech["a"][1], speech["b"][1]]):
-        run(["--sources", write_sources(d / f"s{i}.txt", [src]), "--output", str(out), *permissive(tiny_model),
-             "--samples_per_shard", "8", "--speakers", "off"])
-    return {"out": out, "sources": [write_sources(d / f"s{i}.txt", [src])
-                                    for i, src in enumerate([speech["a"][1], speech["b"][1]])], "model": tiny_model}
+    out = built_corpus("ab", "--samples_per_shard", "8", "--speakers", "off", one_run_each=True)
+    return {"out": out, "sources": [str(out.parent / f"s{i}.txt") for i in range(2)], "model": tiny_model}
 
 
 def digests(root: Path) -> dict:
