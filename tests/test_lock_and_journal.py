@@ -152,7 +152,7 @@ def test_many_processes_breaking_one_stale_lock_give_one_holder(tmp_path):
         procs = [ctx.Process(target=_breaker, args=(str(root), barrier, results)) for _ in range(N_BREAKERS)]
         for p in procs:
             p.start()
-        got = [results.get(timeout=120) for _ in procs]
+        got = [results.get(timeout=900) for _ in procs]  # a bound for a loaded machine, not a measurement
         holders = [g for g in got if g != "refused"]
         assert len(holders) == 1, f"trial {trial}: {len(holders)} holders"
         barrier.abort()  # let the holder go
