@@ -135,14 +135,14 @@ def _run(fn, proxy: CheckingProxy):
 
 
 def item_source(entry: dict, parent: Source, index: int, fallback_extractor: str,
-                uri: Optional[str] = None) -> Source:
+                uri: Optional[str] = None, id_key: str = "") -> Source:
     extractor = (entry.get("ie_key") or entry.get("extractor_key") or entry.get("extractor")
                  or fallback_extractor or "generic").lower()
     # a flat playlist entry's url is the item's page (or, for media found in HTML, the media itself)
     url = uri or entry.get("url") or entry.get("webpage_url")
     item_id = entry.get("id")
     if extractor in GENERIC or not item_id:
-        sid = source_id_for_uri(url)
+        sid = source_id_for_uri(url, id_key)  # a link with a secret: keyed with the corpus's identity key
     else:
         sid = source_id_for_extractor(extractor, str(item_id))
     uploader = clean_text(entry.get("channel_id") or entry.get("channel") or entry.get("uploader")
@@ -176,8 +176,8 @@ def expand(parent: Source, cfg: AcquireConfig) -> List[Source]:
         entries = [e for e in (info.get("entries") or []) if e][: cfg.max_listed_items]
         if not entries:
             raise FetchError("empty_playlist", f"no items at {parent.uri}")
-        return [item_source(e, parent, i, extractor) for i, e in enumerate(entries)]
-    return [item_source(info, parent, 0, extractor, uri=parent.uri)]
+        return [item_source(e, parent, i, extractor, id_key=cfg.id_key) for i, e in enumerate(entries)]
+    return [item_source(info, parent, 0, extractor, uri=parent.uri, id_key=cfg.id_key)]
 
 
 def _refusal(info: dict, cfg: AcquireConfig) -> Optional[FetchError]:

@@ -7,6 +7,7 @@ import os
 from acquisition.expand import expand_source
 from acquisition.fetch import AcquireConfig
 from acquisition.sources_file import read_sources
+from acquisition.ytdlp import item_source
 from corpus import identity_key
 from pipelines.build_corpus import run
 from run import waves
@@ -76,6 +77,22 @@ def test_urls_differing_only_in_a_secret_are_distinct_sources_with_stable_ids(tm
     assert not {s.source_id for s in other.sources} & {s.source_id for s in first.sources}  # keyed per corpus
     plain = "https://cdn.example/ep.mp3?n=1"
     assert source_id_for_uri(plain, key) == source_id_for_uri(plain)  # a URL without secrets keeps its id
+
+
+def test_links_found_by_yt_dlp_differing_only_in_a_secret_are_distinct_sources(tmp_path):
+    """A page's or playlist's generic entries (no extractor id) are told apart by their whole URL,
+    keyed with the corpus's identity key like the sources file's lines."""
+    parent = Source("https://site.example/show", source_id_for_uri("https://site.example/show"), origin="s.txt:1")
+    entries = [{"url": f"https://cdn.example/ep.mp3?key=ep{101 + i}", "ie_key": "Generic"} for i in range(3)]
+    key = identity_key.read_or_create(str(tmp_path / "corpus"))
+    ids = [item_source(e, parent, i, "generic", id_key=key).source_id for i, e in enumerate(entries)]
+    assert len(set(ids)) == 3
+    assert ids == [item_source(e, parent, i, "generic", id_key=key).source_id for i, e in enumerate(entries)]
+    other = identity_key.read_or_create(str(tmp_path / "other"))
+    assert not set(ids) & {item_source(e, parent, i, "generic", id_key=other).source_id
+                           for i, e in enumerate(entries)}
+    assert all("ep10" not in item_source(e, parent, i, "generic", id_key=key).uri.split("?")[0]
+               for i, e in enumerate(entries))
 
 
 def test_a_build_keeps_every_line_that_differs_only_in_a_secret(server, tmp_path, tiny_model):
