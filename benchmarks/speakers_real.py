@@ -138,7 +138,7 @@ def main(argv=None) -> int:
     quiet_libraries()
     import transforms.segment as seg_mod
     from audio.joined import kept_share, majority, purity
-    seg_mod.split_turns = _timed(seg_mod.split_turns)
+    seg_mod.one_voice_each = _timed(seg_mod.one_voice_each)
 
     sets = build_sets(args.voices, args.pairs)
     rows = []
