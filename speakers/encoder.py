@@ -93,11 +93,31 @@ def model(device: str = "cpu"):
 _MEL_BASIS = None
 
 
+def _hz_to_mel(f: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale: linear to 1 kHz, logarithmic above."""
+    f = np.asarray(f, dtype=np.float64)
+    mel = f * 3.0 / 200.0
+    return np.where(f >= 1000.0, 15.0 + np.log(np.maximum(f, 1000.0) / 1000.0) * 27.0 / np.log(6.4), mel)
+
+
+def _mel_to_hz(m: np.ndarray) -> np.ndarray:
+    m = np.asarray(m, dtype=np.float64)
+    return np.where(m >= 15.0, 1000.0 * np.exp(np.log(6.4) / 27.0 * (m - 15.0)), m * 200.0 / 3.0)
+
+
 def mel_basis() -> np.ndarray:
+    """(40, 201) triangular Slaney-normalised filters from 0 Hz to Nyquist: the filterbank Resemblyzer
+    uses (librosa's default ``filters.mel``), built here because importing librosa costs more CPU
+    than embedding a minute of speech."""
     global _MEL_BASIS
     if _MEL_BASIS is None:
-        import librosa
-        _MEL_BASIS = librosa.filters.mel(sr=RATE, n_fft=N_FFT, n_mels=N_MELS).astype(np.float32)
+        fft_f = np.fft.rfftfreq(N_FFT, 1.0 / RATE)
+        mel_f = _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(RATE / 2), N_MELS + 2))
+        fdiff = np.diff(mel_f)
+        ramps = np.subtract.outer(mel_f, fft_f)
+        lower, upper = -ramps[:-2] / fdiff[:-1, None], ramps[2:] / fdiff[1:, None]
+        weights = np.maximum(0.0, np.minimum(lower, upper)).astype(np.float32)  # rounded as librosa rounds
+        _MEL_BASIS = (weights * (2.0 / (mel_f[2:] - mel_f[:-2]))[:, None]).astype(np.float32)
     return _MEL_BASIS
 
 
