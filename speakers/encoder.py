@@ -8,11 +8,10 @@ another rate is resampled to the encoder's own (``RATE``) first: callers say wha
 
 The network is rebuilt here and only its weights are read (``weights_only``), so neither the
 package's code nor its webrtcvad dependency is imported. Partials of many clips are embedded in
-one batch (one LSTM call over all of them, their mel spectrograms in one FFT). On a CPU with native
-bfloat16 arithmetic (oneDNN's AVX-512 BF16 or AMX kernels) the LSTM runs in bfloat16 — ≈ 2.5× the
-speed of float32 on one core, embeddings within 0.004 of the float32 ones in cosine — and the
-linear layer and normalisation in float32; elsewhere (and on a GPU) everything is float32.
-The same machine gives the same bits for the same batch; see ``precision``.
+one batch (one LSTM call over all of them, their mel spectrograms in one float32 FFT), up to
+``BATCH`` pieces a call: ≈ 530× realtime on one CPU core (≈ 450× at 64 a call), far more on a GPU.
+The LSTM runs in float32: in bfloat16 (native on CPUs with AVX-512 BF16) it is ≈ 2.5× faster,
+but speaker ids of real conversations came out less pure (docs/speakers.md).
 """
 from __future__ import annotations
 
@@ -32,6 +31,7 @@ HOP = 160  # 10 ms
 N_MELS = 40
 PARTIAL_FRAMES = 160  # 1.6 s
 PARTIAL_SAMPLES = PARTIAL_FRAMES * HOP
+BATCH = 256  # pieces a call: larger batches use the matrix units better (≈ 17 % less CPU than 64)
 TARGET_DBFS = -30.0  # loudness the encoder was trained at (quiet audio is raised to it)
 
 _model = None
@@ -46,19 +46,6 @@ def weights_path() -> str:
                         install="pip install --no-deps resemblyzer: only its weights are used")
 
 
-def precision(device: str = "cpu") -> str:
-    """"bfloat16" where the LSTM runs in it (a CPU whose oneDNN has native bfloat16 kernels), else
-    "float32". Without native support bfloat16 would be emulated, slower than float32."""
-    if not str(device).startswith("cpu"):
-        return "float32"
-    import torch
-    try:
-        native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    except (AttributeError, RuntimeError):
-        native = False
-    return "bfloat16" if native else "float32"
-
-
 def _build(device: str):
     import torch
 
@@ -69,23 +56,20 @@ def _build(device: str):
             self.linear = torch.nn.Linear(256, 256)
 
         def forward(self, mels):
-            _, (hidden, _) = self.lstm(mels.to(self.lstm.weight_ih_l0.dtype))
-            raw = torch.relu(self.linear(hidden[-1].float()))
+            _, (hidden, _) = self.lstm(mels)
+            raw = torch.relu(self.linear(hidden[-1]))
             return raw / torch.clamp(torch.linalg.vector_norm(raw, dim=1, keepdim=True), min=1e-8)
 
     model = VoiceEncoder()
     state = torch.load(weights_path(), map_location="cpu", weights_only=True)["model_state"]
     model.load_state_dict({k: v for k, v in state.items() if k.startswith(("lstm.", "linear."))}, strict=True)
-    model = model.to(device).eval()
-    if precision(device) == "bfloat16":
-        model.lstm.to(torch.bfloat16)
-    return model
+    return model.to(device).eval()
 
 
 def model(device: str = "cpu"):
     global _model
     with _lock:
-        if _model is None or str(next(_model.linear.parameters()).device) != str(device):
+        if _model is None or str(next(_model.parameters()).device) != str(device):
             _model = _build(device)
         return _model
 
@@ -159,7 +143,7 @@ def partials(x: np.ndarray, rate: int = RATE) -> List[np.ndarray]:
     return out
 
 
-def embed_partials(pieces: Sequence[np.ndarray], device: str = "cpu", batch: int = 64) -> np.ndarray:
+def embed_partials(pieces: Sequence[np.ndarray], device: str = "cpu", batch: int = BATCH) -> np.ndarray:
     """(n, 256) float32 embeddings of 1.6 s pieces at ``RATE`` (what ``partials`` makes)."""
     if not len(pieces):
         return np.zeros((0, 256), dtype=np.float32)
@@ -174,8 +158,9 @@ def embed_partials(pieces: Sequence[np.ndarray], device: str = "cpu", batch: int
     try:
         with threadpool_limits(limits=1), torch.inference_mode():
             for i in range(0, len(pieces), batch):
-                spec = np.ascontiguousarray(mels(np.stack([loudness_normalised(p) for p in pieces[i:i + batch]]))
-                                            [:, :PARTIAL_FRAMES])
+                group = pieces[i:i + batch]
+                spec = np.concatenate([mels(np.stack([loudness_normalised(p) for p in group[j:j + 32]]))
+                                       [:, :PARTIAL_FRAMES] for j in range(0, len(group), 32)])  # 32: in cache
                 out.append(m(torch.from_numpy(spec).to(device)).float().cpu().numpy())
     finally:
         torch.set_num_threads(threads)
