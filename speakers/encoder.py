@@ -8,10 +8,11 @@ another rate is resampled to the encoder's own (``RATE``) first: callers say wha
 
 The network is rebuilt here and only its weights are read (``weights_only``), so neither the
 package's code nor its webrtcvad dependency is imported. Partials of many clips are embedded in
-one batch (one LSTM call over all of them, their mel spectrograms in one float32 FFT), up to
-``BATCH`` pieces a call: ≈ 530× realtime on one CPU core (≈ 450× at 64 a call), far more on a GPU.
-The LSTM runs in float32: in bfloat16 (native on CPUs with AVX-512 BF16) it is ≈ 2.5× faster,
-but speaker ids of real conversations came out less pure (docs/speakers.md).
+one batch (one LSTM call over all of them, their mel spectrograms in one float32 FFT), ``BATCH``
+pieces a call: ≈ 500× realtime on one CPU core, far more on a GPU. The LSTM runs in float32: in
+bfloat16 (native on CPUs with AVX-512 BF16) it is ≈ 2.5× faster, but speaker ids of real
+conversations came out less pure (docs/speakers.md). ONNX Runtime runs the same float32 LSTM no
+faster than torch here (≈ 460× against ≈ 445× realtime, 64 a call).
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ HOP = 160  # 10 ms
 N_MELS = 40
 PARTIAL_FRAMES = 160  # 1.6 s
 PARTIAL_SAMPLES = PARTIAL_FRAMES * HOP
-BATCH = 256  # pieces a call: larger batches use the matrix units better (≈ 17 % less CPU than 64)
+BATCH = 64  # pieces a call (256 a call measured no faster on one core)
 TARGET_DBFS = -30.0  # loudness the encoder was trained at (quiet audio is raised to it)
 
 _model = None
