@@ -243,10 +243,11 @@ def decay_rates(x: np.ndarray, sample_rate: int, hop: int) -> np.ndarray:
     k = DECAY_FRAMES
     t = (np.arange(k) - (k - 1) / 2) * hop / sample_rate
     out = []
-    for db in band_db(x, sample_rate, hop):
-        if len(db) < k + 10:
-            continue
-        level, floor = np.percentile(db, 95), np.percentile(db, 10)
+    bands = band_db(x, sample_rate, hop)
+    if not bands or len(bands[0]) < k + 10:
+        return np.zeros(0)
+    levels, floors = np.percentile(np.stack(bands), [95, 10], axis=1)  # one call: the bands are equally long
+    for db, level, floor in zip(bands, levels, floors):
         w = np.lib.stride_tricks.sliding_window_view(db, k)
         ok = ((w[:, 0] >= level - 25) & (w[:, -1] >= floor + 3) & (w[:, 0] - w[:, -1] >= DECAY_MIN_DB)
               & np.all(np.diff(w, axis=1) <= 1.0, axis=1))

@@ -108,8 +108,11 @@ def local_level(db: np.ndarray, hop_s: float, span_s: float = LOCAL_S) -> np.nda
     block = max(1, int(round(1.0 / hop_s)))
     n = len(db)
     nb = -(-n // block)
-    padded = np.concatenate([db, np.full(nb * block - n, np.nan)]).reshape(nb, block)
-    levels = np.nanpercentile(padded, LEVEL_PERCENTILE, axis=1)
+    full = n // block  # whole blocks in one vectorised call (nanpercentile runs row by row)
+    levels = np.empty(nb, dtype=np.float64)
+    levels[:full] = np.percentile(db[:full * block].reshape(full, block), LEVEL_PERCENTILE, axis=1)
+    if nb > full:
+        levels[full:] = np.percentile(db[full * block:], LEVEL_PERCENTILE)
     levels = maximum_filter1d(levels, size=2 * int(round(span_s)) + 1, mode="nearest")
     return np.repeat(levels, block)[:n]
 

@@ -136,7 +136,7 @@ def split_turns(clips: Sequence[Tuple[int, int]], pause: np.ndarray, hop_s: floa
                 for p in encoder.partials(audio(s, e), rate):
                     pieces.append(p)
                     owners.append((c, u))
-        if len(pieces) >= 64:
+        if len(pieces) >= encoder.BATCH:
             flush()
     flush()
     by_utt = {k: np.stack(v) for k, v in by_utt.items()}

@@ -170,3 +170,12 @@ def test_encoder_tells_the_test_voices_apart():
     host_a, host_b = embed(HOST, SENTENCES[:2]), embed(HOST, SENTENCES[2:4])
     guest = embed(GUEST, SENTENCES[:2])
     assert float(host_a @ host_b) > 0.85 > 0.78 > float(host_a @ guest)
+
+
+def test_the_encoders_mel_filterbank_is_librosas():
+    """The filterbank is built without importing librosa; Resemblyzer's features come from librosa's."""
+    import librosa
+    ours = encoder.mel_basis()
+    theirs = librosa.filters.mel(sr=encoder.RATE, n_fft=encoder.N_FFT, n_mels=encoder.N_MELS).astype(np.float32)
+    assert ours.shape == theirs.shape == (40, 201)
+    assert np.array_equal(ours, theirs)
