@@ -172,6 +172,15 @@ def logger(prefix: str) -> Callable[[str], None]:
 log = logger("speechmill")
 
 
+def short_uri(uri, width: int = 90) -> str:
+    """A URI cut to ``width`` characters in its middle: the file name at its end is what a reader looks for."""
+    text = safe(uri or "")
+    if len(text) <= width:
+        return text
+    keep = width - 1
+    return text[: keep // 2] + "…" + text[len(text) - (keep - keep // 2):]
+
+
 def print_summary(title: str, report: dict, output: Optional[str] = None) -> None:
     s = report["sources"]
     lines = [
@@ -195,7 +204,7 @@ def print_summary(title: str, report: dict, output: Optional[str] = None) -> Non
     if repeats.get("count"):
         lines.append(f"  sources that repeat another source: {repeats['count']}")
         for e in repeats["examples"]:
-            lines.append(f"    {safe(e['uri'] or '')[:90]} repeats {safe(e['repeats_uri'] or e['repeats'])[:90]}"
+            lines.append(f"    {short_uri(e['uri'])} repeats {short_uri(e['repeats_uri'] or e['repeats'])}"
                          f" ({e['share']:.0%} of its clips' audio)")
     examples = report.get("failed_examples") or []
     if examples:
@@ -203,7 +212,7 @@ def print_summary(title: str, report: dict, output: Optional[str] = None) -> Non
         lines.append(f"  failed or rejected sources ({len(examples)} of {n_bad}"
                      + (f"; all in {output}/sources/*.parquet and rejected/*.parquet" if output else "") + "):")
         for e in examples:
-            lines.append(f"    {e['origin'] or '?'}: {safe(e['uri'] or '')[:90]} — {e['status']}, {e['reason']}")
+            lines.append(f"    {e['origin'] or '?'}: {short_uri(e['uri'])} — {e['status']}, {e['reason']}")
             if e.get("detail"):
                 lines.append(f"      {safe(e['detail'])[:200]}")
     if report.get("retried_next_run"):

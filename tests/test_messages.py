@@ -13,6 +13,7 @@ from corpus.layout import Layout
 from pipelines import synthesize as synth_cli
 from pipelines.build_corpus import run
 from report import audit_clips, data, page, page_context
+from run.console import short_uri
 from schemas import tables
 from schemas.records import SCORE_FIELDS
 from tests.conftest import ONLY_LOCALHOST, Route, permissive, rss
@@ -107,3 +108,10 @@ def test_the_audit_view_advises_keep_rejected_audio_only_where_it_would_keep_the
     assert "built with" not in notes[("quality", "clipped")]  # its run did: advising it again would mislead
     html = page.render(page_context(corpus, data.ReportConfig(), Layout(str(tmp_path))))
     assert html.count("built with --keep_rejected_audio") == 1
+
+
+def test_a_long_uri_in_the_summary_keeps_its_file_name():
+    """The summary cuts long URIs in the middle: the file name at the end is what names the source."""
+    uri = "file:///tmp/" + "deep/" * 30 + "missing.wav"
+    assert short_uri(uri).endswith("/missing.wav") and short_uri(uri).startswith("file:///tmp/")
+    assert len(short_uri(uri)) == 90 and short_uri("file:///a.wav") == "file:///a.wav"
