@@ -303,3 +303,15 @@ def s3(monkeypatch):
     yield client, ["--s3_endpoint_url", endpoint, "--s3_access_key_id", "test", "--s3_secret_access_key", "test",
                    "--s3_region_name", "us-east-1"]
     server.stop()
+
+
+# The longest test files first: with the suite spread over processes a file at a time
+# (scripts/test.sh), a long file started last would leave the other processes idle at the end.
+LONGEST_FILES = ("test_trainers.py", "test_reruns_and_options.py", "test_no_loss.py", "test_distributed.py",
+                 "test_untrusted_sources.py", "test_build_corpus.py", "test_live_progress.py", "test_dedup.py",
+                 "test_clean_clips.py", "test_lock_and_journal.py", "test_gpu_pass.py", "test_synthesize.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's own order is kept
