@@ -163,3 +163,40 @@ def test_one_voice_wins_unless_two_are_clearly_apart():
     two = np.vstack([one, cluster.normalise(b + rng.standard_normal((10, 256)) * 0.04)])
     lab = cluster.voices(two, np.full(40, 2.0), 0.75, 3.0)
     assert lab.max() == 1 and len(set(lab[:30])) == 1 and len(set(lab[30:])) == 1 and lab[0] != lab[30]
+
+
+@needs_shared
+def test_a_whole_build_gives_the_same_ids_in_one_wave_and_in_one_wave_a_source(tmp_path, tiny_model):
+    """The real pipeline, not the id step alone: a folder of three files (two readings by one woman,
+    one man) built in one wave and with every file in a wave of its own gives every clip the same
+    speaker id, one id per person."""
+    import pyarrow.parquet as pq
+    import soundfile as sf
+
+    from audio.joined import RATE
+    from pipelines.build_corpus import run
+    from tests.conftest import permissive
+    lj1, lj2, jfk = (load(str(SHARED_SPEECH / f)) for f in ("lj_1.wav", "lj_2.wav", "jfk.flac"))
+    files = {"a": join([("lj", lj1), ("lj", lj2)], [0.6]), "b": join([("jfk", jfk)], []),
+             "c": join([("lj", lj2), ("lj", lj1)], [0.8])}
+    (tmp_path / "talks").mkdir()
+    for name, j in files.items():
+        sf.write(str(tmp_path / "talks" / f"{name}.wav"), j.audio, RATE)
+    (tmp_path / "s.txt").write_text(f"{tmp_path / 'talks'}\n")  # one folder: one voice group
+
+    def ids(out, *extra):
+        run(["--sources", str(tmp_path / "s.txt"), "--output", str(out), *permissive(tiny_model),
+             "--min_bandwidth_hz", "0", *extra])  # JFK's 1961 broadcast is band-limited
+        rows = [r for f in sorted((out / "manifest").glob("*.parquet")) for r in pq.read_table(str(f)).to_pylist()]
+        return {r["key"]: (r["speaker"], os.path.basename(r["source_uri"])) for r in rows}
+
+    one = ids(tmp_path / "one")
+    per_source = ids(tmp_path / "three", "--commit_every_hours", "0.002")  # ≈ 7 s a wave: a source each
+    assert len(list((tmp_path / "three" / "runs").glob("*.json"))) == 3 and len(one) >= 4
+    assert per_source == one
+    by_file = {}
+    for speaker, name in one.values():
+        by_file.setdefault(name, set()).add(speaker)
+    assert sorted(by_file) == ["a.wav", "b.wav", "c.wav"] and all(len(v) == 1 for v in by_file.values())
+    # the two readings of one woman share an id; the man has his own
+    assert by_file["a.wav"] == by_file["c.wav"] != by_file["b.wav"]
