@@ -122,16 +122,11 @@ def encode(src: str, dst: str, *args) -> str:
 
 def run_segment(path: str, name: str, d: str):
     """(kept segments, rejections) of one file through the segment stage with the default gates."""
-    from schemas.records import AsrBatch, AudioFile, Rejection, Source
-    from transforms.segment import SegmentConfig, segment_source
+    from schemas.records import Source
+    from transforms.segment import SegmentConfig, segment_file
     cfg = SegmentConfig(pack_dir=os.path.join(d, "packs"), speakers=False)
-    kept, rejected = [], []
     sid = name.replace(" ", "_").replace(".", "_")
-    for out in segment_source(AudioFile(Source("file://" + path, sid), path, os.path.getsize(path)), cfg):
-        if isinstance(out, AsrBatch):
-            kept += list(out.segments)
-        elif isinstance(out, Rejection):
-            rejected.append(out)
+    kept, rejected = segment_file(Source("file://" + path, sid), path, cfg)
     return sorted(kept, key=lambda s: s.start_s), rejected
 
 

@@ -25,16 +25,10 @@ from benchmarks import scratch_dir
 
 
 def run(path: str, name: str, d: str, gates):
-    from schemas.records import AsrBatch, AudioFile, Rejection, Source
-    from transforms.segment import SegmentConfig, segment_source
+    from schemas.records import Source
+    from transforms.segment import SegmentConfig, segment_file
     cfg = SegmentConfig(pack_dir=os.path.join(d, "packs"), speakers=False, gates=gates)
-    kept, rejected = [], []
-    for out in segment_source(AudioFile(Source("file://" + path, name), path, os.path.getsize(path)), cfg):
-        if isinstance(out, AsrBatch):
-            kept += list(out.segments)
-        elif isinstance(out, Rejection):
-            rejected.append(out)
-    return kept, rejected
+    return segment_file(Source("file://" + path, name), path, cfg)
 
 
 def speech_seconds(path: str) -> tuple:

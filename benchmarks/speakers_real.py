@@ -85,45 +85,37 @@ def _timed(fn):
 def segment(path: str, name: str, work: str, speakers: bool):
     """Kept segments and rejections of one file through the segment stage."""
     from schemas.keys import source_id_for_uri
-    from schemas.records import AsrBatch, AudioFile, Rejection, Source
-    from transforms.segment import SegmentConfig, segment_source
+    from schemas.records import Source
+    from transforms.segment import SegmentConfig, segment_file
     uri = "file://" + path
     src = Source(uri=uri, source_id=source_id_for_uri(uri), origin=name)
     cfg = SegmentConfig(pack_dir=os.path.join(work, "packs"), speakers=speakers)
-    kept, rejected = [], []
-    for r in segment_source(AudioFile(src, path, os.path.getsize(path)), cfg):
-        if isinstance(r, AsrBatch):
-            kept += r.segments
-        elif isinstance(r, Rejection):
-            rejected.append(r)
+    kept, rejected = segment_file(src, path, cfg)
     return sorted(kept, key=lambda s: s.key), rejected
 
 
-def ids_in_waves(group: str, segs, n_waves: int):
-    """Speaker ids of a group's clips when its sources are committed in ``n_waves`` waves."""
+def ids_in_waves(group: str, segs, n_waves: int, shuffle: int = 0):
+    """Speaker ids the speakers stage (``transforms.speakers.assign_group``) gives a group's clips when
+    its sources are committed in ``n_waves`` waves, the known speakers carried as the corpus stores
+    them; ``shuffle`` reorders the clips each wave's call receives."""
+    from schemas.records import Transcript
     from speakers import cluster
-    from speakers.turns import embedding_bytes, embedding_of
-    from transforms.speakers import known_from_json
+    from speakers.turns import embedding_of
+    from transforms.speakers import SPEAKERS, assign_group
     sources = sorted({s.source.source_id: cluster.listing_order(s.source.origin) for s in segs}.items(),
                      key=lambda kv: (kv[1], kv[0]))
-    waves = np.array_split(np.arange(len(sources)), min(n_waves, len(sources)))
-    known, ids = [], {}
-    for w in waves:
+    known, ids = {}, {}
+    for w in np.array_split(np.arange(len(sources)), min(n_waves, len(sources))):
         in_wave = {sources[i][0] for i in w}
-        part = sorted([s for s in segs if s.source.source_id in in_wave], key=lambda s: s.key)
-        if not part:
-            continue
-        emb = np.stack([embedding_of(s.embedding) if s.embedding else np.full(256, np.nan, np.float32) for s in part])
-        got, speakers = cluster.assign(group, [s.key for s in part], [s.source.source_id for s in part], emb,
-                                       known, cluster.ClusterParams(),
-                                       [cluster.listing_order(s.source.origin) for s in part],
-                                       [s.duration_s for s in part])
-        ids.update(zip([s.key for s in part], got))
-        stored = {k.speaker_id: k for k in known}
-        stored.update({k.speaker_id: k for k in speakers})
-        known = known_from_json([{"speaker_id": k.speaker_id, "n_clips": k.n_clips,
-                                  "centroid": embedding_of(embedding_bytes(k.centroid)).tolist()}
-                                 for k in stored.values()])
+        part = [Transcript(s, "", 1.0, "none") for s in segs if s.source.source_id in in_wave]
+        if shuffle:
+            part = [part[i] for i in np.random.default_rng(shuffle).permutation(len(part))]
+        for tag, rec in list(assign_group(group, part, list(known.values()), cluster.ClusterParams())):
+            if tag == SPEAKERS:
+                known[rec.speaker_id] = {"speaker_id": rec.speaker_id, "n_clips": rec.n_clips,
+                                         "centroid": embedding_of(rec.centroid).tolist()}
+            else:
+                ids[rec.key] = rec.speaker
     return [ids[s.key] for s in segs]
 
 

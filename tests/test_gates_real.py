@@ -10,9 +10,9 @@ import pytest
 import soundfile as sf
 
 from audio.synth import music, pink_noise
-from schemas.records import AsrBatch, AudioFile, Rejection, Source
+from schemas.records import Source
 from tests.conftest import SHARED_SPEECH
-from transforms.segment import SegmentConfig, segment_source
+from transforms.segment import SegmentConfig, segment_file
 
 LIBRIVOX = "/usr/share/pocketsphinx/test/data/librivox"
 RATE = 16000
@@ -46,12 +46,7 @@ def segment(tmp_path, x, name, **gates):
     else:
         sf.write(path, x, RATE, subtype="PCM_16")
     cfg = SegmentConfig(pack_dir=str(tmp_path / "packs"), speakers=False, gates=AudioGates(**gates).validate())
-    kept, rejected = [], []
-    for out in segment_source(AudioFile(Source("file://" + path, name), path, os.path.getsize(path)), cfg):
-        if isinstance(out, AsrBatch):
-            kept += list(out.segments)
-        elif isinstance(out, Rejection):
-            rejected.append(out)
+    kept, rejected = segment_file(Source("file://" + path, name), path, cfg)
     return sorted(kept, key=lambda s: s.start_s), rejected
 
 

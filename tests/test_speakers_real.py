@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 
 from audio.joined import join, kept_share, load, majority, purity
+from benchmarks.speakers_real import ids_in_waves
 from schemas.keys import source_id_for_uri
-from schemas.records import AsrBatch, AudioFile, Source
+from schemas.records import Source
 from speakers import cluster
-from speakers.turns import embedding_bytes, embedding_of, units
+from speakers.turns import units
 from tests.conftest import SHARED_SPEECH, have_shared_speech
 from transforms.quality import AudioGates
-from transforms.segment import SegmentConfig, segment_source
-from transforms.speakers import known_from_json
+from transforms.segment import SegmentConfig, segment_file
 
 LIBRIVOX = sorted(glob.glob("/usr/share/pocketsphinx/test/data/librivox/*.wav"))
 needs_shared = pytest.mark.skipif(not have_shared_speech(), reason="needs ../shared/data/real_speech")
@@ -33,37 +33,13 @@ def kept(joined, tmp_path, name: str, origin: str):
     src = Source(uri=uri, source_id=source_id_for_uri(uri), origin=origin)
     # the bandwidth gate would drop JFK's 1961 broadcast (5.2 kHz): voices, not fidelity, are tested here
     cfg = SegmentConfig(pack_dir=str(tmp_path / "packs"), gates=AudioGates(min_bandwidth_hz=None))
-    out = []
-    for r in segment_source(AudioFile(src, path, os.path.getsize(path)), cfg):
-        if isinstance(r, AsrBatch):
-            out += r.segments
-    return sorted(out, key=lambda s: s.key)
+    return sorted(segment_file(src, path, cfg)[0], key=lambda s: s.key)
 
 
 def ids_of(group: str, segs, waves: int = 1, shuffle: int = 0):
     """Speaker ids as the speakers stage gives them, the group committed in ``waves`` waves (known
     speakers carried as the corpus stores them); ``shuffle`` reorders the clips a wave's call gets."""
-    sources = sorted({s.source.source_id: cluster.listing_order(s.source.origin) for s in segs}.items(),
-                     key=lambda kv: (kv[1], kv[0]))
-    known, ids = [], {}
-    for part_sources in np.array_split(np.arange(len(sources)), waves):
-        names = {sources[i][0] for i in part_sources}
-        part = [s for s in segs if s.source.source_id in names]
-        if shuffle:
-            part = [part[i] for i in np.random.default_rng(shuffle).permutation(len(part))]
-        part.sort(key=lambda s: s.key)  # the stage sorts a group's clips by key
-        emb = np.stack([embedding_of(s.embedding) for s in part])
-        got, speakers = cluster.assign(group, [s.key for s in part], [s.source.source_id for s in part], emb,
-                                       known, cluster.ClusterParams(),
-                                       [cluster.listing_order(s.source.origin) for s in part],
-                                       [s.duration_s for s in part])
-        ids.update(zip([s.key for s in part], got))
-        have = {k.speaker_id: k for k in known}
-        have.update({k.speaker_id: k for k in speakers})
-        known = known_from_json([{"speaker_id": k.speaker_id, "n_clips": k.n_clips,
-                                  "centroid": embedding_of(embedding_bytes(k.centroid)).tolist()}
-                                 for k in have.values()])
-    return [ids[s.key] for s in segs]
+    return ids_in_waves(group, segs, waves, shuffle)
 
 
 def pauses(n: int, seed: int):

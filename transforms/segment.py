@@ -14,8 +14,9 @@ transcriber in the same fused stage. No audio ever crosses a shuffle.
 from __future__ import annotations
 
 import errno
+import os
 from dataclasses import dataclass, field, replace
-from typing import Iterator, List, Optional, Union
+from typing import Iterator, List, Optional, Tuple, Union
 
 import apache_beam as beam
 
@@ -26,7 +27,7 @@ from audio.decoded import DecodedSource, decode_to_scratch
 from audio.ffmpeg import DecodeError, DecodeLimits
 from audio.silence import SplitParams, quiet_details, split_on_silence
 from schemas.keys import segment_key
-from schemas.records import AsrBatch, AudioFile, Rejection, Segment, SourceResult
+from schemas.records import AsrBatch, AudioFile, Rejection, Segment, Source, SourceResult
 from speakers.turns import TurnParams, embedding_bytes, one_voice_each
 from storage import fs
 from transforms.dedup import attach_fingerprints
@@ -85,6 +86,18 @@ def segment_source(audio: AudioFile, cfg: SegmentConfig,
         return
     with decoded:
         yield from _clips_of(src, decoded, cfg, keep)
+
+
+def segment_file(source: Source, path: str, cfg: SegmentConfig) -> Tuple[List[Segment], List[Rejection]]:
+    """The clips to transcribe and the rejections of one local file, in the order the stage emits
+    them: the stage without a pipeline, for measurements and checks on real recordings."""
+    kept, rejected = [], []
+    for out in segment_source(AudioFile(source, path, os.path.getsize(path)), cfg):
+        if isinstance(out, AsrBatch):
+            kept += out.segments
+        elif isinstance(out, Rejection):
+            rejected.append(out)
+    return kept, rejected
 
 
 def _clips_of(src, decoded: DecodedSource, cfg: SegmentConfig, keep: Optional[List[Segment]] = None):
