@@ -75,6 +75,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     with FilteredStderr(passthrough=verbose) as console:
         try:
             run(argv)
+            if interrupt.seen:  # a library swallowed the KeyboardInterrupt (raised in a cleanup): still Ctrl-C
+                raise KeyboardInterrupt
         except SystemExit as e:
             return int(e.code or 0)
         except BaseException as e:  # Ctrl-C surfaces as whatever Beam was doing
