@@ -5,10 +5,12 @@ by ``run.driver`` (graphs in ``run.graph``, stages in ``transforms/``), and the 
 """
 from __future__ import annotations
 
+import _thread
 import importlib
 import os
 import signal
 import sys
+import threading
 from typing import TYPE_CHECKING, Callable, List, Optional
 
 from acquisition.sources_file import SourcesFileError, read_sources
@@ -56,14 +58,30 @@ def refuse_early(settings: CorpusSettings) -> None:
 
 
 class _Interrupt:
-    """Ctrl-C: remember it, then let Python raise ``KeyboardInterrupt`` as usual."""
+    """Ctrl-C: remember it and raise ``KeyboardInterrupt`` as usual. Python drops an exception raised
+    while it runs a weakref callback or a ``__del__`` (an import or a garbage collection can be doing
+    so when the signal lands), and the run would go on to the end; so until :meth:`taken` is called
+    the interrupt is raised again every second."""
+
+    REPEAT_S = 1.0
 
     def __init__(self):
         self.seen = False
+        self._taken = threading.Event()
 
     def __call__(self, signum, frame):
-        self.seen = True
+        if not self.seen:
+            self.seen = True
+            threading.Thread(target=self._repeat, name="interrupt-repeat", daemon=True).start()
         raise KeyboardInterrupt
+
+    def _repeat(self) -> None:
+        while not self._taken.wait(self.REPEAT_S):
+            _thread.interrupt_main(signal.SIGINT)
+
+    def taken(self) -> None:
+        """The driver has the interrupt (or the run is over): stop raising it."""
+        self._taken.set()
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -80,8 +98,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         except SystemExit as e:
             return int(e.code or 0)
         except BaseException as e:  # Ctrl-C surfaces as whatever Beam was doing
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the message
+            interrupt.taken()
             if interrupt.seen or isinstance(e, KeyboardInterrupt):
-                signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the message
                 console.write_visible("[speechmill] interrupted: the waves already published are kept; run the "
                                       "same command again to go on from the next one")
                 return 130
@@ -94,6 +113,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                                   "again to go on (--verbose shows every log line)")
             return 1
         finally:
+            interrupt.taken()
             signal.signal(signal.SIGINT, previous)
     return 0
 

@@ -146,6 +146,33 @@ def test_compaction_merges_partial_shards_atomically(tmp_path, tiny_model, bad_i
                           capture_output=True, text=True).returncode == 0
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped one, on purpose
+def test_ctrl_c_swallowed_by_a_finalizer_is_raised_again():
+    """Python drops an exception raised in a ``__del__`` (or a weakref callback): a Ctrl-C landing
+    there must still stop the run."""
+    from pipelines.build_corpus import _Interrupt
+
+    class Finalized:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)  # the handler runs here, inside the finalizer
+
+    interrupt = _Interrupt()
+    previous = signal.signal(signal.SIGINT, interrupt)
+    caught = False
+    try:
+        try:
+            Finalized()  # collected at once: the KeyboardInterrupt it raises is dropped
+            assert interrupt.seen
+            for _ in range(6000):  # until the interrupt is raised again (no clock in the verdict)
+                time.sleep(0.01)
+        except KeyboardInterrupt:
+            caught = True
+    finally:
+        interrupt.taken()
+        signal.signal(signal.SIGINT, previous)
+    assert caught
+
+
 def test_ctrl_c_prints_one_line_and_exits_130(tmp_path, tiny_model, speech, server):
     body = open(speech["a"][1], "rb").read()
     slow = server.add("/slow.wav", Route(body[:2000], headers={"Content-Type": "audio/wav"}, trickle_s=0.02))
