@@ -367,9 +367,10 @@ def parse_args(argv: Optional[List[str]]) -> Tuple[CorpusSettings, List[str]]:
     """Validated settings and the arguments left for Beam; raises ``OptionError`` naming a bad option."""
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
-    from run.engine import runner_args
+    from run.engine import runner_args, with_default_runner
     beam_args = runner_args(beam_args)
     check_beam_args(beam_args, parser)
+    beam_args = with_default_runner(beam_args)
     try:
         return _settings(parser, args), beam_args
     except SettingError as e:

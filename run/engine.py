@@ -14,6 +14,7 @@ import sys
 from typing import Dict, Iterator, List, Optional
 
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
+IN_MEMORY_RUNNER = "run.in_memory.InMemoryRunner"  # Beam's DirectRunner minus its download of Prism
 _PARTITION_OPTIONS = ("--dask_npartitions", "--dask_partition_size")
 _CLUSTER_OPTIONS = ("--dask_client_address", "--dask_scheduler_file")
 
@@ -38,21 +39,32 @@ def is_dask(args: List[str]) -> bool:
 
 
 def runner_args(beam_args: List[str]) -> List[str]:
-    """Beam's arguments with ``--runner DaskRunner`` spelled as Beam needs it (its full class path).
+    """Beam's arguments with ``--runner DaskRunner`` spelled as Beam needs it (its full class path),
+    and ``--runner DirectRunner`` made :data:`IN_MEMORY_RUNNER` (see ``run.in_memory``).
 
     On Dask, a wave's items are spread one per partition unless ``--dask_npartitions`` or
     ``--dask_partition_size`` says otherwise: an item is a whole recording, and the runner's own
     default (128 elements per partition) would give all of a small wave to one worker.
     """
     args = list(beam_args)
+    i, prefix, name = _runner_at(args)
+    if name is None:  # added once the options are checked (checking Beam's options imports Beam)
+        return args
+    if name in ("DirectRunner", "apache_beam.runners.direct.direct_runner.DirectRunner"):
+        args[i] = prefix + IN_MEMORY_RUNNER
+        return args
     if not is_dask(args):
         return args
-    i, prefix, _ = _runner_at(args)
     args[i] = prefix + DASK_RUNNER
     importlib.import_module("apache_beam.runners.dask.dask_runner")  # registers the --dask_* options
     if not _given(args, _PARTITION_OPTIONS):
         args.append("--dask_partition_size=1")
     return args
+
+
+def with_default_runner(beam_args: List[str]) -> List[str]:
+    """The arguments, with ``--runner`` :data:`IN_MEMORY_RUNNER` where they name no runner."""
+    return list(beam_args) if _runner_at(beam_args)[2] else [*beam_args, f"--runner={IN_MEMORY_RUNNER}"]
 
 
 def cluster_of(args: List[str]) -> Optional[Dict[str, str]]:

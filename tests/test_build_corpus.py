@@ -166,14 +166,27 @@ def test_rerun_adds_nothing_and_changes_no_byte(e2e):
     assert report == e2e["report"]
 
 
-def test_multiprocessing_workers_give_identical_shards(e2e):
+def test_multiprocessing_workers_give_identical_shards_and_the_cli_speaks_for_itself(e2e):
+    """Worker processes make the same shards as one process; and what the command prints is the
+    user's: no library log line, from the driver or from a worker, and a missing file named once."""
     out2 = e2e["dir"] / "corpus_mp"
-    run([*e2e["args"], "--output", str(out2),
-         "--direct_running_mode=multi_processing", "--direct_num_workers=2"])
+    lines = Path(e2e["sources"]).read_text().splitlines()
+    sources = write_sources(e2e["dir"] / "with_missing.txt", [*lines, e2e["dir"] / "missing.wav"])
+    args = [sources if a == e2e["sources"] else a for a in e2e["args"]]
+    res = subprocess.run([sys.executable, "-m", "pipelines.build_corpus", *map(str, args), "--output", str(out2),
+                          "--direct_running_mode=multi_processing", "--direct_num_workers=2"],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
     # the manifests hold every clip's scores (SNR, bandwidth, speech ratio, ...): they too come out the same
     a = {k: v for k, v in file_digests(e2e["out"]).items() if k.startswith(("shards/", "manifest/"))}
     b = {k: v for k, v in file_digests(out2).items() if k.startswith(("shards/", "manifest/"))}
     assert a and a == b
+    printed = res.stderr.splitlines()
+    assert not [l for l in printed if l.startswith(("INFO:", "WARNING:", "Loading weights"))], printed
+    assert all(l.startswith(("[speechmill", " ")) for l in printed if l.strip()), printed
+    assert any(f"with_missing.txt:{len(lines) + 1}" in l and "missing.wav" in l and "not_found" in l for l in printed)
+    # periodic progress lines come as often as the run takes (more on a loaded machine); the rest is short
+    assert len([l for l in printed if not l.startswith("[speechmill] progress:")]) < 40
 
 
 def test_new_sources_are_added_after_existing_shards(tmp_path, tiny_model, speech, built_corpus):

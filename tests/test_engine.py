@@ -42,3 +42,23 @@ def test_onednn_keeps_no_primitive_per_shape_during_a_run_unless_the_user_says(m
     monkeypatch.setenv(ONEDNN_CACHE, "64")
     with engine([]):
         assert os.environ[ONEDNN_CACHE] == "64"
+
+
+def test_the_default_runner_fetches_nothing(caplog):
+    """Beam's DirectRunner first offers a pipeline to Prism, downloaded from GitHub at run time; a
+    build without ``--runner`` (or with ``DirectRunner``) goes straight to the in-memory runner."""
+    import logging
+
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from run.engine import IN_MEMORY_RUNNER, runner_args, with_default_runner
+    assert with_default_runner(runner_args([])) == [f"--runner={IN_MEMORY_RUNNER}"]
+    assert runner_args(["--runner", "DirectRunner", "--direct_num_workers=2"]) == \
+        ["--runner", IN_MEMORY_RUNNER, "--direct_num_workers=2"]
+    assert with_default_runner(["--runner=DataflowRunner"]) == ["--runner=DataflowRunner"]  # a runner chosen stays
+    caplog.set_level(logging.INFO)
+    with beam.Pipeline(options=PipelineOptions(with_default_runner([]))) as p:
+        assert_that(p | beam.Create([1, 2, 3]) | beam.Map(lambda x: x * 2), equal_to([2, 4, 6]))
+    assert not [r for r in caplog.records if "prism" in r.getMessage().lower()], caplog.text

@@ -255,21 +255,13 @@ def test_object_store_without_credentials_fails_fast(tmp_path, tiny_model, speec
         server.stop()
 
 
-def test_cli_output_is_the_users_not_the_libraries(tmp_path, tiny_model, speech):
-    out = tmp_path / "corpus"
-    sources = write_sources(tmp_path / "s.txt", [speech["a"][1], tmp_path / "missing.wav"])
-    res = cli("--sources", sources, "--output", out, *permissive(tiny_model),
-              "--direct_running_mode=multi_processing", "--direct_num_workers=2")
-    assert res.returncode == 0, res.stderr
-    lines = res.stderr.splitlines()
-    assert not [l for l in lines if l.startswith(("INFO:", "WARNING:", "Loading weights"))], lines
-    assert all(l.startswith(("[speechmill", " ")) for l in lines if l.strip()), lines
-    assert any("s.txt:2" in l and "missing.wav" in l and "not_found" in l for l in lines)
-    # periodic progress lines come as often as the run takes (more on a loaded machine); the rest is short
-    assert len([l for l in lines if not l.startswith("[speechmill] progress:")]) < 40
-    verbose = cli("--sources", sources, "--output", tmp_path / "c2", *permissive(tiny_model), "--verbose",
-                  "--direct_running_mode=multi_processing", "--direct_num_workers=2")
-    assert verbose.returncode == 0 and len(verbose.stderr.splitlines()) > len(lines)
+def test_verbose_shows_the_libraries_log_lines(tmp_path, tiny_model, speech):
+    """Without ``--verbose`` every printed line is speechmill's (checked with worker processes in
+    test_build_corpus); with it the libraries' own log lines come through as well."""
+    sources = write_sources(tmp_path / "s.txt", [speech["a"][1]])
+    verbose = cli("--sources", sources, "--output", tmp_path / "c", *permissive(tiny_model), "--verbose")
+    assert verbose.returncode == 0, verbose.stderr
+    assert [l for l in verbose.stderr.splitlines() if l.strip() and not l.startswith(("[speechmill", " "))]
 
 
 def test_no_speech_is_final_and_a_rerun_with_nothing_to_do_writes_no_record(tmp_path, tiny_model, capsys):
