@@ -205,20 +205,26 @@ def _split_edges(plans, parts, by_utt, clean, cents: np.ndarray, audio, rate: in
 def _source_voices(plans, parts, by_utt, hop_s: float, min_utt_f: int, params: TurnParams) -> np.ndarray:
     """Centroids of the voices the source holds (one row when it holds one, none without speech).
 
-    Decided twice: over the units holding an utterance long enough on its own (fewer but cleaner
-    voices), and over all units (which also hear a voice that speaks only in short pieces); the
-    answer with more voices wins, so neither can make one voice out of two the other tells apart."""
+    Decided three times: over the 1.6 s partials one by one (where two people overlap, every
+    utterance holds both and only the partials tell them apart), over the units holding an utterance
+    long enough on its own (fewer but cleaner voices), and over all units (which also hear a voice
+    that speaks only in short pieces); the answer with most voices wins (the first of equals), so
+    none can make one voice out of two another tells apart."""
     ids = sorted(by_utt)
     if not ids:
         return np.zeros((0, 256), np.float32)
     vecs = normalise(np.stack([encoder.mean_embedding(by_utt[i]) for i in ids]))
     secs = np.array([(plans[c][u][1] - plans[c][u][0]) * hop_s for c, u in ids])
-    best = None
+    # the 1.6 s partials one by one: where voices overlap there is no pause to cut at, every utterance
+    # holds both and their means blend into one voice, while most partials hold one voice each
+    pv = normalise(np.concatenate([by_utt[i] for i in ids]))
+    candidates = [(pv, np.full(len(pv), encoder.PARTIAL_FRAMES * encoder.HOP / encoder.RATE))]
     for keep in (np.array([any(e - s >= min_utt_f for s, e, _ in parts[c][u]) for c, u in ids]),
                  np.ones(len(ids), bool)):
-        if not keep.any():
-            continue
-        v, w = vecs[keep], secs[keep]
+        if keep.any():
+            candidates.append((vecs[keep], secs[keep]))
+    best = None
+    for v, w in candidates:
         lab = voices(v, w, params.same_voice_similarity, params.min_voice_s)
         cents = normalise(np.stack([(v[lab == k] * w[lab == k, None]).sum(0) for k in range(int(lab.max()) + 1)]))
         if best is None or len(cents) > len(best):
@@ -279,6 +285,7 @@ def _turns(utts, by_utt: Dict, cents: np.ndarray, c: int, hop_s: float, params: 
             bounds.append(max(range(r0[2] + 1, r1[1] + 1), key=lambda i: (utts[i][2], i)))
     bounds.append(len(utts))
     mixed_at = {r[1] for r in runs if r[0] < 0}
+    bounds += [u + d for u in mixed_at for d in (0, 1)]  # alone, without the unembedded pieces beside it
     for r0, r1 in zip(runs, runs[1:]):  # the utterances either side of a change: any partial of the other voice?
         if r0[0] < 0 or r1[0] < 0:
             continue

@@ -179,3 +179,15 @@ def test_the_encoders_mel_filterbank_is_librosas():
     theirs = librosa.filters.mel(sr=encoder.RATE, n_fft=encoder.N_FFT, n_mels=encoder.N_MELS).astype(np.float32)
     assert ours.shape == theirs.shape == (40, 201)
     assert np.array_equal(ours, theirs)
+
+
+def test_an_utterance_holding_two_voices_is_cut_out_alone():
+    """An utterance whose 1.6 s partials are nearest to different voices (an overlap, no pause to cut
+    at) is a mixed turn of its own, also where pieces too short to embed follow it to the clip's end."""
+    from speakers.turns import TurnParams, _turns
+    a, b = np.eye(256, dtype=np.float32)[:2]
+    cents = np.stack([a, b])
+    utts = [(0, 300, 0), (300, 500, 20), (500, 560, 20)]  # 10 ms frames: 3 s, 2 s, then 0.6 s (no embedding)
+    by_utt = {(0, 0): np.stack([a, a]), (0, 1): np.stack([a, b])}
+    turns = _turns(utts, by_utt, cents, 0, 0.01, TurnParams())
+    assert [(t.start, t.end, t.mixed) for t in turns] == [(0, 300, False), (300, 500, True), (500, 560, False)]
