@@ -144,8 +144,23 @@ def split_turns(clips: Sequence[Tuple[int, int]], pause: np.ndarray, hop_s: floa
     clean = {(c, u) for c, u in by_utt if any(e - s >= min_utt_f for s, e, _ in parts[c][u])}
     foreign: set = set()
     if len(cents) >= 2:
+        _embed_tails(plans, by_utt, audio, rate, hop_s, params)
         plans, by_utt, foreign, clean = _split_edges(plans, parts, by_utt, clean, cents, audio, rate, hop_s, params)
     return [_turns(utts, by_utt, cents, c, hop_s, params, foreign, clean) for c, utts in enumerate(plans)]
+
+
+def _embed_tails(plans, by_utt, audio, rate: int, hop_s: float, params: TurnParams) -> None:
+    """In a source of several voices, add to each unit the 1.6 s partial that ends where it ends,
+    where its own partials leave its last moments out (``encoder.partials`` drops a last piece under
+    0.8 s): a voice that starts there without a pause is otherwise never heard."""
+    part_f = int(round(encoder.PARTIAL_FRAMES * encoder.HOP / encoder.RATE / hop_s))
+    asks = [(c, u, e) for c, utts in enumerate(plans) for u, (s, e, _) in enumerate(utts)
+            if (c, u) in by_utt and e - s > part_f and 0 < (e - s) % part_f < part_f // 2]
+    if not asks:
+        return
+    vecs = encoder.embed_partials([encoder.partials(audio(e - part_f, e), rate)[0] for _, _, e in asks], params.device)
+    for (c, u, _), v in zip(asks, vecs):
+        by_utt[(c, u)] = np.concatenate([by_utt[(c, u)], v[None]])
 
 
 def _split_edges(plans, parts, by_utt, clean, cents: np.ndarray, audio, rate: int, hop_s: float,
