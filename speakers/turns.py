@@ -220,28 +220,40 @@ def _split_edges(plans, parts, by_utt, clean, cents: np.ndarray, audio, rate: in
 def _source_voices(plans, parts, by_utt, hop_s: float, min_utt_f: int, params: TurnParams) -> np.ndarray:
     """Centroids of the voices the source holds (one row when it holds one, none without speech).
 
-    Decided three times: over the 1.6 s partials one by one (where two people overlap, every
-    utterance holds both and only the partials tell them apart), over the units holding an utterance
-    long enough on its own (fewer but cleaner voices), and over all units (which also hear a voice
-    that speaks only in short pieces); the answer with most voices wins (the first of equals), so
-    none can make one voice out of two another tells apart."""
+    Decided over the units holding an utterance long enough on its own (fewer but cleaner voices)
+    and over all units (which also hear a voice that speaks only in short pieces); the answer with
+    more voices wins, so neither can make one voice out of two the other tells apart. When both
+    find one voice, the 1.6 s partials are asked one by one: where two people overlap there is no
+    pause to cut at, every utterance holds both and their means blend into one voice, while most
+    partials hold one voice each. (Asked always, the partials that straddle the overlaps can make
+    a third voice of their own.)"""
     ids = sorted(by_utt)
     if not ids:
         return np.zeros((0, 256), np.float32)
     vecs = normalise(np.stack([encoder.mean_embedding(by_utt[i]) for i in ids]))
     secs = np.array([(plans[c][u][1] - plans[c][u][0]) * hop_s for c, u in ids])
-    # the 1.6 s partials one by one: where voices overlap there is no pause to cut at, every utterance
-    # holds both and their means blend into one voice, while most partials hold one voice each
-    pv = normalise(np.concatenate([by_utt[i] for i in ids]))
-    candidates = [(pv, np.full(len(pv), encoder.PARTIAL_FRAMES * encoder.HOP / encoder.RATE))]
+    candidates = []
     for keep in (np.array([any(e - s >= min_utt_f for s, e, _ in parts[c][u]) for c, u in ids]),
                  np.ones(len(ids), bool)):
         if keep.any():
             candidates.append((vecs[keep], secs[keep]))
+    best = _most_voices(candidates, params)
+    if len(best) < 2:
+        pv = normalise(np.concatenate([by_utt[i] for i in ids]))
+        best = _most_voices([(best, np.zeros(len(best))),
+                             (pv, np.full(len(pv), encoder.PARTIAL_FRAMES * encoder.HOP / encoder.RATE))], params)
+    return best
+
+
+def _most_voices(candidates, params: TurnParams) -> np.ndarray:
+    """The voice centroids of the candidate (vectors, seconds) that holds most voices (the first of equals)."""
     best = None
     for v, w in candidates:
-        lab = voices(v, w, params.same_voice_similarity, params.min_voice_s)
-        cents = normalise(np.stack([(v[lab == k] * w[lab == k, None]).sum(0) for k in range(int(lab.max()) + 1)]))
+        if not w.any():  # centroids decided already
+            cents = v
+        else:
+            lab = voices(v, w, params.same_voice_similarity, params.min_voice_s)
+            cents = normalise(np.stack([(v[lab == k] * w[lab == k, None]).sum(0) for k in range(int(lab.max()) + 1)]))
         if best is None or len(cents) > len(best):
             best = cents
     return best

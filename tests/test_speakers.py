@@ -191,3 +191,19 @@ def test_an_utterance_holding_two_voices_is_cut_out_alone():
     by_utt = {(0, 0): np.stack([a, a]), (0, 1): np.stack([a, b])}
     turns = _turns(utts, by_utt, cents, 0, 0.01, TurnParams())
     assert [(t.start, t.end, t.mixed) for t in turns] == [(0, 300, False), (300, 500, True), (500, 560, False)]
+
+
+def test_voices_that_blend_in_every_utterance_are_told_apart_by_their_partials():
+    """Where two people overlap at every change, every utterance holds both: the means of the
+    utterances are one blend, yet the 1.6 s partials fall into two voices."""
+    from speakers.cluster import normalise
+    from speakers.turns import TurnParams, _source_voices
+    rng = np.random.default_rng(0)
+    a, b = normalise(rng.standard_normal((2, 256)).astype(np.float32))
+    noisy = lambda v: normalise(v + 0.02 * rng.standard_normal(256).astype(np.float32))
+    plans = [[(u * 320, (u + 1) * 320, 20) for u in range(8)]]  # eight 3.2 s utterances (10 ms frames)
+    parts = [[[x] for x in plans[0]]]
+    by_utt = {(0, u): np.stack([noisy(a), noisy(b)]) for u in range(8)}  # each: a partial of each voice
+    cents = _source_voices(plans, parts, by_utt, 0.01, 100, TurnParams())
+    assert len(cents) == 2
+    assert sorted(int(np.argmax(cents @ v)) for v in (a, b)) == [0, 1]  # one centroid each

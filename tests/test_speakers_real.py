@@ -176,3 +176,4 @@ def test_a_whole_build_gives_the_same_ids_in_one_wave_and_in_one_wave_a_source(t
     assert sorted(by_file) == ["a.wav", "b.wav", "c.wav"] and all(len(v) == 1 for v in by_file.values())
     # the two readings of one woman share an id; the man has his own
     assert by_file["a.wav"] == by_file["c.wav"] != by_file["b.wav"]
+
