@@ -202,16 +202,16 @@ def common(corpus, out, steps, **kw):
 def dvae(corpus):
     from pipelines import train_tortoise
     out = corpus["dir"] / "dvae"
-    train_tortoise.main(["--stage", "dvae", *common(corpus, out, 150)])
+    train_tortoise.main(["--stage", "dvae", *common(corpus, out, 80)])
     return out
 
 
 def test_dvae_loss_falls(dvae):
     l = losses(dvae)
-    assert len(l) == 150 and np.mean(l[-5:]) < 0.6 * l[0]
+    assert len(l) == 80 and np.mean(l[-5:]) < 0.6 * l[0]
     assert (dvae / "loss.png").read_bytes()[:4] == b"\x89PNG"
     state = torch.load(dvae / "train_state.pth", weights_only=True)
-    assert state["step"] == 150 and state["history"]["eval"]
+    assert state["step"] == 80 and state["history"]["eval"]
 
 
 def test_autoregressive_loss_falls(corpus, dvae):
