@@ -183,6 +183,10 @@ def main(argv=None) -> int:
                     voices.update({k: truth_of[k] for k in keys})
             if set_name == "single":
                 per_file_ids = [len({ids1[s.key] for s in on}) for _, on in all_segs]
+                if args.verbose:
+                    for (name, _, _), n in zip(files, per_file_ids):
+                        if n != 1:
+                            print(f"  {name}: {n} speaker ids", file=sys.stderr)
             total = sum(n for _, n in pur) or 1
             rows.append((set_name, len(files), float(np.mean(kept_off)), float(np.mean(kept_on)), min(kept_on),
                          n_mixed / max(1, n_clips), sum(a * n for a, n in pur) / total, float(np.mean(ipv)) if ipv else 0,

@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     clip_len = 2000  # 20 s clips
     clips = [(a, min(n, a + clip_len)) for a in range(0, n, clip_len)]
     t0 = time.perf_counter()
-    turns = split_turns(clips, pause, hop_s, lambda s, e: x16[s * 160:e * 160])
+    turns, _ = split_turns(clips, pause, hop_s, lambda s, e: x16[s * 160:e * 160])
     t_turns = time.perf_counter() - t0
 
     rng = np.random.default_rng(0)

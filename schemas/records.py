@@ -113,6 +113,7 @@ class Segment:
     scores: ClipScores = ClipScores()
     embedding: Optional[bytes] = field(default=None, repr=False)  # voice embedding, 256 float16 (speakers.turns)
     fingerprint: Optional[bytes] = field(default=None, repr=False)  # Chromaprint items, uint32 LE (dedup.fingerprint)
+    source_voices: Optional[int] = None  # voices the speaker stage found in the whole source (speakers.turns)
 
     @property
     def duration_s(self) -> float:

@@ -110,8 +110,9 @@ def units(utts: List[Tuple[int, int, int]], min_f: int) -> List[Tuple[int, int, 
 
 def split_turns(clips: Sequence[Tuple[int, int]], pause: np.ndarray, hop_s: float,
                 audio: Callable[[int, int], np.ndarray], params: TurnParams = TurnParams(),
-                rate: int = encoder.RATE) -> List[List[Turn]]:
-    """For each clip (frame range), its turns: one voice each, with the turn's voice embedding.
+                rate: int = encoder.RATE) -> Tuple[List[List[Turn]], int]:
+    """For each clip (frame range), its turns: one voice each, with the turn's voice embedding; and
+    how many voices the source holds.
 
     ``audio(start_frame, end_frame)`` returns that stretch as float32 at ``rate`` (the encoder
     resamples it to its own). All partials of all clips are embedded in batches.
@@ -146,7 +147,7 @@ def split_turns(clips: Sequence[Tuple[int, int]], pause: np.ndarray, hop_s: floa
     if len(cents) >= 2:
         _embed_tails(plans, by_utt, audio, rate, hop_s, params)
         plans, by_utt, foreign, clean = _split_edges(plans, parts, by_utt, clean, cents, audio, rate, hop_s, params)
-    return [_turns(utts, by_utt, cents, c, hop_s, params, foreign, clean) for c, utts in enumerate(plans)]
+    return [_turns(utts, by_utt, cents, c, hop_s, params, foreign, clean) for c, utts in enumerate(plans)], len(cents)
 
 
 def _embed_tails(plans, by_utt, audio, rate: int, hop_s: float, params: TurnParams) -> None:
@@ -377,11 +378,11 @@ def embedding_of(b: Optional[bytes]) -> Optional[np.ndarray]:
 def one_voice_each(clips: Sequence[Piece], pause: np.ndarray, hop: int, rate: int,
                    read: Callable[[int, int], np.ndarray], params: TurnParams, min_clip_s: float):
     """Clips cut at speaker changes: (pieces, their voice embeddings, their voice change scores, indices
-    of mixed pieces, and (piece, why) of turns too short to keep). ``read(start, end)``: float32
+    of mixed pieces, (piece, why) of turns too short to keep, and how many voices the source holds). ``read(start, end)``: float32
     samples at ``rate``, ``hop`` samples to a frame."""
     hop_s = hop / rate
-    turns = split_turns([(c.start, c.end) for c in clips], pause, hop_s,
-                        lambda s, e: read(s * hop, e * hop), params, rate)
+    turns, n_voices = split_turns([(c.start, c.end) for c in clips], pause, hop_s,
+                                  lambda s, e: read(s * hop, e * hop), params, rate)
     out, voices, changes, mixed, short = [], [], [], set(), []
     min_f = int(round(min_clip_s / hop_s))
     for clip_turns in turns:
@@ -396,4 +397,4 @@ def one_voice_each(clips: Sequence[Piece], pause: np.ndarray, hop: int, rate: in
             out.append(piece)
             voices.append(t.embedding)
             changes.append(t.voice_change_score)
-    return out, voices, changes, mixed, short
+    return out, voices, changes, mixed, short, n_voices

@@ -207,3 +207,19 @@ def test_voices_that_blend_in_every_utterance_are_told_apart_by_their_partials()
     cents = _source_voices(plans, parts, by_utt, 0.01, 100, TurnParams())
     assert len(cents) == 2
     assert sorted(int(np.argmax(cents @ v)) for v in (a, b)) == [0, 1]  # one centroid each
+
+
+def test_a_source_the_speaker_stage_found_one_voice_in_gets_one_id():
+    """The speaker stage decides a source's voices on all of its utterances; a few clips of one lively
+    voice (two apart here) would otherwise become two speakers of that file."""
+    from speakers.cluster import ClusterParams, assign, normalise
+    rng = np.random.default_rng(1)
+    a, b = normalise(rng.standard_normal((2, 256)).astype(np.float32))
+    emb = normalise(np.stack([a, a, b, b]) + 0.01 * rng.standard_normal((4, 256)).astype(np.float32))
+    keys, sources, secs = [f"k{i}" for i in range(4)], ["s"] * 4, [8.0] * 4
+    split, _ = assign("g", keys, sources, emb, [], ClusterParams(), secs=secs)
+    assert len(set(split)) == 2  # clips alone: two voices
+    one, _ = assign("g", keys, sources, emb, [], ClusterParams(), secs=secs, one_voice=[True] * 4)
+    assert len(set(one)) == 1
+    mixed, _ = assign("g", keys, sources, emb, [], ClusterParams(), secs=secs, one_voice=[True, True, False, False])
+    assert len(set(mixed)) == 2  # only a source all of whose clips say so

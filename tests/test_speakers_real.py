@@ -52,7 +52,7 @@ def test_one_real_voice_is_kept_whole_with_one_id(tmp_path):
     joined = join(lines, pauses(2, 1))
     segs = kept(joined, tmp_path, "lj", "s.txt:1")
     assert kept_share([(s.start_s, s.end_s) for s in segs], joined.spans) >= 0.9
-    assert len(set(ids_of("folder", segs))) == 1
+    assert len(set(ids_of("folder", segs))) == 1 and {s.source_voices for s in segs} == {1}
     assert all(s.scores.voice_change_score is None or 0 <= s.scores.voice_change_score <= 2 for s in segs)
 
 

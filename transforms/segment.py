@@ -116,9 +116,10 @@ def _clips_of(src, decoded: DecodedSource, cfg: SegmentConfig, keep: Optional[Li
     too_short = [(p, f"{(p.end - p.start) * decoded.hop_s:.2f} s after merging, minimum {cfg.split.min_clip_s:g} s")
                  for p in result.too_short]
     clips, voices, changes, mixed = list(result.clips), [None] * len(result.clips), [None] * len(result.clips), set()
+    n_voices = None
     if cfg.speakers and clips:
-        clips, voices, changes, mixed, short_turns = one_voice_each(clips, result.pause, hop, sr, decoded.read_float,
-                                                           cfg.turns, cfg.split.min_clip_s)
+        clips, voices, changes, mixed, short_turns, n_voices = one_voice_each(
+            clips, result.pause, hop, sr, decoded.read_float, cfg.turns, cfg.split.min_clip_s)
         too_short += short_turns
     quiet = [(p, why) for p, why in zip(result.too_quiet, quiet_details(decoded.db, result.too_quiet, decoded.hop_s,
                                                                          cfg.split))]
@@ -141,7 +142,7 @@ def _clips_of(src, decoded: DecodedSource, cfg: SegmentConfig, keep: Optional[Li
                                                  decoded.hop_s), voice_change_score=change)
             decays.append(clip_scores.decay_rates(samples, sr, hop))
             segments.append(Segment(key, src, round(a / sr, 3), round(b / sr, 3), sr, pack_path, offset, size,
-                                    scores, embedding_bytes(voice)))
+                                    scores, embedding_bytes(voice), source_voices=n_voices))
 
     if spans:
         fs.atomic_write(pack_path, write_pack)
