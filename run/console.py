@@ -25,7 +25,8 @@ from run import live_progress
 from schemas.redact import safe
 
 OUR_PREFIXES = ("[speechmill", "[train", "[compact", "[report", "[demo", "[setup")
-NOISE = ("apitools not found", "Resource module is not available", "Discarding unparseable args")
+NOISE = ("apitools not found", "Resource module is not available", "Discarding unparseable args",
+         "Converting string literal type hint")  # Beam, at INFO, once per annotated transform
 
 
 class DropKnownNoise(logging.Filter):
