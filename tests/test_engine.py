@@ -1,6 +1,7 @@
 """The thread budget: one compute thread a process on every runner unless the user set another."""
 import os
 
+import pytest
 import torch
 
 from run.engine import ONEDNN_CACHE, THREAD_VARIABLES, engine
@@ -44,9 +45,10 @@ def test_onednn_keeps_no_primitive_per_shape_during_a_run_unless_the_user_says(m
         assert os.environ[ONEDNN_CACHE] == "64"
 
 
-def test_the_default_runner_fetches_nothing(caplog):
+def test_the_default_runner_fetches_nothing(caplog, monkeypatch):
     """Beam's DirectRunner first offers a pipeline to Prism, downloaded from GitHub at run time; a
-    build without ``--runner`` (or with ``DirectRunner``) goes straight to the in-memory runner."""
+    build without ``--runner`` (or with ``DirectRunner``) goes straight to the in-memory runner, and
+    as Beam's own does, without a test round trip of the whole graph through the runner API."""
     import logging
 
     import apache_beam as beam
@@ -59,6 +61,9 @@ def test_the_default_runner_fetches_nothing(caplog):
         ["--runner", IN_MEMORY_RUNNER, "--direct_num_workers=2"]
     assert with_default_runner(["--runner=DataflowRunner"]) == ["--runner=DataflowRunner"]  # a runner chosen stays
     caplog.set_level(logging.INFO)
+    rebuilt = []
+    monkeypatch.setattr(beam.Pipeline, "from_runner_api", lambda *a, **k: rebuilt.append(1) or pytest.fail("round trip"))
     with beam.Pipeline(options=PipelineOptions(with_default_runner([]))) as p:
         assert_that(p | beam.Create([1, 2, 3]) | beam.Map(lambda x: x * 2), equal_to([2, 4, 6]))
     assert not [r for r in caplog.records if "prism" in r.getMessage().lower()], caplog.text
+    assert not rebuilt
