@@ -47,15 +47,13 @@ def quiet_libraries(verbose: bool = False) -> None:
         hf_logging.disable_progress_bar()
         hf_logging.set_verbosity_error()
     root = logging.getLogger()
+    if verbose and not root.handlers:  # every library's INFO lines, each with the logger that wrote it
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s:%(name)s:%(message)s")
     drop = DropKnownNoise()
     root.addFilter(drop)
     for h in root.handlers:
         h.addFilter(drop)
-    if verbose:  # every library's INFO lines, each with the logger that wrote it
-        if not root.handlers:
-            logging.basicConfig(level=logging.INFO, format="%(levelname)s:%(name)s:%(message)s")
-            for h in root.handlers:
-                h.addFilter(drop)
+    if verbose:
         return
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # read by dask worker processes as they start
     for name in ("apache_beam", "urllib3", "botocore", "boto3", "s3transfer", "filelock", "fsspec", "distributed"):

@@ -32,6 +32,7 @@ HOP = 160  # 10 ms
 N_MELS = 40
 PARTIAL_FRAMES = 160  # 1.6 s
 PARTIAL_SAMPLES = PARTIAL_FRAMES * HOP
+PARTIAL_S = PARTIAL_SAMPLES / RATE
 BATCH = 64  # pieces a call (256 a call measured no faster on one core)
 TARGET_DBFS = -30.0  # loudness the encoder was trained at (quiet audio is raised to it)
 

@@ -154,7 +154,7 @@ def _embed_tails(plans, by_utt, audio, rate: int, hop_s: float, params: TurnPara
     """In a source of several voices, add to each unit the 1.6 s partial that ends where it ends,
     where its own partials leave its last moments out (``encoder.partials`` drops a last piece under
     0.8 s): a voice that starts there without a pause is otherwise never heard."""
-    part_f = int(round(encoder.PARTIAL_FRAMES * encoder.HOP / encoder.RATE / hop_s))
+    part_f = int(round(encoder.PARTIAL_S / hop_s))
     asks = [(c, u, e) for c, utts in enumerate(plans) for u, (s, e, _) in enumerate(utts)
             if (c, u) in by_utt and e - s > part_f and 0 < (e - s) % part_f < part_f // 2]
     if not asks:
@@ -233,31 +233,25 @@ def _source_voices(plans, parts, by_utt, hop_s: float, min_utt_f: int, params: T
         return np.zeros((0, 256), np.float32)
     vecs = normalise(np.stack([encoder.mean_embedding(by_utt[i]) for i in ids]))
     secs = np.array([(plans[c][u][1] - plans[c][u][0]) * hop_s for c, u in ids])
-    candidates = []
+    best = None
     for keep in (np.array([any(e - s >= min_utt_f for s, e, _ in parts[c][u]) for c, u in ids]),
                  np.ones(len(ids), bool)):
         if keep.any():
-            candidates.append((vecs[keep], secs[keep]))
-    best = _most_voices(candidates, params)
+            cents = _centroids(vecs[keep], secs[keep], params)
+            if best is None or len(cents) > len(best):
+                best = cents
     if len(best) < 2:
         pv = normalise(np.concatenate([by_utt[i] for i in ids]))
-        best = _most_voices([(best, np.zeros(len(best))),
-                             (pv, np.full(len(pv), encoder.PARTIAL_FRAMES * encoder.HOP / encoder.RATE))], params)
-    return best
-
-
-def _most_voices(candidates, params: TurnParams) -> np.ndarray:
-    """The voice centroids of the candidate (vectors, seconds) that holds most voices (the first of equals)."""
-    best = None
-    for v, w in candidates:
-        if not w.any():  # centroids decided already
-            cents = v
-        else:
-            lab = voices(v, w, params.same_voice_similarity, params.min_voice_s)
-            cents = normalise(np.stack([(v[lab == k] * w[lab == k, None]).sum(0) for k in range(int(lab.max()) + 1)]))
-        if best is None or len(cents) > len(best):
+        cents = _centroids(pv, np.full(len(pv), encoder.PARTIAL_S), params)
+        if len(cents) > len(best):
             best = cents
     return best
+
+
+def _centroids(vecs: np.ndarray, secs: np.ndarray, params: TurnParams) -> np.ndarray:
+    """Centroids (weighted by seconds) of the voices ``speakers.cluster.voices`` finds among ``vecs``."""
+    lab = voices(vecs, secs, params.same_voice_similarity, params.min_voice_s)
+    return normalise(np.stack([(vecs[lab == k] * secs[lab == k, None]).sum(0) for k in range(int(lab.max()) + 1)]))
 
 
 def _evidence(vecs: np.ndarray, cents: np.ndarray, margin: float) -> Tuple[int, bool]:
