@@ -8,6 +8,9 @@ reads; the runs of one round are paired (one after the other, same input, same m
 
   defaults       speechmill's segment stage with its defaults (Silero VAD + energy, audio gates,
                  speaker turns) and the shard writer (FLAC clips in WebDataset tars + Parquet rows)
+  defaults-float32
+                 the defaults with ``--speaker_precision float32`` (what the defaults are on a CPU
+                 without native bfloat16)
   speakers-off   the same with ``--speakers off``
   energy-only    ``--vad energy``, no gates, no speakers
   pydub          the recipe: ``split_on_silence(min_silence_len=600, silence_thresh=-40)``, WAV export
@@ -46,7 +49,7 @@ import soundfile as sf
 
 from benchmarks import scratch_dir
 
-CONFIGS = ("defaults", "speakers-off", "energy-only", "pydub", "naive")
+CONFIGS = ("defaults", "defaults-float32", "speakers-off", "energy-only", "pydub", "naive")
 RATE = 16000
 # run as a script, so that the baselines import only their own libraries
 BASELINES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lean_baselines.py")
@@ -82,11 +85,12 @@ def one_speechmill(config: str, path: str, work: str) -> dict:
     with thread_budget():  # model loads are start-up, as the baselines count theirs
         if config != "energy-only":
             vad.session()
-        if config == "defaults":
+        if config.startswith("defaults"):
             encoder.model()
     started = _cpu()
     with thread_budget():
-        res = run_chain(path, work, gates=config != "energy-only", speakers=config == "defaults")
+        res = run_chain(path, work, gates=config != "energy-only", speakers=config.startswith("defaults"),
+                        precision="float32" if config == "defaults-float32" else "auto")
     return {"audio_s": res["audio_s"], "clips": res["clips"], "steady_cpu_s": _cpu() - started}
 
 
@@ -146,7 +150,7 @@ def round_table(path: str, tmp: str, repeats: int, configs, env) -> Dict[str, di
     for r in range(repeats):
         for c in configs:
             res = measure(c, path, os.path.join(tmp, f"{c}-{r}"), env)
-            print(f"  {c:13s} cpu {res['cpu_s']:6.1f} s  wall {res['wall_s']:6.1f} s", file=sys.stderr)
+            print(f"  {c:16s} cpu {res['cpu_s']:6.1f} s  wall {res['wall_s']:6.1f} s", file=sys.stderr)
             runs[c].append(res)
     return {c: {k: statistics.median(x[k] for x in rs) for k in rs[0]} for c, rs in runs.items()}
 
@@ -154,11 +158,11 @@ def round_table(path: str, tmp: str, repeats: int, configs, env) -> Dict[str, di
 def print_table(title: str, table: Dict[str, dict]) -> None:
     base_pydub, base_naive = table.get("pydub"), table.get("naive")
     print(f"\n{title}")
-    print(f"{'what':13s} {'clips':>6s} {'CPU s':>7s} {'start-up':>9s} {'x RT/CPU-s':>11s} {'steady xRT':>11s} "
+    print(f"{'what':16s} {'clips':>6s} {'CPU s':>7s} {'start-up':>9s} {'x RT/CPU-s':>11s} {'steady xRT':>11s} "
           f"{'vs pydub':>9s} {'vs naive':>9s} {'peak MB':>8s}")
     for name, r in table.items():
         ratio = (lambda b: f"{r['cpu_s'] / b['cpu_s']:8.2f}x" if b else f"{'-':>9s}")
-        print(f"{name:13s} {int(r['clips']):6d} {r['cpu_s']:7.1f} {r['startup_cpu_s']:9.1f} "
+        print(f"{name:16s} {int(r['clips']):6d} {r['cpu_s']:7.1f} {r['startup_cpu_s']:9.1f} "
               f"{r['audio_s'] / r['cpu_s']:11.0f} {r['audio_s'] / max(r['steady_cpu_s'], 1e-9):11.0f} "
               f"{ratio(base_pydub)} {ratio(base_naive)} {r['peak_mb']:8.0f}")
 

@@ -53,18 +53,20 @@ def pin_one_core() -> None:
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
 
 
-def chain_config(work: str, gates: bool = True, speakers: bool = True):
-    """The segment stage's settings: the defaults (VAD, audio gates, speaker turns), the same without
-    speaker turns, or energy alone with no gates and no speakers."""
+def chain_config(work: str, gates: bool = True, speakers: bool = True, precision: str = "auto"):
+    """The segment stage's settings: the defaults (VAD, audio gates, speaker turns, the voice encoder
+    at ``precision``), the same without speaker turns, or energy alone with no gates and no speakers."""
+    from speakers.turns import TurnParams
     from transforms.quality import AudioGates
     from transforms.segment import SegmentConfig
     if gates:
-        return SegmentConfig(pack_dir=os.path.join(work, "packs"), split=SplitParams(), speakers=speakers)
+        return SegmentConfig(pack_dir=os.path.join(work, "packs"), split=SplitParams(), speakers=speakers,
+                             turns=TurnParams(precision=precision))
     return SegmentConfig(pack_dir=os.path.join(work, "packs"), split=SplitParams(), vad=False,
                          gates=AudioGates(None, None, None, None, None), speakers=False)
 
 
-def run_chain(path: str, work: str, gates: bool = True, speakers: bool = True) -> dict:
+def run_chain(path: str, work: str, gates: bool = True, speakers: bool = True, precision: str = "auto") -> dict:
     """The segment stage (decode → split → clip pack → ASR-rate batches) and the shard writer."""
     from corpus.shards import write_shard
     from schemas.keys import source_id_for_uri
@@ -73,7 +75,7 @@ def run_chain(path: str, work: str, gates: bool = True, speakers: bool = True) -
 
     uri = "file://" + os.path.abspath(path)
     src = Source(uri, source_id_for_uri(uri))
-    cfg = chain_config(work, gates, speakers)
+    cfg = chain_config(work, gates, speakers, precision)
     t0 = time.perf_counter()
     segments, duration = [], 0.0
     for out in segment_source(AudioFile(src, path, os.path.getsize(path)), cfg):

@@ -106,7 +106,7 @@ def build_wave(p: beam.Pipeline, items: List[Source], settings: CorpusSettings, 
                                              change_margin=settings.voices.voice_change_margin,
                                              change_evidence_s=settings.voices.voice_change_evidence_s,
                                              min_edge_s=settings.voices.min_edge_turn_s,
-                                             device=side_device),
+                                             device=side_device, precision=settings.voices.speaker_precision),
                             fingerprints=settings.dedup.audio)
     shard_cfg = ShardConfig(shards_dir=work.shards_dir, manifest_dir=work.manifest_dir,
                             prefix=settings.shard_prefix, samples_per_shard=settings.samples_per_shard,

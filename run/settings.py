@@ -28,10 +28,6 @@ class OptionError(ValueError):
     """A bad option or value: one line for the user, exit status 2."""
 
 
-VOICE_FIELDS = ("min_voice_s", "same_voice_similarity", "voice_change_margin", "voice_change_evidence_s",
-                "min_edge_turn_s", "speaker_link_similarity")
-
-
 @dataclass(frozen=True)
 class CorpusSettings:
     sources: str

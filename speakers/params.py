@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from schemas.settings import SHAPING, SettingError, setting
 
+PRECISIONS = ("auto", "float32", "bfloat16")  # the voice encoder's arithmetic (speakers.encoder.resolve_precision)
+
 
 @dataclass(frozen=True)
 class VoiceParams:
@@ -16,6 +18,7 @@ class VoiceParams:
     voice_change_evidence_s: float = setting(1.0, role=SHAPING)  # evidence each side of a change needs
     min_edge_turn_s: float = setting(0.5, role=SHAPING)  # a short piece of another voice this long is cut out
     speaker_link_similarity: float = setting(0.83, role=SHAPING)  # joins a known speaker of its group this alike
+    speaker_precision: str = setting("auto")  # the voice encoder's arithmetic (speakers.encoder.resolve_precision)
 
     def validate(self) -> "VoiceParams":
         for name in ("same_voice_similarity", "voice_change_margin", "speaker_link_similarity"):
@@ -24,4 +27,7 @@ class VoiceParams:
         for name in ("min_voice_s", "voice_change_evidence_s", "min_edge_turn_s"):
             if not getattr(self, name) >= 0:
                 raise SettingError(name, f"must be >= 0, got {getattr(self, name):g}")
+        if self.speaker_precision not in PRECISIONS:
+            raise SettingError("speaker_precision", f"must be one of {', '.join(PRECISIONS)}, "
+                               f"got {self.speaker_precision!r}")
         return self

@@ -54,6 +54,7 @@ class TurnParams:
     change_evidence_s: float = 1.0  # each side of a change needs this much evidence in a row
     min_edge_s: float = 0.5  # an utterance at a unit's edge this long is checked for another voice
     device: str = "cpu"
+    precision: str = "auto"  # the voice encoder's (speakers.encoder.resolve_precision)
 
 
 
@@ -122,7 +123,7 @@ def split_turns(clips: Sequence[Tuple[int, int]], pause: np.ndarray, hop_s: floa
     plans, pieces, owners, by_utt = [], [], [], {}
 
     def flush():  # embed what is pending: only embeddings are kept, so memory does not grow with the source
-        for (c, u), v in zip(owners, encoder.embed_partials(pieces, params.device)):
+        for (c, u), v in zip(owners, encoder.embed_partials(pieces, params.device, precision=params.precision)):
             by_utt.setdefault((c, u), []).append(v)
         pieces.clear()
         owners.clear()
@@ -159,7 +160,8 @@ def _embed_tails(plans, by_utt, audio, rate: int, hop_s: float, params: TurnPara
             if (c, u) in by_utt and e - s > part_f and 0 < (e - s) % part_f < part_f // 2]
     if not asks:
         return
-    vecs = encoder.embed_partials([encoder.partials(audio(e - part_f, e), rate)[0] for _, _, e in asks], params.device)
+    vecs = encoder.embed_partials([encoder.partials(audio(e - part_f, e), rate)[0] for _, _, e in asks], params.device,
+                                  precision=params.precision)
     for (c, u, _), v in zip(asks, vecs):
         by_utt[(c, u)] = np.concatenate([by_utt[(c, u)], v[None]])
 
@@ -182,7 +184,8 @@ def _split_edges(plans, parts, by_utt, clean, cents: np.ndarray, audio, rate: in
                     asks.append((c, u, side, x))
     if not asks:
         return plans, by_utt, set(), clean
-    vecs = encoder.embed_partials([encoder.partials(audio(x[0], x[1]), rate)[0] for *_, x in asks], params.device)
+    vecs = encoder.embed_partials([encoder.partials(audio(x[0], x[1]), rate)[0] for *_, x in asks], params.device,
+                                  precision=params.precision)
     cut: Dict[Tuple[int, int], Dict[int, Tuple[tuple, np.ndarray]]] = {}
     for (c, u, side, x), v in zip(asks, vecs):
         own = _evidence(normalise(by_utt[(c, u)].mean(0)), cents, 0.0)[0]

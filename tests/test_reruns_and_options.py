@@ -215,6 +215,7 @@ def test_ctrl_c_prints_one_line_and_exits_130(tmp_path, tiny_model, speech, serv
     (["--shard_prefix", "a.b"], "--shard_prefix 'a.b'"),
     (["--speaker_link_similarity", "1.5"], "--speaker_link_similarity must be within 0..1, got 1.5"),
     (["--voice_change_evidence_s", "-1"], "--voice_change_evidence_s must be >= 0"),
+    (["--speaker_precision", "float16"], "--speaker_precision: invalid choice: 'float16'"),
 ])
 def test_bad_options_fail_before_any_work(tmp_path, tiny_model, speech, capsys, bad, expect):
     out = tmp_path / "corpus"

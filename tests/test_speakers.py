@@ -161,6 +161,26 @@ def test_encoder_hears_any_rate_as_its_own(rate):
     assert same >= 0.99 and misread < 0.9
 
 
+@pytest.mark.skipif(not have_shared_speech(), reason="needs ../shared/data/real_speech")
+def test_bfloat16_embeddings_of_real_speech_are_float32s_within_rounding():
+    """The voice encoder in bfloat16 (the default where the CPU computes it natively) gives each 1.6 s
+    piece of a real recording the voice float32 gives it; it does compute in bfloat16 (the bits
+    differ), and a precision that does not exist is refused."""
+    x, sr = sf.read(str(SHARED_SPEECH / "jfk.flac"), dtype="float32")
+    pieces = encoder.partials(x.mean(axis=1) if x.ndim > 1 else x, sr)
+    full = encoder.embed_partials(pieces, precision="float32")
+    half = encoder.embed_partials(pieces, precision="bfloat16")
+    cos = np.sum(full * half, axis=1)
+    print(f"{len(pieces)} pieces: cosine bfloat16 vs float32 min {cos.min():.4f}")
+    assert len(pieces) >= 5 and cos.min() >= 0.99 and not np.array_equal(full, half)
+    assert float(encoder.mean_embedding(full) @ encoder.mean_embedding(half)) >= 0.998
+    auto = encoder.embed_partials(pieces)
+    assert np.array_equal(auto, half if encoder.native_bfloat16() else full)
+    assert encoder.resolve_precision("auto", "cuda") == "float32"
+    with pytest.raises(ValueError, match="float16"):
+        encoder.resolve_precision("float16")
+
+
 def test_encoder_tells_the_test_voices_apart():
     from audio.synth import speak, trim
 
