@@ -118,6 +118,16 @@ def copy_corpus(built: Path, dest: Path) -> Path:
     return dest
 
 
+def beam_pipeline():
+    """A Beam pipeline on the runner a build uses by default (``run.engine``): Beam's own default
+    would first try to fetch and start its Prism runner, leaving a temporary folder behind."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from run.engine import with_default_runner
+    return beam.Pipeline(options=PipelineOptions(with_default_runner([])))
+
+
 def have_shared_speech() -> bool:
     return (SHARED_SPEECH / "jfk.flac").exists()
 

@@ -68,13 +68,13 @@ import difflib  # noqa: E402
 
 import apache_beam as beam  # noqa: E402
 import torch  # noqa: E402
-from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline  # noqa: E402
 from apache_beam.testing.util import assert_that, equal_to  # noqa: E402
 
 from asr.ctc import greedy_decode, words_from_tokens  # noqa: E402
 from asr.handler import CtcModelHandler  # noqa: E402
 from asr.transcriber import TranscribeOptions, Transcriber  # noqa: E402
 from schemas.records import AsrBatch, Segment, Source  # noqa: E402
+from tests.conftest import beam_pipeline  # noqa: E402
 from transforms.transcribe import Transcribe  # noqa: E402
 
 
@@ -211,7 +211,7 @@ def test_poisoned_clip_becomes_one_failure_row_in_the_pipeline(loaded, tiny_mode
         def load_model(self):
             return Transcriber(wrapped(load_ctc_model(self.spec), poison=poison), self.opts)
 
-    with BeamTestPipeline() as p:
+    with beam_pipeline() as p:
         out = (p | beam.Create(batches)
                | Transcribe(AsrModelSpec(model=tiny_model), handler_cls=PoisonHandler))
         assert_that(out["failed"] | "FailKeys" >> beam.Map(lambda r: (r.key, r.stage, r.reason)),

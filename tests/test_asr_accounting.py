@@ -8,13 +8,13 @@ import threading
 import apache_beam as beam
 import numpy as np
 import pytest
-from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from asr.contract import AsrInputError
 from asr.handler import CtcModelHandler
 from asr.model import AsrModelSpec
 from schemas.records import AsrBatch, Segment, Source
+from tests.conftest import beam_pipeline
 from transforms.transcribe import Transcribe
 
 
@@ -38,7 +38,7 @@ def test_a_batch_the_handler_fails_on_becomes_one_readable_row_per_clip(tiny_mod
                 raise BatchRefused(f"model refused {sum(len(b) for b in batch)} clips")
             return super().transcribe(batch, model)
 
-    with BeamTestPipeline() as p:
+    with beam_pipeline() as p:
         out = p | beam.Create([good, bad]) | Transcribe(AsrModelSpec(model=tiny_model), handler_cls=RefusingHandler)
         assert_that(out["failed"] | "Rows" >> beam.Map(lambda r: (r.key, r.stage, r.reason, r.detail)),
                     equal_to([(s.key, "transcribe", "asr_error", "BatchRefused: model refused 3 clips")
