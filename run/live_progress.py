@@ -1,5 +1,7 @@
-"""The driver's view of a run as it goes: hours done of hours known, clips kept and rejected, the
-rate and the time left.
+"""The driver's view of a run as it goes: hours done of hours known, clips transcribed in the wave
+in flight, clips kept and rejected, the rate and the time left. Clips are kept (given speaker ids,
+deduplicated, written to shards) when their wave is published, so during a wave the transcribed
+count is what moves.
 
 On a terminal it is one bar redrawn in place; otherwise (CI, Dataflow logs, a file) a plain line
 every ``interval_s``. Hours known are the plan's estimates (stated durations, file sizes); hours
@@ -38,6 +40,7 @@ class Snapshot:
     wave: int
     waves: int
     elapsed_s: float
+    transcribed: int = 0  # clips transcribed in the wave in flight (its kept clips are counted when it is published)
 
     @property
     def fraction(self) -> float:
@@ -67,14 +70,16 @@ def bar_line(snap: Snapshot, width: int = 24) -> str:
     filled = int(round(snap.fraction * width))
     rate = f"{snap.realtime:.0f}x realtime" if snap.realtime else "rate ?"
     return (f"[speechmill] [{'#' * filled}{'.' * (width - filled)}] {snap.hours_done:.2f}/{snap.hours_known:.2f} h "
-            f"({snap.fraction:.0%}) | wave {snap.wave}/{snap.waves} | kept {snap.kept:,} rejected {snap.rejected:,} "
+            f"({snap.fraction:.0%}) | wave {snap.wave}/{snap.waves}: {snap.transcribed:,} transcribed "
+            f"| kept {snap.kept:,} rejected {snap.rejected:,} "
             f"| {rate} | {duration(snap.left_s)} left")
 
 
 def plain_line(snap: Snapshot) -> str:
     rate = f"{snap.realtime:.0f}x realtime" if snap.realtime else "rate not known yet"
     return (f"[speechmill] progress: {snap.hours_done:.2f} of {snap.hours_known:.2f} h ({snap.fraction:.0%}), "
-            f"wave {snap.wave} of {snap.waves}, {snap.kept:,} clips kept, {snap.rejected:,} rejected, {rate}, "
+            f"wave {snap.wave} of {snap.waves} ({snap.transcribed:,} clips transcribed in it), {snap.kept:,} clips kept "
+            f"(counted as waves are published), {snap.rejected:,} rejected, {rate}, "
             f"about {duration(snap.left_s)} left")
 
 
@@ -158,12 +163,14 @@ class LiveProgress:
 
     def snapshot(self) -> Snapshot:
         counts, base = self.counts(), self._wave_base
-        delta = {k: counts.get(k, 0.0) - base.get(k, 0.0) for k in ("audio_s", "kept", "rejected")} if base else {}
+        delta = ({k: counts.get(k, 0.0) - base.get(k, 0.0) for k in ("audio_s", "kept", "rejected", "transcribed")}
+                 if base else {})
         return Snapshot(hours_done=self.committed.hours + delta.get("audio_s", 0.0) / 3600,
                         hours_known=max(self.hours_known, self.committed.hours),
                         kept=self.committed.kept + int(delta.get("kept", 0)),
                         rejected=self.committed.rejected + int(delta.get("rejected", 0)),
-                        wave=max(self.wave, 1), waves=self.waves, elapsed_s=self.clock() - self._start)
+                        wave=max(self.wave, 1), waves=self.waves, elapsed_s=self.clock() - self._start,
+                        transcribed=int(delta.get("transcribed", 0)))
 
     def render(self) -> None:
         snap = self.snapshot()

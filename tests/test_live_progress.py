@@ -27,13 +27,15 @@ class Clock:
 
 
 def test_the_numbers_a_report_shows():
-    snap = Snapshot(hours_done=1.0, hours_known=4.0, kept=1200, rejected=34, wave=2, waves=5, elapsed_s=60.0)
+    snap = Snapshot(hours_done=1.0, hours_known=4.0, kept=1200, rejected=34, wave=2, waves=5, elapsed_s=60.0,
+                    transcribed=310)
     assert snap.fraction == 0.25 and snap.realtime == 60.0 and snap.left_s == 180.0
     bar = bar_line(snap, width=20)
-    assert "[#####...............]" in bar and "1.00/4.00 h (25%)" in bar and "wave 2/5" in bar
+    assert "[#####...............]" in bar and "1.00/4.00 h (25%)" in bar and "wave 2/5: 310 transcribed" in bar
     assert "kept 1,200 rejected 34" in bar and "60x realtime" in bar and "3m00s left" in bar
     line = plain_line(snap)
     assert line.startswith("[speechmill] progress: 1.00 of 4.00 h (25%)") and "about 3m00s left" in line
+    assert "wave 2 of 5 (310 clips transcribed in it), 1,200 clips kept (counted as waves are published)" in line
     unknown = Snapshot(0.0, 2.0, 0, 0, 1, 1, 0.0)
     assert unknown.realtime is None and unknown.left_s is None and "rate not known yet" in plain_line(unknown)
 
@@ -43,14 +45,14 @@ def test_waves_and_the_wave_in_flight_add_up():
     live = LiveProgress(hours_known=2.0, waves=2, stream=out, tty=False, interval_s=3600, clock=clock).start()
     try:
         live.begin_wave(0)
-        progress().add(audio_s=1800, kept=10, rejected=2)  # this process decodes half an hour of the wave
+        progress().add(audio_s=1800, kept=10, rejected=2, transcribed=25)  # this process decodes half an hour of the wave
         clock.t += 30
         snap = live.snapshot()
-        assert (round(snap.hours_done, 3), snap.kept, snap.rejected, snap.wave) == (0.5, 10, 2, 1)
+        assert (round(snap.hours_done, 3), snap.kept, snap.rejected, snap.wave, snap.transcribed) == (0.5, 10, 2, 1, 25)
         live.end_wave(hours=0.9, kept=12, rejected=3)  # the published wave's own totals replace the live counts
         live.begin_wave(1)
         snap = live.snapshot()
-        assert (round(snap.hours_done, 3), snap.kept, snap.rejected, snap.wave) == (0.9, 12, 3, 2)
+        assert (round(snap.hours_done, 3), snap.kept, snap.rejected, snap.wave, snap.transcribed) == (0.9, 12, 3, 2, 0)
         live.render()
     finally:
         live.stop()
