@@ -24,6 +24,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.speakers_speed", description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", type=float, default=5.0, help="minutes of interview audio (default 5)")
     p.add_argument("--clips", type=int, default=100_000, help="clips of one channel to cluster (default 100000)")
+    p.add_argument("--speaker_precision", default="auto", choices=["auto", "float32", "bfloat16"],
+                   help="the voice encoder's arithmetic, as build_corpus's option (default auto)")
     args = p.parse_args(argv)
     from run.console import quiet_libraries
     quiet_libraries()
@@ -34,7 +36,7 @@ def main(argv=None) -> int:
 
     from audio.synth import SENTENCES, build_recording
     from speakers import cluster, encoder
-    from speakers.turns import split_turns
+    from speakers.turns import TurnParams, split_turns
 
     print("building the interview ...", file=sys.stderr)
     voices = ["en-us", "en-us", "en-us+f3", "en-us+f3"]
@@ -47,9 +49,11 @@ def main(argv=None) -> int:
     audio_s = len(x16) / 16000
 
     pieces = encoder.partials(x16)
-    encoder.embed_partials(pieces[:8])
+    precision = encoder.resolve_precision(args.speaker_precision)
+    print(f"voice encoder in {precision}", file=sys.stderr)
+    encoder.embed_partials(pieces[:8], precision=precision)
     t0 = time.perf_counter()
-    encoder.embed_partials(pieces)
+    encoder.embed_partials(pieces, precision=precision)
     t_embed = time.perf_counter() - t0
 
     # change detection over the whole interview, as the segment stage runs it on a source's clips
@@ -60,7 +64,7 @@ def main(argv=None) -> int:
     clip_len = 2000  # 20 s clips
     clips = [(a, min(n, a + clip_len)) for a in range(0, n, clip_len)]
     t0 = time.perf_counter()
-    turns, _ = split_turns(clips, pause, hop_s, lambda s, e: x16[s * 160:e * 160])
+    turns, _ = split_turns(clips, pause, hop_s, lambda s, e: x16[s * 160:e * 160], TurnParams(precision=precision))
     t_turns = time.perf_counter() - t0
 
     rng = np.random.default_rng(0)
