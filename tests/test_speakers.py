@@ -181,6 +181,28 @@ def test_bfloat16_embeddings_of_real_speech_are_float32s_within_rounding():
         encoder.resolve_precision("float16")
 
 
+@pytest.mark.skipif(not have_shared_speech(), reason="needs ../shared/data/real_speech")
+def test_the_speaker_precision_option_reaches_the_voice_encoder(tmp_path, tiny_model):
+    """A build with ``--speaker_precision float32`` and one with ``bfloat16`` of the same real
+    recording: the same clips, each clip's stored voice the same within rounding, and not the same
+    bits (so the option is what the speaker stage used)."""
+    from tests.conftest import copy_shared
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    copy_shared("lj_1.wav", folder)
+    copy_shared("lj_2.wav", folder)
+    rows = {}
+    for precision in ("float32", "bfloat16"):
+        out = tmp_path / precision
+        run(["--sources", str(folder), "--output", str(out), *permissive(tiny_model),
+             "--speaker_precision", precision])
+        rows[precision] = {r["key"]: r["speaker_embedding"] for r in table(out, "manifest")}
+    assert rows["float32"] and rows["float32"].keys() == rows["bfloat16"].keys()
+    full, half = (np.array([rows[p][k] for k in sorted(rows[p])], dtype=np.float32) for p in ("float32", "bfloat16"))
+    cos = np.sum(full * half, axis=1) / np.linalg.norm(full, axis=1) / np.linalg.norm(half, axis=1)
+    assert cos.min() >= 0.99 and not np.array_equal(full, half), cos
+
+
 def test_encoder_tells_the_test_voices_apart():
     from audio.synth import speak, trim
 
