@@ -251,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     _arg(g, "--speaker_precision", "voices.speaker_precision", choices=["auto", "float32", "bfloat16"],
          help="the voice encoder's arithmetic: auto (the default) is bfloat16 on a CPU that computes it natively "
               "(AVX-512 BF16 or AMX; ≈ 2.4x faster, the same ids on real voices), float32 elsewhere; float32 "
-              "gives the same embeddings on every machine of one CPU type whatever its bfloat16 support")
+              "everywhere for a cluster that mixes CPUs with and without it (docs/speakers.md)")
 
     g = p.add_argument_group("quality filter (after transcription; 'none' turns a rule off)")
     _arg(g, "--min_confidence", "quality.min_confidence", type=float_or_none,
