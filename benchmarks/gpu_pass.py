@@ -9,7 +9,7 @@ It prints one table:
     counted by torch's FlopCounterMode over the compute roof of the card);
   * Whisper tiny.en (``builtin:whisper-tiny.en``, CTranslate2) fp16 on a GPU: x realtime;
   * Silero VAD (torch model from the silero-vad package) on the device, the voice encoder
-    (speakers.encoder) on the device and DNSMOS (onnxruntime, CUDA provider where installed);
+    (speakers.encoder, float32 and bfloat16) on the device and DNSMOS (onnxruntime, CUDA provider where installed);
   * an end-to-end build (``pipelines.build_corpus``, in-memory DirectRunner) of ``--build_minutes``
     of speech (default 60) with the ASR step on the device: x realtime of the whole command.
 Each row that fails prints its error and the command exits 1. ``--tiny`` is what CI runs.
@@ -130,8 +130,11 @@ def vad_rows(device: str, audio: np.ndarray, repeats: int) -> List[Tuple]:
 def encoder_rows(device: str, audio: np.ndarray, repeats: int) -> List[Tuple]:
     from speakers.encoder import embed_partials, partials
     pieces = partials(audio)
-    wall = timed(lambda: embed_partials(pieces, device=device), device, repeats)
-    return [("voice encoder", f"{len(pieces)} pieces", rate(len(audio) / RATE / wall), "-")]
+    rows = []
+    for precision in ("float32", "bfloat16"):  # "auto" is float32 on a GPU: this row says whether it should be
+        wall = timed(lambda: embed_partials(pieces, device=device, precision=precision), device, repeats)
+        rows.append((f"voice encoder ({precision})", f"{len(pieces)} pieces", rate(len(audio) / RATE / wall), "-"))
+    return rows
 
 
 def dnsmos_rows(device: str, audio: np.ndarray, repeats: int) -> List[Tuple]:

@@ -12,7 +12,8 @@ def test_the_gpu_pass_measures_every_model_with_tiny_settings_on_a_cpu():
                                                               "PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)})
     assert out.returncode == 0, out.stderr[-3000:]
     rows = out.stdout.splitlines()
-    for what in ("CTC tiny float32", "Whisper tiny.en", "Silero VAD", "voice encoder", "DNSMOS",
+    for what in ("CTC tiny float32", "Whisper tiny.en", "Silero VAD", "voice encoder (float32)",
+                 "voice encoder (bfloat16)", "DNSMOS",
                  "end-to-end build"):
         row = next((r for r in rows if r.startswith(what)), None)
         assert row is not None, (what, out.stdout)
