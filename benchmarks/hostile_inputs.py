@@ -169,8 +169,11 @@ def check_corpus(out: Path, secret_bytes: bytes) -> dict:
 
 
 def ffmpeg_running() -> int:
+    """ffmpeg processes alive. A killed one whose parent died before it is a zombie until the
+    machine's init reaps it (it holds no CPU and no files), so it is not counted."""
     import psutil
-    return sum(1 for p in psutil.process_iter(["name"]) if p.info["name"] == "ffmpeg")
+    return sum(1 for p in psutil.process_iter(["name", "status"])
+               if p.info["name"] == "ffmpeg" and p.info["status"] != psutil.STATUS_ZOMBIE)
 
 
 def main(argv=None) -> int:
