@@ -11,7 +11,7 @@ package's code nor its webrtcvad dependency is imported. Partials of many clips 
 one batch (one LSTM call over all of them, their mel spectrograms in one float32 FFT), ``BATCH``
 pieces a call: ≈ 500× realtime on one CPU core in float32, far more on a GPU. On a CPU with native
 bfloat16 (AVX-512 BF16 or AMX) the network runs in bfloat16 by default (``precision="auto"``): ≈ 2.4×
-faster, embeddings within 0.004 (cosine) of float32's, and the same speech kept, clips cut and
+faster, each piece's embedding within 0.005 (cosine) of float32's, and the same speech kept, clips cut and
 speaker ids on the real-voice benchmark (docs/speakers.md). Elsewhere bfloat16 is emulated and
 slower, so "auto" is float32 there and on a GPU. ONNX Runtime runs the float32 LSTM no faster than
 torch here (≈ 460× against ≈ 445× realtime, 64 a call); int8 dynamic quantisation is slower still.
