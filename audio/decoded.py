@@ -77,8 +77,10 @@ class DecodedSource:
 
 def decode_to_scratch(path: str, sample_rate: int, scratch_dir: Optional[str] = None,
                       timeout_s: float = 3600.0, chunk_s: float = 30.0,
-                      limits: Optional[DecodeLimits] = None, vad: bool = False) -> DecodedSource:
-    """Decode ``path`` to mono int16 at ``sample_rate`` into anonymous scratch; raises ``DecodeError``."""
+                      limits: Optional[DecodeLimits] = None, vad: bool = False,
+                      vad_device: str = "cpu") -> DecodedSource:
+    """Decode ``path`` to mono int16 at ``sample_rate`` into anonymous scratch; raises ``DecodeError``.
+    With ``vad``, Silero's speech probabilities too, the model on ``vad_device``."""
     limits = limits or DecodeLimits(timeout_s=timeout_s)
     hop = max(1, int(round(sample_rate * HOP_S)))
     scratch = tempfile.TemporaryFile(prefix="speechmill-", suffix=".pcm", dir=scratch_dir)
@@ -96,7 +98,7 @@ def decode_to_scratch(path: str, sample_rate: int, scratch_dir: Optional[str] = 
         db = energy.db()
         probs = None
         if vad:  # a second pass, from the page cache: the VAD hears the file at a speaking level
-            speech = _SpeechStream(sample_rate, n, vad_gain(db))
+            speech = _SpeechStream(sample_rate, n, vad_gain(db), vad_device)
             for start, data in chunks():
                 speech.push(data, last=start + chunk >= n)
             probs = speech.finish()
@@ -123,9 +125,9 @@ class _SpeechStream:
     """int16 chunks at any rate → 8 kHz float32 (soxr, streaming; its low-quality filter is plenty for
     speech detection) → Silero VAD."""
 
-    def __init__(self, sample_rate: int, n_samples: int, gain: float = 1.0):
+    def __init__(self, sample_rate: int, n_samples: int, gain: float = 1.0, device: str = "cpu"):
         self.gain = gain
-        self.vad = VadStream(total_samples=int(n_samples * VAD_RATE / sample_rate))
+        self.vad = VadStream(total_samples=int(n_samples * VAD_RATE / sample_rate), device=device)
         self.resampler = None if sample_rate == VAD_RATE else soxr.ResampleStream(sample_rate, VAD_RATE, 1,
                                                                                   dtype="float32", quality="LQ")
 

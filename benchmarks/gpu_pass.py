@@ -8,7 +8,7 @@ It prints one table:
     so nothing is downloaded), bf16 on a GPU, at several batch sizes: x realtime and MFU (FLOPs
     counted by torch's FlopCounterMode over the compute roof of the card);
   * Whisper tiny.en (``builtin:whisper-tiny.en``, CTranslate2) fp16 on a GPU: x realtime;
-  * Silero VAD (torch model from the silero-vad package) on the device, the voice encoder
+  * Silero VAD as a build runs it (``audio.vad``: torch on a GPU) on the device, the voice encoder
     (speakers.encoder, float32 and bfloat16) on the device and DNSMOS (onnxruntime, CUDA provider where installed);
   * an end-to-end build (``pipelines.build_corpus``, in-memory DirectRunner) of ``--build_minutes``
     of speech (default 60) with the ASR step on the device: x realtime of the whole command.
@@ -110,21 +110,16 @@ def whisper_rows(device: str, audio: np.ndarray, repeats: int) -> List[Tuple]:
 
 
 def vad_rows(device: str, audio: np.ndarray, repeats: int) -> List[Tuple]:
-    import torch
-    from silero_vad import load_silero_vad
-    model = load_silero_vad().to(device)
-    streams = 64 if device.startswith("cuda") else 4
-    piece = len(audio) // streams // 512 * 512
-    x = torch.from_numpy(audio[:piece * streams].reshape(streams, piece)).to(device)
-
-    def run():
-        model.reset_states()
-        with torch.inference_mode():
-            for j in range(0, piece, 512):
-                model(x[:, j:j + 512], RATE)
-    wall = timed(run, device, repeats)
-    return [("Silero VAD (torch)", f"{streams} streams x {piece / RATE:.0f} s", rate(piece * streams / RATE / wall),
-             "-")]
+    from audio import vad
+    from audio.resample import resample
+    x = resample(audio, RATE, vad.RATE)
+    streams = vad.BATCH if device.startswith("cuda") else 4
+    piece = len(x) // streams // vad.FRAME * vad.FRAME
+    chunks = np.ascontiguousarray(x[:piece * streams].reshape(streams, piece))
+    wall = timed(lambda: vad.run_chunks(chunks, device), device, repeats)
+    engine = "onnxruntime" if device == "cpu" else "torch"
+    return [(f"Silero VAD ({engine}, as a build runs it)", f"{streams} streams x {piece / vad.RATE:.0f} s",
+             rate(piece * streams / vad.RATE / wall), "-")]
 
 
 def encoder_rows(device: str, audio: np.ndarray, repeats: int) -> List[Tuple]:

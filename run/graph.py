@@ -86,7 +86,7 @@ def build_wave(p: beam.Pipeline, items: List[Source], settings: CorpusSettings, 
     """One wave: fetch, segment, transcribe, judge and shard ``items``, writing into the wave's work area.
 
     Returns the pipeline's one final PCollection (see ``finished``). With ``--asr_accelerator`` only
-    the transcription step gets a GPU, so the segment step's models (DNSMOS, voice encoder) run on CPU.
+    the transcription step gets a GPU, so the segment step's models (VAD, DNSMOS, voice encoder) run on CPU.
     ``dedup_path`` is the published corpus's dedup index (``transforms.dedup``), when dedup is on.
     With ``part``, ``items`` is one long source and the wave works that part of it (``transforms.parts``):
     a part before the last only saves its transcripts.
@@ -99,7 +99,7 @@ def build_wave(p: beam.Pipeline, items: List[Source], settings: CorpusSettings, 
                             max_duration_s=settings.acquire.max_duration_s,
                             max_scratch_bytes=settings.max_scratch_bytes,
                             scratch_dir=settings.scratch_dir, vad=settings.vad == "silero", gates=settings.gates,
-                            dnsmos=settings.dnsmos, dnsmos_device=side_device,
+                            dnsmos=settings.dnsmos, dnsmos_device=side_device, vad_device=side_device,
                             speakers=settings.speakers,
                             turns=TurnParams(min_voice_s=settings.voices.min_voice_s,
                                              same_voice_similarity=settings.voices.same_voice_similarity,

@@ -1,7 +1,9 @@
 """Clean clips: speech found by Silero VAD, cuts between sentences, and audio gates with reasons."""
 from __future__ import annotations
 
+import glob
 import json
+import os
 
 import numpy as np
 import pytest
@@ -75,6 +77,27 @@ def test_vad_is_chunking_invariant(monologue):
     got, want = s.finish(), whole.finish()
     assert len(got) == int(np.ceil(len(x) / 256)) and len(got) > 4 * 250  # several batches, every frame
     np.testing.assert_array_equal(got, want)
+
+
+LIBRIVOX = "/usr/share/pocketsphinx/test/data/librivox"
+
+
+@pytest.mark.skipif(not os.path.isdir(LIBRIVOX), reason="needs pocketsphinx-testdata (scripts/setup.sh)")
+def test_the_gpu_vad_engine_gives_the_cpu_engines_probabilities():
+    """On a GPU the VAD runs the package's TorchScript export with torch (onnxruntime here has no GPU);
+    run on the CPU, that engine gives real speech the ONNX engine's probabilities, chunk for chunk."""
+    import soxr
+
+    from audio import vad
+    x = np.concatenate([sf.read(f, dtype="float32")[0] for f in sorted(glob.glob(f"{LIBRIVOX}/*.wav"))[:3]])
+    x = soxr.resample(x, 16000, vad.RATE)
+    n = 8
+    length = len(x) // n // vad.FRAME * vad.FRAME
+    chunks = np.ascontiguousarray(x[:n * length].reshape(n, length))
+    onnx = vad.run_chunks(chunks)
+    torch_probs = vad.run_chunks(chunks, engine="torch")
+    assert onnx.shape == torch_probs.shape == (n, length // vad.FRAME)
+    assert np.abs(onnx - torch_probs).max() < 1e-4 and (onnx > 0.5).mean() > 0.3  # real speech: it hears some
 
 
 def test_score_functions(monologue):

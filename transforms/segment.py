@@ -55,6 +55,7 @@ class SegmentConfig:
     gates: AudioGates = AudioGates()
     dnsmos: bool = False
     dnsmos_device: str = "cpu"
+    vad_device: str = "cpu"  # Silero VAD's: onnxruntime on the CPU, torch on a GPU (audio.vad)
     speakers: bool = True
     turns: TurnParams = TurnParams()
     fingerprints: bool = False  # each clip's Chromaprint fingerprint, for the dedup stage
@@ -74,7 +75,7 @@ def segment_source(audio: AudioFile, cfg: SegmentConfig,
     try:
         with fs.local_copy(audio.path) as local:
             decoded = decode_to_scratch(local, cfg.output_sample_rate, scratch_dir=cfg.scratch_dir,
-                                        limits=cfg.limits, vad=cfg.vad)
+                                        limits=cfg.limits, vad=cfg.vad, vad_device=cfg.vad_device)
     except DecodeError as e:
         yield Rejection.for_source(src, STAGE, e.reason, e.detail)
         yield SourceResult.of(src, "rejected" if e.reason == "too_long" else "failed", e.reason)
