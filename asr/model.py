@@ -7,6 +7,7 @@ Remote code is never trusted; safetensors weights are preferred.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -80,7 +81,26 @@ def check_available(spec: AsrModelSpec) -> None:
         raise _missing("feature extractor", spec.feature_extractor_id, e) from e
 
 
+@contextlib.contextmanager
+def _no_progress_bar():
+    """transformers draws a progress bar while it loads weights, with no newline after it: in a
+    worker process's log (Dask workers, Beam's) the worker's next line would be glued to it."""
+    from transformers.utils import logging as hf_logging
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
+
+
 def load_ctc_model(spec: AsrModelSpec) -> LoadedCtcModel:
+    with _no_progress_bar():
+        return _load_ctc_model(spec)
+
+
+def _load_ctc_model(spec: AsrModelSpec) -> LoadedCtcModel:
     from transformers import AutoFeatureExtractor, AutoModelForCTC, AutoTokenizer
     try:
         model = AutoModelForCTC.from_pretrained(spec.model, revision=spec.revision,

@@ -3,6 +3,7 @@ processes on 127.0.0.1), wave commits on an S3 server (moto), and the job as Dat
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -73,9 +74,9 @@ def test_the_demo_corpus_on_dask_equals_the_direct_runners_byte_for_byte(tmp_pat
     assert proc.returncode == 0, proc.stderr[-3000:]
     # the work really ran in the cluster's two worker processes, each printing its own progress
     logged = worker_log.read_text()
-    worker_pids = {line.split("pid ", 1)[1].split("]")[0] for line in logged.splitlines()
-                   if line.startswith("[speechmill pid ")}
+    worker_pids = set(re.findall(r"\[speechmill pid (\d+)\]", logged))
     assert len(worker_pids) == 2, logged[-3000:]
+    assert "Loading weights" not in logged  # no model-loading bar for the workers' lines to be glued to
 
     expected, got = corpus_digests(local_files(direct)), corpus_digests(local_files(on_dask))
     assert any(k.startswith("shards/") for k in expected) and any(k.startswith("runs/") for k in expected)
