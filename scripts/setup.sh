@@ -46,5 +46,6 @@ python -m pip install -q -r requirements-dev.txt
 # the speaker encoder's weights ship in resemblyzer's wheel; only the weights are read, so its
 # webrtcvad dependency (a C extension) is not needed
 python -m pip install -q --no-deps "resemblyzer==0.1.4"
-python -m pip install -q --no-deps --no-build-isolation -e .
+# (setuptools' notice that an editable install reads this folder is left out: that is the point of it)
+PYTHONWARNINGS="ignore:Editable installation" python -m pip install -q --no-deps --no-build-isolation -e .
 echo "[setup] ready: . .venv/bin/activate"
