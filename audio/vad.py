@@ -75,10 +75,15 @@ def torch_model(device: str):
         return _torch_models[device]
 
 
+def engine_for(device: str) -> str:
+    """onnxruntime on the CPU (the faster there), torch on a GPU (onnxruntime here is a CPU build)."""
+    return "onnx" if device == "cpu" else "torch"
+
+
 def run_chunks(chunks: np.ndarray, device: str = "cpu", engine: Optional[str] = None) -> np.ndarray:
-    """Probabilities (n, frames) for ``n`` independent streams of equal length, one call per frame:
-    with onnxruntime on the CPU, with torch on a GPU (``engine`` names one: "onnx" or "torch")."""
-    if (engine or ("onnx" if device == "cpu" else "torch")) == "torch":
+    """Probabilities (n, frames) for ``n`` independent streams of equal length, one call per frame,
+    on ``engine`` ("onnx" or "torch"; default ``engine_for(device)``)."""
+    if (engine or engine_for(device)) == "torch":
         return _run_chunks_torch(chunks, device)
     sess = session()
     n, length = chunks.shape
@@ -124,7 +129,7 @@ class VadStream:
     """
 
     def __init__(self, batch: int = BATCH, total_samples: Optional[int] = None, device: str = "cpu"):
-        if device == "cpu":
+        if engine_for(device) == "onnx":  # the model is loaded before the first audio
             session()
         else:
             torch_model(device)

@@ -117,8 +117,7 @@ def vad_rows(device: str, audio: np.ndarray, repeats: int) -> List[Tuple]:
     piece = len(x) // streams // vad.FRAME * vad.FRAME
     chunks = np.ascontiguousarray(x[:piece * streams].reshape(streams, piece))
     wall = timed(lambda: vad.run_chunks(chunks, device), device, repeats)
-    engine = "onnxruntime" if device == "cpu" else "torch"
-    return [(f"Silero VAD ({engine}, as a build runs it)", f"{streams} streams x {piece / vad.RATE:.0f} s",
+    return [(f"Silero VAD ({vad.engine_for(device)}, as a build runs it)", f"{streams} streams x {piece / vad.RATE:.0f} s",
              rate(piece * streams / vad.RATE / wall), "-")]
 
 

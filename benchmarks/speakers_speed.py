@@ -18,13 +18,14 @@ import time
 import numpy as np
 
 from benchmarks.segment_speed import pin_one_core
+from speakers.params import PRECISIONS
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.speakers_speed", description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", type=float, default=5.0, help="minutes of interview audio (default 5)")
     p.add_argument("--clips", type=int, default=100_000, help="clips of one channel to cluster (default 100000)")
-    p.add_argument("--speaker_precision", default="auto", choices=["auto", "float32", "bfloat16"],
+    p.add_argument("--speaker_precision", default="auto", choices=PRECISIONS,
                    help="the voice encoder's arithmetic, as build_corpus's option (default auto)")
     args = p.parse_args(argv)
     from run.console import quiet_libraries

@@ -21,6 +21,7 @@ from audio.silence import SplitParams
 from pipelines.option_values import float_or_none, int_or_none, number
 from run.settings import CorpusSettings, OptionError
 from schemas.settings import SettingError
+from speakers.params import PRECISIONS
 from storage import fs
 
 DESCRIPTION = """\
@@ -248,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     _arg(g, "--speaker_link_similarity", "voices.speaker_link_similarity", type=number,
          help="a source's voice takes the id of a speaker already in its channel, feed or folder when "
               "they are at least this alike (default 0.83)")
-    _arg(g, "--speaker_precision", "voices.speaker_precision", choices=["auto", "float32", "bfloat16"],
+    _arg(g, "--speaker_precision", "voices.speaker_precision", choices=list(PRECISIONS),
          help="the voice encoder's arithmetic: auto (the default) is bfloat16 on a CPU that computes it natively "
               "(AVX-512 BF16 or AMX; ≈ 2.4x faster, the same ids on real voices), float32 elsewhere; float32 "
               "everywhere for a cluster that mixes CPUs with and without it (docs/speakers.md)")
