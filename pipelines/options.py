@@ -231,24 +231,24 @@ def build_parser() -> argparse.ArgumentParser:
     _arg(g, "--similar_k", "similar_k", type=int,
          help="conditioning candidates per clip: other clips of the same speaker, most similar first (default 3)")
     _arg(g, "--min_voice_s", "voices.min_voice_s", type=number,
-         help="seconds of speech a source needs from a voice before it counts as a voice of its own "
-              "(default 6; docs/speakers.md)")
+         help="seconds of speech a source needs from a voice before it counts as one (default 6; docs/speakers.md)")
     _arg(g, "--same_voice_similarity", "voices.same_voice_similarity", type=number,
-         help="a source's candidate voices (of its utterances, and of its clips) at least this alike "
-              "(cosine) are one voice (default 0.75, measured on real voices)")
+         help="a source's candidate voices (of utterances, of clips) this alike (cosine) are one voice (default 0.75)")
     _arg(g, "--voice_change_margin", "voices.voice_change_margin", type=number,
-         help="an utterance counts as evidence for a voice when it is nearer to it than to the next "
-              "voice by this much (default 0.05)")
+         help="an utterance is evidence for a voice when nearer to it than to the next by this much (default 0.05)")
     _arg(g, "--voice_change_evidence_s", "voices.voice_change_evidence_s", type=number,
-         help="a clip is cut at a change of voice only with this many seconds of evidence in a row on "
-              "each side; weaker changes are kept whole with a voice_change_score (default 1)")
+         help="a clip is cut at a change of voice only with this many seconds of evidence in a row each side; "
+              "weaker changes are kept whole with a voice_change_score (default 1)")
     _arg(g, "--min_edge_turn_s", "voices.min_edge_turn_s", type=number,
-         help="in a source of several voices, a piece of speech of at least this many seconds at the edge "
-              "of a run of short utterances that is nearer another voice (the tail of the previous "
-              "speaker, a short reply) is cut out; longer than 1 s: never (default 0.5)")
+         help="in a source of several voices, a piece of at least this many seconds at the edge of a run of short "
+              "utterances nearer another voice (its tail, a short reply) is cut out; over 1 s: never (default 0.5)")
+    _arg(g, "--voice_change_pause_s", "voices.voice_change_pause_s", type=number,
+         help="a change of voice with less quiet than this between the turns (an overlap, a quick reply) is cut "
+              "only roughly: each turn gives up --voice_change_guard_s beside it (default 1; 0: never)")
+    _arg(g, "--voice_change_guard_s", "voices.voice_change_guard_s", type=number,
+         help="seconds each turn gives up beside a change of voice without a pause (multi_speaker; default 1)")
     _arg(g, "--speaker_link_similarity", "voices.speaker_link_similarity", type=number,
-         help="a source's voice takes the id of a speaker already in its channel, feed or folder when "
-              "they are at least this alike (default 0.83)")
+         help="a source's voice takes the id of a speaker of its channel, feed or folder this alike (default 0.83)")
     _arg(g, "--speaker_precision", "voices.speaker_precision", choices=list(PRECISIONS),
          help="the voice encoder's arithmetic: auto (the default) is bfloat16 on a CPU that computes it natively "
               "(AVX-512 BF16 or AMX; ≈ 2.4x faster, the same ids on real voices), float32 elsewhere; float32 "

@@ -106,6 +106,8 @@ def build_wave(p: beam.Pipeline, items: List[Source], settings: CorpusSettings, 
                                              change_margin=settings.voices.voice_change_margin,
                                              change_evidence_s=settings.voices.voice_change_evidence_s,
                                              min_edge_s=settings.voices.min_edge_turn_s,
+                                             change_pause_s=settings.voices.voice_change_pause_s,
+                                             change_guard_s=settings.voices.voice_change_guard_s,
                                              device=side_device, precision=settings.voices.speaker_precision),
                             fingerprints=settings.dedup.audio)
     shard_cfg = ShardConfig(shards_dir=work.shards_dir, manifest_dir=work.manifest_dir,

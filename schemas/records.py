@@ -114,6 +114,7 @@ class Segment:
     embedding: Optional[bytes] = field(default=None, repr=False)  # voice embedding, 256 float16 (speakers.turns)
     fingerprint: Optional[bytes] = field(default=None, repr=False)  # Chromaprint items, uint32 LE (dedup.fingerprint)
     source_voices: Optional[int] = None  # voices the speaker stage found in the whole source (speakers.turns)
+    source_voice: Optional[int] = None  # which of them speaks in this clip (0, 1, ...; speakers.turns)
 
     @property
     def duration_s(self) -> float:

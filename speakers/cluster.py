@@ -136,14 +136,16 @@ def stored(v: np.ndarray) -> np.ndarray:
 def assign(group: str, keys: Sequence[str], sources: Sequence[str], emb: np.ndarray, known: Sequence[KnownSpeaker],
            params: ClusterParams = ClusterParams(), order: Optional[Sequence[tuple]] = None,
            secs: Optional[Sequence[float]] = None,
-           one_voice: Optional[Sequence[bool]] = None) -> Tuple[List[str], List[KnownSpeaker]]:
+           source_voice: Optional[Sequence[Optional[int]]] = None) -> Tuple[List[str], List[KnownSpeaker]]:
     """Speaker id for each clip of one voice group (clips in key order), and the group's speakers after it.
 
     ``order`` gives each clip's source a place in the listing (``listing_order``; default: source
     id), ``secs`` each clip's length (default 1). ``emb`` rows may be NaN for clips without an
-    embedding: they join their source's largest voice. ``one_voice`` marks the clips of sources the
-    speaker stage found to hold one voice: such a source is one voice here too (it decided on every
-    utterance of the source; its clips alone, a few in a short file, can split one lively voice).
+    embedding: they join their source's largest voice. ``source_voice`` is each clip's voice within its
+    source as the speaker stage found them (None: not known): a source all of whose clips carry one
+    keeps those voices here (the stage decided on every utterance of the source; its kept clips alone,
+    a few in a short file, can split one lively voice, or fold a voice whose turns were mostly cut
+    away into another).
     """
     n = len(keys)
     have = ~np.isnan(emb).any(axis=1) if n else np.zeros(0, bool)
@@ -163,8 +165,8 @@ def assign(group: str, keys: Sequence[str], sources: Sequence[str], emb: np.ndar
                 ids[i] = new
             continue
         vecs = normalise(emb[with_emb])
-        if one_voice is not None and all(one_voice[i] for i in idx):
-            lab = np.zeros(len(with_emb), dtype=np.int64)
+        if source_voice is not None and all(source_voice[i] is not None for i in with_emb):
+            lab = _relabel(np.array([source_voice[i] for i in with_emb], dtype=np.int64))
         else:
             lab = voices(vecs, secs_a[with_emb], params.same_voice_similarity, params.min_voice_s, block=params.block)
         members = [[with_emb[j] for j in range(len(with_emb)) if lab[j] == c] for c in range(int(lab.max()) + 1)]

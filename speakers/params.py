@@ -17,6 +17,8 @@ class VoiceParams:
     voice_change_margin: float = setting(0.05, role=SHAPING)  # an utterance is evidence for the nearer voice
     voice_change_evidence_s: float = setting(1.0, role=SHAPING)  # evidence each side of a change needs
     min_edge_turn_s: float = setting(0.5, role=SHAPING)  # a short piece of another voice this long is cut out
+    voice_change_pause_s: float = setting(1.0, role=SHAPING)  # a change with less quiet than this has no clean cut
+    voice_change_guard_s: float = setting(1.0, role=SHAPING)  # ... and each side gives up this much beside it
     speaker_link_similarity: float = setting(0.83, role=SHAPING)  # joins a known speaker of its group this alike
     speaker_precision: str = setting("auto")  # the voice encoder's arithmetic (speakers.encoder.resolve_precision)
 
@@ -24,7 +26,8 @@ class VoiceParams:
         for name in ("same_voice_similarity", "voice_change_margin", "speaker_link_similarity"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise SettingError(name, f"must be within 0..1, got {getattr(self, name):g}")
-        for name in ("min_voice_s", "voice_change_evidence_s", "min_edge_turn_s"):
+        for name in ("min_voice_s", "voice_change_evidence_s", "min_edge_turn_s", "voice_change_pause_s",
+                     "voice_change_guard_s"):
             if not getattr(self, name) >= 0:
                 raise SettingError(name, f"must be >= 0, got {getattr(self, name):g}")
         if self.speaker_precision not in PRECISIONS:

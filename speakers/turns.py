@@ -33,13 +33,14 @@ on the two sides of one of its inner pauses, a measure of how likely an uncut ch
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
 from audio.silence import Piece
 from speakers import encoder
 from speakers.cluster import normalise, voices
+from speakers.guard import guard_changes
 
 SCORE_WINDOW_S = 2.0  # speech each side of a pause that voice_change_score compares
 
@@ -53,6 +54,8 @@ class TurnParams:
     change_margin: float = 0.05  # an utterance is evidence for its voice when nearer to it by this much
     change_evidence_s: float = 1.0  # each side of a change needs this much evidence in a row
     min_edge_s: float = 0.5  # an utterance at a unit's edge this long is checked for another voice
+    change_pause_s: float = 1.0  # a change of voice with less quiet than this between the turns has no clean cut
+    change_guard_s: float = 1.0  # ... and each turn gives up this much beside it
     device: str = "cpu"
     precision: str = "auto"  # the voice encoder's (speakers.encoder.resolve_precision)
 
@@ -65,6 +68,7 @@ class Turn:
     embedding: Optional[np.ndarray]  # None when no utterance in it was long enough
     mixed: bool = False
     voice_change_score: Optional[float] = None  # largest voice distance across an inner pause; None: nothing to compare
+    voice: Optional[int] = None  # which of the source's voices (split_turns; None: mixed or not heard)
 
 
 def _runs(mask: np.ndarray) -> List[Tuple[int, int]]:
@@ -148,7 +152,11 @@ def split_turns(clips: Sequence[Tuple[int, int]], pause: np.ndarray, hop_s: floa
     if len(cents) >= 2:
         _embed_tails(plans, by_utt, audio, rate, hop_s, params)
         plans, by_utt, foreign, clean = _split_edges(plans, parts, by_utt, clean, cents, audio, rate, hop_s, params)
-    return [_turns(utts, by_utt, cents, c, hop_s, params, foreign, clean) for c, utts in enumerate(plans)], len(cents)
+    turns = [_turns(utts, by_utt, cents, c, hop_s, params, foreign, clean) for c, utts in enumerate(plans)]
+    for t in (t for ts in turns for t in ts):
+        if not t.mixed and t.embedding is not None:
+            t.voice = int(np.argmax(cents @ t.embedding))
+    return guard_changes(turns, len(cents), pause, hop_s, params.change_pause_s, params.change_guard_s), len(cents)
 
 
 def _embed_tails(plans, by_utt, audio, rate: int, hop_s: float, params: TurnParams) -> None:
@@ -294,6 +302,11 @@ def _turns(utts, by_utt: Dict, cents: np.ndarray, c: int, hop_s: float, params: 
                 break
             runs[i][3] = np.inf  # between two mixed utterances: stands as it is
             continue
+        if len(nbrs) == 1:
+            # beside a mixed utterance or the clip's edge, next to another voice: where one turn meets
+            # the next, weak evidence is more often the other voice's start or tail than a wobble
+            runs[i][0], runs[i][3] = -1, np.inf
+            continue
         j = max(nbrs, key=lambda k: (runs[k][3], -k))
         a, b = min(i, j), max(i, j)
         runs[a:b + 1] = [[runs[j][0], runs[a][1], runs[b][2], runs[a][3] + runs[b][3]]]
@@ -301,29 +314,33 @@ def _turns(utts, by_utt: Dict, cents: np.ndarray, c: int, hop_s: float, params: 
             runs[a - 1:a + 1] = [[runs[a][0], runs[a - 1][1], runs[a][2], runs[a - 1][3] + runs[a][3]]]
         elif a + 1 < len(runs) and runs[a + 1][0] == runs[a][0] >= 0:
             runs[a:a + 2] = [[runs[a][0], runs[a][1], runs[a + 1][2], runs[a][3] + runs[a + 1][3]]]
-    # boundaries: a mixed utterance is cut out at its own edges; between two voices, at the longest pause
-    bounds = [0]
+    # boundaries: a mixed utterance is cut out at its own edges; between two voices, at the longest pause,
+    # or, where pieces too short to be heard lie between them, around those pieces (they are neither's)
+    bounds, unheard = [0], set()
     for r0, r1 in zip(runs, runs[1:]):
         if r0[0] < 0 or r1[0] < 0:
             bounds.append(r1[1] if r1[0] < 0 else r0[2] + 1)
+        elif r1[1] > r0[2] + 1:
+            bounds += [r0[2] + 1, r1[1]]
+            unheard.add((r0[2] + 1, r1[1]))
         else:
-            bounds.append(max(range(r0[2] + 1, r1[1] + 1), key=lambda i: (utts[i][2], i)))
+            bounds.append(r1[1])
     bounds.append(len(utts))
-    mixed_at = {r[1] for r in runs if r[0] < 0}
-    bounds += [u + d for u in mixed_at for d in (0, 1)]  # alone, without the unembedded pieces beside it
+    mixed_at = {(r[1], r[2] + 1) for r in runs if r[0] < 0}
+    bounds += [u for span in mixed_at for u in span]  # alone, without the unembedded pieces beside them
     for r0, r1 in zip(runs, runs[1:]):  # the utterances either side of a change: any partial of the other voice?
         if r0[0] < 0 or r1[0] < 0:
             continue
         for u, own, other in ((r0[2], r0[0], r1[0]), (r1[1], r1[0], r0[0])):
             if (cents[other] @ by_utt[(c, u)].T > cents[own] @ by_utt[(c, u)].T).any():
-                mixed_at.add(u)
+                mixed_at.add((u, u + 1))
                 bounds += [u, u + 1]
     bounds = sorted(set(bounds))
     out = []
     for a, b in zip(bounds, bounds[1:]):
         if b > a:
             t = _turn(utts, by_utt, c, a, b, hop_s, params, clean)
-            t.mixed = a in mixed_at and b - a == 1
+            t.mixed = (a, b) in mixed_at or (a, b) in unheard
             out.append(t)
     return out
 
@@ -372,26 +389,39 @@ def embedding_of(b: Optional[bytes]) -> Optional[np.ndarray]:
     return None if b is None else np.frombuffer(b, dtype=np.float16).astype(np.float32)
 
 
+class VoiceCuts(NamedTuple):
+    clips: List[Piece]  # one voice each (or mixed)
+    embeddings: List[Optional[np.ndarray]]  # each clip's voice embedding
+    changes: List[Optional[float]]  # each clip's voice change score
+    voices: List[Optional[int]]  # which of the source's voices each clip holds (None: mixed or not heard)
+    mixed: Set[int]  # indices of clips that hold two voices (rejected as multi_speaker)
+    dropped: List[Tuple[Piece, str, str]]  # (piece, reason, why) of turns too short to keep
+    n_voices: int  # voices the source holds
+
+
 def one_voice_each(clips: Sequence[Piece], pause: np.ndarray, hop: int, rate: int,
-                   read: Callable[[int, int], np.ndarray], params: TurnParams, min_clip_s: float):
-    """Clips cut at speaker changes: (pieces, their voice embeddings, their voice change scores, indices
-    of mixed pieces, (piece, why) of turns too short to keep, and how many voices the source holds). ``read(start, end)``: float32
-    samples at ``rate``, ``hop`` samples to a frame."""
+                   read: Callable[[int, int], np.ndarray], params: TurnParams, min_clip_s: float) -> VoiceCuts:
+    """Clips cut at speaker changes. ``read(start, end)``: float32 samples at ``rate``, ``hop`` samples
+    to a frame."""
     hop_s = hop / rate
     turns, n_voices = split_turns([(c.start, c.end) for c in clips], pause, hop_s,
                                   lambda s, e: read(s * hop, e * hop), params, rate)
-    out, voices, changes, mixed, short = [], [], [], set(), []
+    cuts = VoiceCuts([], [], [], [], set(), [], n_voices)
     min_f = int(round(min_clip_s / hop_s))
     for clip_turns in turns:
         for t in clip_turns:
             piece = Piece(t.start, t.end)
             if t.end - t.start < min_f and len(clip_turns) > 1:
-                short.append((piece, f"{(t.end - t.start) * hop_s:.2f} s turn of one voice between "
-                                     f"another's, minimum {min_clip_s:g} s"))
+                secs = (t.end - t.start) * hop_s
+                cuts.dropped.append((piece, "multi_speaker", f"{secs:.2f} s where two voices meet with no pause to cut at")
+                               if t.mixed else
+                               (piece, "too_short", f"{secs:.2f} s turn of one voice between another's, "
+                                                    f"minimum {min_clip_s:g} s"))
                 continue
             if t.mixed:
-                mixed.add(len(out))
-            out.append(piece)
-            voices.append(t.embedding)
-            changes.append(t.voice_change_score)
-    return out, voices, changes, mixed, short, n_voices
+                cuts.mixed.add(len(cuts.clips))
+            cuts.clips.append(piece)
+            cuts.embeddings.append(t.embedding)
+            cuts.changes.append(t.voice_change_score)
+            cuts.voices.append(t.voice)
+    return cuts

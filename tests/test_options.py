@@ -53,6 +53,8 @@ BAD = {  # option → values that must be refused
     "--voice_change_margin": ["2", "-1"],
     "--voice_change_evidence_s": ["-1", "x"],
     "--min_edge_turn_s": ["-1", "nan"],
+    "--voice_change_pause_s": ["-1", "x"],
+    "--voice_change_guard_s": ["-0.5", "nan"],
     "--speaker_link_similarity": ["1.5", "nan"],
     "--min_dnsmos_ovrl": ["0.5", "6"],
     "--similar_k": ["-1", "1.5"],

@@ -235,6 +235,43 @@ def test_an_utterance_holding_two_voices_is_cut_out_alone():
     assert [(t.start, t.end, t.mixed) for t in turns] == [(0, 300, False), (300, 500, True), (500, 560, False)]
 
 
+def test_pieces_too_short_to_hear_between_two_voices_are_cut_out():
+    """Between the last heard utterance of one voice and the first of the next, pieces too short to
+    embed belong to neither for sure: they are cut out, not given to the side with the longer pause."""
+    from speakers.turns import TurnParams, _turns
+    a, b = np.eye(256, dtype=np.float32)[:2]
+    utts = [(0, 300, 0), (300, 360, 40), (360, 660, 15)]  # 3 s of a, 0.6 s unheard, 3 s of b
+    by_utt = {(0, 0): np.stack([a, a]), (0, 2): np.stack([b, b])}
+    turns = _turns(utts, by_utt, np.stack([a, b]), 0, 0.01, TurnParams())
+    assert [(t.start, t.end, t.mixed) for t in turns] == [(0, 300, False), (300, 360, True), (360, 660, False)]
+
+
+def test_a_change_of_voice_without_a_pause_gives_up_a_guard_each_side():
+    """Two voices that meet with less than change_pause_s of quiet (in a clip, or across the
+    splitter's cut between clips) are cut only roughly: each side gives up change_guard_s, as a mixed
+    turn; with a real pause between them, or in a source of one voice, nothing is given up."""
+    from speakers.guard import guard_changes
+    from speakers.turns import Turn
+    a, b = np.eye(256, dtype=np.float32)[:2]
+    pause = np.zeros(2000, bool)
+    pause[600:700] = True  # 1 s of quiet where the second clip begins
+
+    def clips():
+        return [[Turn(0, 300, a, voice=0), Turn(300, 600, b, voice=1)],
+                [Turn(600, 900, a, voice=0), Turn(900, 1000, a, voice=0)]]
+    out = guard_changes(clips(), 2, pause, 0.01, pause_s=0.5, guard_s=0.4)
+    assert [[(t.start, t.end, t.mixed) for t in c] for c in out] == [
+        [(0, 260, False), (260, 300, True), (300, 340, True), (340, 600, False)],
+        [(600, 900, False), (900, 1000, False)]]
+    assert out[0][3].embedding is not None and out[0][1].embedding is None
+    pause[600:700] = False
+    pause[595:615] = True  # 0.2 s: too little to cut cleanly at
+    out = guard_changes(clips(), 2, pause, 0.01, pause_s=0.5, guard_s=0.4)
+    assert [(t.start, t.end, t.mixed) for t in out[0]][-2:] == [(340, 560, False), (560, 600, True)]
+    assert [(t.start, t.end, t.mixed) for t in out[1]][:2] == [(600, 640, True), (640, 900, False)]
+    assert guard_changes(clips(), 1, pause, 0.01, pause_s=0.5, guard_s=0.4) == clips()
+
+
 def test_voices_that_blend_in_every_utterance_are_told_apart_by_their_partials():
     """Where two people overlap at every change, every utterance holds both: the means of the
     utterances are one blend, yet the 1.6 s partials fall into two voices."""
@@ -261,7 +298,12 @@ def test_a_source_the_speaker_stage_found_one_voice_in_gets_one_id():
     keys, sources, secs = [f"k{i}" for i in range(4)], ["s"] * 4, [8.0] * 4
     split, _ = assign("g", keys, sources, emb, [], ClusterParams(), secs=secs)
     assert len(set(split)) == 2  # clips alone: two voices
-    one, _ = assign("g", keys, sources, emb, [], ClusterParams(), secs=secs, one_voice=[True] * 4)
+    one, _ = assign("g", keys, sources, emb, [], ClusterParams(), secs=secs, source_voice=[0] * 4)
     assert len(set(one)) == 1
-    mixed, _ = assign("g", keys, sources, emb, [], ClusterParams(), secs=secs, one_voice=[True, True, False, False])
+    mixed, _ = assign("g", keys, sources, emb, [], ClusterParams(), secs=secs, source_voice=[0, 0, None, 0])
     assert len(set(mixed)) == 2  # only a source all of whose clips say so
+    short = np.array([4.0, 4.0, 1.5, 1.5])  # the second voice's turns mostly cut away: too little for a voice alone
+    alone, _ = assign("g", keys, sources, emb, [], ClusterParams(), secs=short)
+    assert len(set(alone)) == 1
+    told, _ = assign("g", keys, sources, emb, [], ClusterParams(), secs=short, source_voice=[0, 0, 1, 1])
+    assert told[0] == told[1] != told[2] == told[3]

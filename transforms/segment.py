@@ -28,7 +28,7 @@ from audio.ffmpeg import DecodeError, DecodeLimits
 from audio.silence import SplitParams, quiet_details, split_on_silence
 from schemas.keys import segment_key
 from schemas.records import AsrBatch, AudioFile, Rejection, Segment, Source, SourceResult
-from speakers.turns import TurnParams, embedding_bytes, one_voice_each
+from speakers.turns import TurnParams, VoiceCuts, embedding_bytes, one_voice_each
 from storage import fs
 from transforms.dedup import attach_fingerprints
 from transforms.progress import progress
@@ -116,18 +116,17 @@ def _clips_of(src, decoded: DecodedSource, cfg: SegmentConfig, keep: Optional[Li
 
     too_short = [(p, f"{(p.end - p.start) * decoded.hop_s:.2f} s after merging, minimum {cfg.split.min_clip_s:g} s")
                  for p in result.too_short]
-    clips, voices, changes, mixed = list(result.clips), [None] * len(result.clips), [None] * len(result.clips), set()
-    n_voices = None
-    if cfg.speakers and clips:
-        clips, voices, changes, mixed, short_turns, n_voices = one_voice_each(
-            clips, result.pause, hop, sr, decoded.read_float, cfg.turns, cfg.split.min_clip_s)
-        too_short += short_turns
+    none = [None] * len(result.clips)
+    cuts = VoiceCuts(list(result.clips), none, none, none, set(), [], None)
+    if cfg.speakers and result.clips:
+        cuts = one_voice_each(result.clips, result.pause, hop, sr, decoded.read_float, cfg.turns, cfg.split.min_clip_s)
+    clips, mixed = cuts.clips, cuts.mixed
     quiet = [(p, why) for p, why in zip(result.too_quiet, quiet_details(decoded.db, result.too_quiet, decoded.hop_s,
                                                                          cfg.split))]
-    for reason, pieces in (("too_short", too_short), ("too_quiet", quiet)):
-        for piece, why in pieces:
-            a, b, key = span(piece)
-            yield Rejection(src.source_id, src.uri, STAGE, reason, why, key=key, duration_s=round((b - a) / sr, 3))
+    dropped = [(p, "too_short", why) for p, why in too_short] + cuts.dropped + [(p, "too_quiet", why) for p, why in quiet]
+    for piece, reason, why in dropped:
+        a, b, key = span(piece)
+        yield Rejection(src.source_id, src.uri, STAGE, reason, why, key=key, duration_s=round((b - a) / sr, 3))
 
     spans = [span(p) for p in clips]
     pack_path = fs.join(cfg.pack_dir, src.source_id + ".clips")
@@ -137,13 +136,13 @@ def _clips_of(src, decoded: DecodedSource, cfg: SegmentConfig, keep: Optional[Li
 
     def write_pack(f):
         packed = flac.write_pack(f, (decoded.read(a, b) for a, b, _ in spans), sr)
-        for piece, voice, change, (a, b, key), (samples, offset, size) in zip(clips, voices, changes, spans,
-                                                                              packed):
+        for piece, emb, change, voice, (a, b, key), (samples, offset, size) in zip(
+                clips, cuts.embeddings, cuts.changes, cuts.voices, spans, packed):
             scores = replace(clip_scores.of_clip(samples, sr, decoded.db, speech, piece.start, piece.end,
                                                  decoded.hop_s), voice_change_score=change)
             decays.append(clip_scores.decay_rates(samples, sr, hop))
             segments.append(Segment(key, src, round(a / sr, 3), round(b / sr, 3), sr, pack_path, offset, size,
-                                    scores, embedding_bytes(voice), source_voices=n_voices))
+                                    scores, embedding_bytes(emb), source_voices=cuts.n_voices, source_voice=voice))
 
     if spans:
         fs.atomic_write(pack_path, write_pack)

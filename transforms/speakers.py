@@ -62,7 +62,7 @@ def assign_group(group: str, transcripts: Iterable[Transcript], known: Iterable,
                                        known_from_json(known), params,
                                        [cluster.listing_order(t.segment.source.origin) for t in items],
                                        [t.segment.duration_s for t in items],
-                                       [t.segment.source_voices == 1 for t in items])
+                                       [t.segment.source_voice for t in items])
     similar = cluster.similar_keys(keys, ids, emb, params.similar_k, params.block)
     for t, sid, sim in zip(items, ids, similar):
         yield MAIN, dataclasses.replace(t, speaker=sid, similar_keys=sim)
