@@ -179,3 +179,32 @@ def test_a_whole_build_gives_the_same_ids_in_one_wave_and_in_one_wave_a_source(t
     # the two readings of one woman share an id; the man has his own
     assert by_file["a.wav"] == by_file["c.wav"] != by_file["b.wav"]
 
+
+
+@needs_shared
+def test_the_guard_options_reach_the_speaker_stage_of_a_build(tmp_path, tiny_model):
+    """A whole build of LJ and JFK overlapping by 0.4 s: with the defaults, the pieces beside each
+    change are rows (multi_speaker, with their length) and no kept clip holds more than 0.25 s of the
+    other voice; with --voice_change_guard_s 0 there are no such rows, and more speech is kept."""
+    import soundfile as sf
+
+    from audio.joined import RATE
+    from pipelines.build_corpus import run
+    from tests.conftest import permissive
+    from tests.test_build_corpus import table
+    lj1, lj2, jfk = (load(str(SHARED_SPEECH / f)) for f in ("lj_1.wav", "lj_2.wav", "jfk.flac"))
+    half = len(jfk) // 2
+    joined = join([("lj", lj1), ("jfk", jfk[:half]), ("lj", lj2), ("jfk", jfk[half:])], [-0.4] * 3)
+    (tmp_path / "talk").mkdir()
+    sf.write(str(tmp_path / "talk" / "talk.wav"), joined.audio, RATE)
+    got = {}
+    for guard in ("1", "0"):
+        out = tmp_path / f"guard{guard}"
+        run(["--sources", str(tmp_path / "talk"), "--output", str(out), *permissive(tiny_model),
+             "--min_bandwidth_hz", "0", "--voice_change_guard_s", guard])
+        rows = [r for r in table(out, "rejected") if r["reason"] == "multi_speaker" and "two voices meet" in r["detail"]]
+        got[guard] = ([(r["start_s"], r["end_s"]) for r in table(out, "manifest")], rows)
+    (kept, rows), (kept_off, rows_off) = got["1"], got["0"]
+    assert rows and not rows_off, rows_off
+    assert all(majority(a, b, joined.spans)[1] <= 0.25 for a, b in kept), kept
+    assert kept_share(kept_off, joined.spans) > kept_share(kept, joined.spans)
