@@ -12,7 +12,11 @@ the default gates. Printed, as Markdown:
 
 * per condition: clips, the share kept, the rejection reasons, and for the mixtures the error of
   ``snr_db`` against the true SNR of each clip (clean speech power over its active frames, divided
-  by the added background's power over the clip: both known because the parts were mixed here);
+  by the noise over the clip: the added background's power plus the recording's own noise floor,
+  the median power of its frames 30 dB under its speech; all known because the parts were mixed
+  here);
+* per mixture condition, the clip with the largest ``snr_db`` error: where it is, its estimate and
+  truth, how much of its "pauses" is missed speech, and what became of it;
 * quiet speech: a file whose second half is the same kind of speech 30 or 40 dB quieter; the share
   of the quiet half's speech seconds that end in a kept clip or a rejected row (``too_quiet`` among them);
 * the ``snr_db`` error by how much of what the VAD calls non-speech around the clip (the clip and
@@ -151,12 +155,19 @@ def missed_share(clean_pow, speech, start_s, end_s) -> float:
     return float(np.count_nonzero(loud & quiet) / max(1, np.count_nonzero(quiet)))
 
 
-def true_snr(clean_pow, bed_pow, act, gain, start_s, end_s):
+def own_floor(clean_pow: np.ndarray, act: np.ndarray) -> float:
+    """The recording's own noise: the median power of its frames 30 dB under its speech (a bed
+    mixed far under it does not make the clip cleaner than the recording is)."""
+    quiet = clean_pow[~act]
+    return float(np.median(quiet)) if len(quiet) else 0.0
+
+
+def true_snr(clean_pow, bed_pow, act, gain, floor, start_s, end_s):
     a, b = int(start_s * 100), int(end_s * 100)
     sp = clean_pow[a:b][act[a:b]]
     if not len(sp):
         return None
-    return 10 * np.log10(np.mean(sp) / (np.mean(bed_pow[a:b]) * gain ** 2 + 1e-30))
+    return 10 * np.log10(np.mean(sp) / (np.mean(bed_pow[a:b]) * gain ** 2 + floor + 1e-30))
 
 
 def main(argv=None) -> int:
@@ -167,7 +178,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     rng = np.random.default_rng(args.seed)
     recs = recordings(args.realdata, args.voices, rng)
-    rows = defaultdict(lambda: {"n": 0, "kept": 0, "why": Counter(), "err": []})
+    rows = defaultdict(lambda: {"n": 0, "kept": 0, "why": Counter(), "err": [], "worst": None})
     overlaps = [0, 0]  # overlapping neighbour pairs, kept clips
     source_rt60 = defaultdict(list)  # the source's rt60_s, which every clip of it carries
     quiet = {}
@@ -184,7 +195,7 @@ def main(argv=None) -> int:
                 for snr in (0, 10, 20):
                     gain = np.sqrt(speech_pow / (np.mean(bp) + 1e-30) / 10 ** (snr / 10))
                     files[f"{kind} {snr} dB"] = (write(f"{d}/{v}_{kind}{snr}.wav", clean + gain * bed),
-                                                 (cp, bp, act, gain))
+                                                 (cp, bp, act, gain, own_floor(cp, act)))
             for rt in (0.3, 0.8):
                 files[f"reverb RT60 {rt} s"] = (write(f"{d}/{v}_rt{rt}.wav", room(clean, rt, rng)), None)
             files["MP3 16 kbps"] = (encode(files["clean"][0], f"{d}/{v}.mp3", "-c:a", "libmp3lame", "-b:a", "16k"), None)
@@ -204,6 +215,10 @@ def main(argv=None) -> int:
                         if t is not None and seg.scores.snr_db is not None:
                             row["err"].append(seg.scores.snr_db - t)
                             miss = missed_share(parts[0], speech, seg.start_s, seg.end_s)
+                            if row["worst"] is None or abs(row["err"][-1]) > abs(row["worst"][0]):
+                                row["worst"] = (row["err"][-1], f"{v} {seg.start_s:.1f}–{seg.end_s:.1f} s: "
+                                                f"{seg.scores.snr_db:.1f} dB, true {t:.1f}, "
+                                                f"{100 * miss:.0f} % of its pauses speech, {why or 'kept'}")
                             by_miss[next(k for k in MISS_BINS if miss < k)].append(seg.scores.snr_db - t)
                         if t is not None:
                             band = rows["mixtures, true SNR < 15 dB" if t < 15 else "mixtures, true SNR ≥ 15 dB"]
@@ -241,6 +256,10 @@ def main(argv=None) -> int:
         p90 = f"{np.percentile(np.abs(err), 90):.1f}" if len(err) else ""
         why = ", ".join(f"{k}: {n}" for k, n in r["why"].most_common())
         print(f"| {cond} | {r['n']} | {100 * r['kept'] / max(1, r['n']):.0f} % | {why} | {med} | {p90} | {mx} |")
+    print("\nthe largest error of each condition:")
+    for cond, r in rows.items():
+        if r["worst"]:
+            print(f"* {cond}: {r['worst'][1]}")
     print("\n| VAD non-speech around the clip that is speech | clips | snr_db − true: median | 90th pct abs "
           "| max abs |\n|---|---:|---:|---:|---:|")
     lo = 0.0
