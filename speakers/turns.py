@@ -19,13 +19,17 @@ and 0.40–0.71 against another person). So:
 2. In a source of several voices, each utterance is labelled with the nearest voice, and is
    evidence for it only when it is nearer by ``change_margin``. A clip is cut only between two runs
    of utterances that each hold ``change_evidence_s`` of such evidence; weaker runs join their
-   neighbours. The cut goes in the middle of the longest pause between the two runs.
+   stronger neighbour, but beside a mixed utterance or the clip's edge they are cut out (there they
+   are more often the other voice's start or tail). The cut goes at the pause between the two runs;
+   pieces too short to embed between them are neither's, and are cut out.
 3. In a source of several voices, an utterance whose own 1.6 s partials are nearest to different
    voices (two voices with no pause between them: an overlap or an interruption) cannot be cut
    cleanly: it becomes a turn of its own, marked ``mixed`` (the segment stage rejects it as
    ``multi_speaker``). So does an utterance of ``min_edge_s`` or more at the edge of a group of
    short ones that is nearer another voice than its group's (the tail of the previous speaker after
    a short gap, a short reply).
+4. Where two voices meet with less than ``change_pause_s`` of quiet between their turns, each turn
+   gives up ``change_guard_s`` beside the change (``speakers.guard``).
 
 Each turn also gets a ``voice_change_score``: the largest distance (1 − cosine) between the voices
 on the two sides of one of its inner pauses, a measure of how likely an uncut change is.
@@ -314,8 +318,8 @@ def _turns(utts, by_utt: Dict, cents: np.ndarray, c: int, hop_s: float, params: 
             runs[a - 1:a + 1] = [[runs[a][0], runs[a - 1][1], runs[a][2], runs[a - 1][3] + runs[a][3]]]
         elif a + 1 < len(runs) and runs[a + 1][0] == runs[a][0] >= 0:
             runs[a:a + 2] = [[runs[a][0], runs[a][1], runs[a + 1][2], runs[a][3] + runs[a + 1][3]]]
-    # boundaries: a mixed utterance is cut out at its own edges; between two voices, at the longest pause,
-    # or, where pieces too short to be heard lie between them, around those pieces (they are neither's)
+    # boundaries: a mixed utterance is cut out at its own edges; between two voices, at the pause between
+    # them, or, where pieces too short to be heard lie between them, around those pieces (they are neither's)
     bounds, unheard = [0], set()
     for r0, r1 in zip(runs, runs[1:]):
         if r0[0] < 0 or r1[0] < 0:
@@ -396,7 +400,7 @@ class VoiceCuts(NamedTuple):
     voices: List[Optional[int]]  # which of the source's voices each clip holds (None: mixed or not heard)
     mixed: Set[int]  # indices of clips that hold two voices (rejected as multi_speaker)
     dropped: List[Tuple[Piece, str, str]]  # (piece, reason, why) of turns too short to keep
-    n_voices: int  # voices the source holds
+    n_voices: Optional[int]  # voices the source holds (None: not asked)
 
 
 def one_voice_each(clips: Sequence[Piece], pause: np.ndarray, hop: int, rate: int,
@@ -413,10 +417,12 @@ def one_voice_each(clips: Sequence[Piece], pause: np.ndarray, hop: int, rate: in
             piece = Piece(t.start, t.end)
             if t.end - t.start < min_f and len(clip_turns) > 1:
                 secs = (t.end - t.start) * hop_s
-                cuts.dropped.append((piece, "multi_speaker", f"{secs:.2f} s where two voices meet with no pause to cut at")
-                               if t.mixed else
-                               (piece, "too_short", f"{secs:.2f} s turn of one voice between another's, "
-                                                    f"minimum {min_clip_s:g} s"))
+                if t.mixed:
+                    cuts.dropped.append((piece, "multi_speaker", f"{secs:.2f} s where two voices meet with no pause "
+                                                                 f"to cut at"))
+                else:
+                    cuts.dropped.append((piece, "too_short", f"{secs:.2f} s turn of one voice between another's, "
+                                                             f"minimum {min_clip_s:g} s"))
                 continue
             if t.mixed:
                 cuts.mixed.add(len(cuts.clips))

@@ -46,6 +46,13 @@ def pauses(n: int, seed: int):
     return list(np.random.default_rng(seed).uniform(0.35, 1.2, n))
 
 
+def lj_and_jfk(gap: float):
+    """LJ's two readings between the two halves of JFK's speech, ``gap`` seconds apart (negative: overlapping)."""
+    lj1, lj2, jfk = (load(str(SHARED_SPEECH / f)) for f in ("lj_1.wav", "lj_2.wav", "jfk.flac"))
+    half = len(jfk) // 2
+    return join([("lj", lj1), ("jfk", jfk[:half]), ("lj", lj2), ("jfk", jfk[half:])], [gap] * 3)
+
+
 @needs_shared
 def test_one_real_voice_is_kept_whole_with_one_id(tmp_path):
     lines = [("lj", load(str(SHARED_SPEECH / f))) for f in ("lj_1.wav", "lj_2.wav", "lj_1.wav")]
@@ -70,10 +77,7 @@ def test_two_real_voices_are_cut_apart_with_true_ids(tmp_path, gap):
     """LJ's quiet, fast reading (its 0.15 s pauses cut it into pieces under a second) between two
     halves of JFK's speech, with pauses or overlapping (-0.4 s): both voices heard, cut apart, no tail
     of one at the start of the other."""
-    lj1, lj2, jfk = (load(str(SHARED_SPEECH / f)) for f in ("lj_1.wav", "lj_2.wav", "jfk.flac"))
-    half = len(jfk) // 2
-    lines = [("lj", lj1), ("jfk", jfk[:half]), ("lj", lj2), ("jfk", jfk[half:])]
-    joined = join(lines, [gap] * 3)
+    joined = lj_and_jfk(gap)
     segs = kept(joined, tmp_path, f"talk{gap}", "s.txt:1")
     truth = [majority(s.start_s, s.end_s, joined.spans) for s in segs]
     assert segs and all(other <= 0.25 for _, other in truth), truth  # no kept clip holds both voices
@@ -180,7 +184,6 @@ def test_a_whole_build_gives_the_same_ids_in_one_wave_and_in_one_wave_a_source(t
     assert by_file["a.wav"] == by_file["c.wav"] != by_file["b.wav"]
 
 
-
 @needs_shared
 def test_the_guard_options_reach_the_speaker_stage_of_a_build(tmp_path, tiny_model):
     """A whole build of LJ and JFK overlapping by 0.4 s: with the defaults, the pieces beside each
@@ -192,9 +195,7 @@ def test_the_guard_options_reach_the_speaker_stage_of_a_build(tmp_path, tiny_mod
     from pipelines.build_corpus import run
     from tests.conftest import permissive
     from tests.test_build_corpus import table
-    lj1, lj2, jfk = (load(str(SHARED_SPEECH / f)) for f in ("lj_1.wav", "lj_2.wav", "jfk.flac"))
-    half = len(jfk) // 2
-    joined = join([("lj", lj1), ("jfk", jfk[:half]), ("lj", lj2), ("jfk", jfk[half:])], [-0.4] * 3)
+    joined = lj_and_jfk(-0.4)
     (tmp_path / "talk").mkdir()
     sf.write(str(tmp_path / "talk" / "talk.wav"), joined.audio, RATE)
     got = {}
